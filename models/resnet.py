@@ -1,0 +1,119 @@
+"""The CIFAR ResNet of He et al. 2015, with each block's shortcut scaled by a fixed factor f_l.
+
+    block l:  y = ReLU(f_l * shortcut(x) + F(x)),   F = conv3x3-BN-ReLU-conv3x3-BN
+
+Depth 6n+2: a 3x3 stem of 16 filters, three stages of n blocks at 16/32/64 filters (stride 2 entering stages 2
+and 3), global average pooling and a dense layer of logits. Shortcuts are He et al.'s option A: stride-2
+subsampling plus zero-padded channels, no parameters. f_l is a Python float baked into the graph, so a scaled
+network has exactly the weights of the plain one. Keras 3 API only: it runs under TensorFlow and JAX.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import keras
+from keras import layers, ops
+
+from common.errors import UsageError
+from models.schedules import Schedule, block_count
+
+WEIGHT_DECAY = 1e-4
+# Keras's L2(c) adds c * sum(w^2), whose gradient is 2c*w: half the coefficient gives SGD's coupled decay 1e-4*w.
+_L2 = WEIGHT_DECAY / 2
+# PyTorch's 0.1 in Keras's convention. Keras's default 0.99 lags so far behind in short runs that validation
+# accuracy sits near chance for the first epochs, which would make early pruning decisions noise.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+@keras.saving.register_keras_serializable(package="resnet_shortcut")
+class ScaledShortcut(layers.Layer):
+    """Option-A shortcut times a constant: ``scale * pad_channels(x[:, ::stride, ::stride])``.
+
+    Args:
+        filters: output channels; extra channels are zeros, split evenly before and after the input's.
+        stride: 1 or 2; stride 2 keeps the even pixels, where the block's padded stride-2 conv is centred.
+        scale: the schedule's factor f_l (> 0), a constant rather than a weight.
+    """
+
+    def __init__(self, filters: int, stride: int = 1, scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.stride, self.scale = int(filters), int(stride), float(scale)
+
+    def call(self, x):
+        if self.stride > 1:
+            x = x[:, :: self.stride, :: self.stride, :]
+        extra = self.filters - x.shape[-1]
+        if extra:
+            x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [extra // 2, extra - extra // 2]])
+        return x if self.scale == 1.0 else x * ops.cast(self.scale, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        shrink = lambda size: None if size is None else -(-size // self.stride)  # noqa: E731
+        return (batch, shrink(height), shrink(width), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "stride": self.stride, "scale": self.scale}
+
+
+def _conv(filters: int, stride: int, name: str) -> layers.Conv2D:
+    return layers.Conv2D(
+        filters, 3, strides=stride, use_bias=False, name=name,
+        # He et al.'s Torch code pads a stride-2 conv one pixel on every side (explicit ZeroPadding2D before it),
+        # centring its taps on the even pixels the shortcut keeps; "same" at stride 2 would pad bottom/right only.
+        padding="same" if stride == 1 else "valid",
+        kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.L2(_L2),
+    )
+
+
+def _batch_norm(name: str) -> layers.BatchNormalization:
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+
+
+def basic_block(x, filters: int, stride: int, scale: float, name: str):
+    """One residual block: ReLU(scale * shortcut(x) + conv-BN-ReLU-conv-BN(x))."""
+    shortcut = x
+    if stride != 1 or scale != 1.0 or x.shape[-1] != filters:
+        shortcut = ScaledShortcut(filters, stride, scale, name=f"{name}_shortcut")(x)
+    y = layers.ZeroPadding2D(1, name=f"{name}_pad")(x) if stride != 1 else x
+    y = _conv(filters, stride, f"{name}_conv1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(_batch_norm(f"{name}_bn1")(y))
+    y = _batch_norm(f"{name}_bn2")(_conv(filters, 1, f"{name}_conv2")(y))
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
+
+
+def build_resnet(depth: int, num_classes: int, schedule: Schedule | Sequence[float] | None = None,
+                 input_shape: tuple[int, int, int] = (32, 32, 3), name: str | None = None) -> keras.Model:
+    """A CIFAR ResNet of ``depth`` = 6n+2 whose block l scales its shortcut by ``schedule.values(depth)[l-1]``.
+
+    ``schedule=None`` is the baseline (every factor 1): the plain ResNet of He et al. A sequence of L raw factors
+    (>= 0) is taken as is, for ablations such as f = 0 (no shortcut at all). Inputs are normalised images;
+    outputs are float32 logits, also under a mixed-precision policy.
+    """
+    blocks = block_count(depth)
+    factors = list(schedule.values(depth) if isinstance(schedule, Schedule) else schedule or [1.0] * blocks)
+    if len(factors) != blocks or not all(math.isfinite(f) and f >= 0 for f in factors):
+        raise UsageError(f"schedule: ResNet-{depth} needs {blocks} finite factors >= 0, got {factors}")
+    blocks_per_stage = blocks // 3
+    inputs = keras.Input(input_shape, name="image")
+    x = _conv(16, 1, "stem_conv")(inputs)
+    x = layers.ReLU(name="stem_relu")(_batch_norm("stem_bn")(x))
+    for stage, filters in enumerate((16, 32, 64)):
+        for index in range(blocks_per_stage):
+            l = stage * blocks_per_stage + index  # noqa: E741 - the paper's block index (0-based here)
+            stride = 2 if stage > 0 and index == 0 else 1
+            x = basic_block(x, filters, stride, factors[l], name=f"block{l + 1}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    # float32 logits: a softmax cross-entropy in float16 loses precision and can overflow
+    logits = layers.Dense(num_classes, dtype="float32", name="logits",
+                          kernel_regularizer=keras.regularizers.L2(_L2))(x)
+    return keras.Model(inputs, logits, name=name or f"resnet{depth}")
+
+
+def shortcut_factors(model: keras.Model) -> list[float]:
+    """The factors f_l baked into a model built by ``build_resnet`` (1.0 where a block has a plain shortcut)."""
+    by_name = {layer.name: layer for layer in model.layers}
+    adds = [name.removesuffix("_add") for name in by_name if name.endswith("_add")]
+    return [getattr(by_name.get(f"{block}_shortcut"), "scale", 1.0) for block in adds]

@@ -1,0 +1,205 @@
+"""One training run with He et al.'s CIFAR recipe, as a plain function: config + schedule + data -> RunResult.
+
+Recipe (He et al. 2015): SGD, momentum 0.9, batch 128, weight decay 1e-4, learning rate 0.1 divided by 10 at 50 %
+and 75 % of the run, 64k iterations (about 182 epochs on 45k images). ``epochs`` and ``subset`` shorten a run; the
+milestones scale along. Depth >= 110 warms up at 0.01 for the first 400 iterations, as He et al. did.
+Knows Keras, not Optuna: the search sees a run only through ``on_epoch`` and the returned record.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import keras
+
+from common.errors import UsageError
+from models.schedules import Schedule, block_count
+from models.resnet import build_resnet
+from training.data import Dataset
+from training.pipeline import with_input_pipeline
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+HE_ITERATIONS = 64_000
+WARMUP_DEPTH, WARMUP_ITERATIONS, WARMUP_LR = 110, 400, 0.01
+
+EpochHook = Callable[[int, float], None]  # (epoch 1.., validation accuracy 0..1); may raise to stop the run
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What one training run needs besides the schedule and the data.
+
+    Attributes:
+        depth: 6n+2 (20, 32, 56, 110, ...).
+        epochs: passes over the training split; ``None`` = He et al.'s 64k iterations at this batch size.
+        batch_size: images per SGD step.
+        precision: ``auto`` (mixed_float16 + XLA on a GPU, float32 on CPU), ``float32``, ``mixed_float16``,
+            ``mixed_bfloat16``.
+        seed: seeds weights, data order and augmentation (``keras.utils.set_random_seed``).
+        learning_rate, momentum: SGD's; weight decay 1e-4 is part of the network (models/resnet.py).
+    """
+
+    depth: int = 32
+    epochs: int | None = None
+    batch_size: int = 128
+    precision: str = "auto"
+    seed: int = 0
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        block_count(self.depth)
+        if self.epochs is not None and self.epochs <= 0:
+            raise UsageError(f"epochs: must be > 0, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise UsageError(f"batch-size: must be > 0, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision: unknown {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+    def epochs_for(self, train_images: int) -> int:
+        """Epochs of this run: ``epochs``, or He et al.'s 64k iterations rounded up to whole epochs."""
+        if self.epochs is not None:
+            return self.epochs
+        return math.ceil(HE_ITERATIONS / math.ceil(train_images / self.batch_size))
+
+
+@dataclass
+class RunResult:
+    """The plain record of one run. Accuracies are fractions in [0, 1]; times in seconds."""
+
+    depth: int
+    dataset: str
+    schedule: dict[str, Any]
+    seed: int
+    precision: str
+    epochs_planned: int
+    epochs_run: int = 0
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    final_val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    wall_seconds: float = 0.0
+    images_per_second: float = 0.0  # training steps only, steady state (after the first, compiling epoch)
+    diverged: bool = False
+    diverged_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_precision(precision: str) -> tuple[str, bool]:
+    """(Keras dtype policy, XLA on?) for a precision name; ``auto`` asks the backend whether a GPU is visible."""
+    if precision == "auto":
+        return ("mixed_float16", True) if gpu_available() else ("float32", False)
+    return precision, gpu_available()
+
+
+def gpu_available() -> bool:
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if keras.config.backend() == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    return False
+
+
+def learning_rate_schedule(config: TrainConfig, total_steps: int):
+    """Piecewise-constant learning rate over iterations: /10 at 50 % and 75 %, warm-up for depth >= 110."""
+    base = config.learning_rate
+    boundaries = [round(total_steps * 0.5), round(total_steps * 0.75)]
+    values = [base, base / 10, base / 100]
+    if config.depth >= WARMUP_DEPTH and total_steps > WARMUP_ITERATIONS:
+        boundaries, values = [WARMUP_ITERATIONS, *boundaries], [WARMUP_LR, *values]
+    boundaries = sorted(set(max(1, b) for b in boundaries))
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values[-len(boundaries) - 1:])
+
+
+def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch: EpochHook | None = None,
+        test: bool = False, verbose: int = 0) -> RunResult:
+    """Train a ResNet of ``config.depth`` with ``schedule`` on ``data``; validate every epoch.
+
+    ``on_epoch(epoch, val_accuracy)`` is called after each epoch with validation data; an exception it raises
+    (e.g. optuna.TrialPruned) ends the run and propagates. A NaN or infinite loss ends the run with
+    ``diverged=True`` instead of raising. ``test=True`` also measures test accuracy at the end.
+    """
+    schedule = schedule or Schedule("constant", {"value": 1.0})
+    policy, jit = resolve_precision(config.precision)
+    keras.utils.set_random_seed(config.seed)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        network = build_resnet(config.depth, data.num_classes, schedule)
+        model = with_input_pipeline(network, data.mean, data.std, seed=config.seed)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
+    epochs = config.epochs_for(len(data.y_train))
+    optimizer = keras.optimizers.SGD(learning_rate_schedule(config, steps_per_epoch * epochs),
+                                     momentum=config.momentum)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], jit_compile=jit)
+
+    result = RunResult(config.depth, data.name, schedule.to_dict(), config.seed, policy, epochs)
+    recorder = _Recorder(result, on_epoch, len(data.y_train))
+    has_validation = len(data.y_val) > 0
+    started = time.perf_counter()
+    model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=epochs, shuffle=True,
+              validation_data=(data.x_val, data.y_val) if has_validation else None,
+              callbacks=[recorder], verbose=verbose)
+    if test and not result.diverged:
+        result.test_accuracy = float(model.evaluate(data.x_test, data.y_test, batch_size=512, verbose=0,
+                                                    return_dict=True)["accuracy"])
+    result.wall_seconds = time.perf_counter() - started
+    result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
+    result.images_per_second = recorder.images_per_second()
+    return result
+
+
+class _Recorder(keras.callbacks.Callback):
+    """Keras callback: per-epoch curves, training-only timing, divergence check, and the caller's hook."""
+
+    def __init__(self, result: RunResult, on_epoch: EpochHook | None, images_per_epoch: int):
+        super().__init__()
+        self.result, self.on_epoch, self.images_per_epoch = result, on_epoch, images_per_epoch
+        self.train_seconds: list[float] = []
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        # inside fit, validation starts right after the epoch's last training step
+        if len(self.train_seconds) == len(self.result.train_loss):
+            self.train_seconds.append(time.perf_counter() - self._epoch_start)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if len(self.train_seconds) == len(self.result.train_loss):
+            self.train_seconds.append(time.perf_counter() - self._epoch_start)
+        loss = float(logs.get("loss", math.nan))
+        self.result.epochs_run = epoch + 1
+        self.result.train_loss.append(loss)
+        self.result.train_accuracy.append(float(logs.get("accuracy", math.nan)))
+        # Checked once an epoch, not every batch like keras.callbacks.TerminateOnNaN: a per-batch check copies
+        # the loss to the host every step, and a NaN stays NaN in the epoch's running mean anyway.
+        if not math.isfinite(loss):
+            self.result.diverged = True
+            self.result.diverged_reason = f"training loss became {loss} in epoch {epoch + 1}"
+            self.model.stop_training = True
+            return
+        if "val_accuracy" in logs:
+            accuracy = float(logs["val_accuracy"])
+            self.result.val_accuracy.append(accuracy)
+            if self.on_epoch is not None:
+                self.on_epoch(epoch + 1, accuracy)
+
+    def images_per_second(self) -> float:
+        steady = self.train_seconds[1:] or self.train_seconds  # the first epoch pays for tracing and compiling
+        return self.images_per_epoch * len(steady) / sum(steady) if steady and sum(steady) > 0 else 0.0

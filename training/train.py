@@ -1,0 +1,64 @@
+"""Train one CIFAR ResNet with a shortcut schedule and print its result record.
+
+    python -m training.train --depth 32 --dataset cifar10 --schedule paper-c10-r32 --epochs 30 --seed 0
+
+Prints per-epoch progress, then one JSON line: the RunResult (curves, final validation accuracy, test accuracy
+with --test, epochs run, wall time, images/s, diverged flag).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Sequence
+
+from common.cli import ArgumentParser, positive_int, quiet_tensorflow, run_command
+
+
+def add_training_arguments(parser: ArgumentParser) -> None:
+    """The flags every command that trains shares (train, search.run, search.evaluate, benchmarks)."""
+    from training.data import DATASETS
+    from training.loop import PRECISIONS
+
+    parser.add_argument("--depth", type=int, default=32, help="network depth 6n+2: 20, 32, 44, 56, 110 (default 32)")
+    parser.add_argument("--dataset", default="cifar10", choices=DATASETS, metavar="{" + ",".join(DATASETS) + "}",
+                        help="data set (default cifar10; digits is small, bundled and offline)")
+    parser.add_argument("--data-dir", help="folder holding the official CIFAR python archive (cifar-10-python.tar.gz "
+                        "or cifar-100-python.tar.gz) or its extracted folder; default: the Keras cache, "
+                        "else a download")
+    parser.add_argument("--subset", type=positive_int, help="train on a stratified part of this many images of the "
+                        "training split (default: all 45k)")
+    parser.add_argument("--epochs", type=positive_int, help="epochs to train (default: He et al.'s 64k iterations, "
+                        "about 182 epochs on 45k images); learning-rate drops stay at 50 %% and 75 %%")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per SGD step (default 128)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto = mixed_float16 with XLA "
+                        "on a GPU, float32 on CPU (default auto)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds weights, data order and augmentation "
+                        "(default 0)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    add_training_arguments(parser)
+    parser.add_argument("--schedule", default="baseline", help="a preset (baseline, he-half, paper-c10-r32, "
+                        "paper-c10-r56, paper-c100-r32, paper-c100-r56) or a schedule JSON file (default baseline)")
+    parser.add_argument("--test", action="store_true", help="also report test-set accuracy at the end")
+    args = parser.parse_args(argv)
+
+    from models.schedules import resolve_schedule
+
+    schedule = resolve_schedule(args.schedule)
+    quiet_tensorflow()
+    from training.data import load_dataset
+    from training.loop import TrainConfig, run
+
+    config = TrainConfig(depth=args.depth, epochs=args.epochs, batch_size=args.batch_size,
+                         precision=args.precision, seed=args.seed)
+    data = load_dataset(args.dataset, args.data_dir, args.subset)
+    print(f"{data.summary()}; ResNet-{args.depth} with {schedule.describe()}", file=sys.stderr)
+    result = run(config, schedule, data, test=args.test, verbose=2)
+    print(json.dumps(result.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))
