@@ -10,60 +10,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import keras
 
-from common.errors import UsageError
-from models.schedules import Schedule, block_count
 from models.resnet import build_resnet
+from models.schedules import Schedule
+from training.config import WARMUP_DEPTH, WARMUP_ITERATIONS, WARMUP_LR, EpochHook, TrainConfig
 from training.data import Dataset
 from training.pipeline import with_input_pipeline
-
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-HE_ITERATIONS = 64_000
-WARMUP_DEPTH, WARMUP_ITERATIONS, WARMUP_LR = 110, 400, 0.01
-
-EpochHook = Callable[[int, float], None]  # (epoch 1.., validation accuracy 0..1); may raise to stop the run
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What one training run needs besides the schedule and the data.
-
-    Attributes:
-        depth: 6n+2 (20, 32, 56, 110, ...).
-        epochs: passes over the training split; ``None`` = He et al.'s 64k iterations at this batch size.
-        batch_size: images per SGD step.
-        precision: ``auto`` (mixed_float16 + XLA on a GPU, float32 on CPU), ``float32``, ``mixed_float16``,
-            ``mixed_bfloat16``.
-        seed: seeds weights, data order and augmentation (``keras.utils.set_random_seed``).
-        learning_rate, momentum: SGD's; weight decay 1e-4 is part of the network (models/resnet.py).
-    """
-
-    depth: int = 32
-    epochs: int | None = None
-    batch_size: int = 128
-    precision: str = "auto"
-    seed: int = 0
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-
-    def __post_init__(self) -> None:
-        block_count(self.depth)
-        if self.epochs is not None and self.epochs <= 0:
-            raise UsageError(f"epochs: must be > 0, got {self.epochs}")
-        if self.batch_size <= 0:
-            raise UsageError(f"batch-size: must be > 0, got {self.batch_size}")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"precision: unknown {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-
-    def epochs_for(self, train_images: int) -> int:
-        """Epochs of this run: ``epochs``, or He et al.'s 64k iterations rounded up to whole epochs."""
-        if self.epochs is not None:
-            return self.epochs
-        return math.ceil(HE_ITERATIONS / math.ceil(train_images / self.batch_size))
-
 
 @dataclass
 class RunResult:
@@ -120,15 +75,12 @@ def learning_rate_schedule(config: TrainConfig, total_steps: int):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values[-len(boundaries) - 1:])
 
 
-def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch: EpochHook | None = None,
-        test: bool = False, verbose: int = 0) -> RunResult:
-    """Train a ResNet of ``config.depth`` with ``schedule`` on ``data``; validate every epoch.
+def compiled_model(config: TrainConfig, schedule: Schedule | None, data: Dataset,
+                   epochs: int | None = None) -> tuple[keras.Model, str]:
+    """The network behind the input pipeline, compiled with the recipe's optimizer; and its dtype policy.
 
-    ``on_epoch(epoch, val_accuracy)`` is called after each epoch with validation data; an exception it raises
-    (e.g. optuna.TrialPruned) ends the run and propagates. A NaN or infinite loss ends the run with
-    ``diverged=True`` instead of raising. ``test=True`` also measures test accuracy at the end.
+    Seeds Keras first, so the same seed gives the same initial weights and augmentation stream.
     """
-    schedule = schedule or Schedule("constant", {"value": 1.0})
     policy, jit = resolve_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
@@ -138,18 +90,29 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
         model = with_input_pipeline(network, data.mean, data.std, seed=config.seed)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-
     steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
-    epochs = config.epochs_for(len(data.y_train))
-    optimizer = keras.optimizers.SGD(learning_rate_schedule(config, steps_per_epoch * epochs),
-                                     momentum=config.momentum)
+    total_steps = steps_per_epoch * (epochs or config.epochs_for(len(data.y_train)))
+    optimizer = keras.optimizers.SGD(learning_rate_schedule(config, total_steps), momentum=config.momentum)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=jit)
+    return model, policy
 
+
+def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch: EpochHook | None = None,
+        test: bool = False, verbose: int = 0) -> RunResult:
+    """Train a ResNet of ``config.depth`` with ``schedule`` on ``data``; validate every epoch.
+
+    ``on_epoch(epoch, val_accuracy)`` is called after each epoch with validation data; an exception it raises
+    (e.g. optuna.TrialPruned) ends the run and propagates. A NaN or infinite loss ends the run with
+    ``diverged=True`` instead of raising. ``test=True`` also measures test accuracy at the end.
+    """
+    schedule = schedule or Schedule("constant", {"value": 1.0})
+    started = time.perf_counter()
+    epochs = config.epochs_for(len(data.y_train))
+    model, policy = compiled_model(config, schedule, data, epochs)
     result = RunResult(config.depth, data.name, schedule.to_dict(), config.seed, policy, epochs)
     recorder = _Recorder(result, on_epoch, len(data.y_train))
     has_validation = len(data.y_val) > 0
-    started = time.perf_counter()
     model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=epochs, shuffle=True,
               validation_data=(data.x_val, data.y_val) if has_validation else None,
               callbacks=[recorder], verbose=verbose)

@@ -17,7 +17,7 @@ from common.cli import ArgumentParser, positive_int, quiet_tensorflow, run_comma
 def add_training_arguments(parser: ArgumentParser) -> None:
     """The flags every command that trains shares (train, search.run, search.evaluate, benchmarks)."""
     from training.data import DATASETS
-    from training.loop import PRECISIONS
+    from training.config import PRECISIONS
 
     parser.add_argument("--depth", type=int, default=32, help="network depth 6n+2: 20, 32, 44, 56, 110 (default 32)")
     parser.add_argument("--dataset", default="cifar10", choices=DATASETS, metavar="{" + ",".join(DATASETS) + "}",
@@ -45,16 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from models.schedules import resolve_schedule
+    from training.config import TrainConfig
+    from training.data import load_dataset
 
     schedule = resolve_schedule(args.schedule)
-    quiet_tensorflow()
-    from training.data import load_dataset
-    from training.loop import TrainConfig, run
-
     config = TrainConfig(depth=args.depth, epochs=args.epochs, batch_size=args.batch_size,
                          precision=args.precision, seed=args.seed)
     data = load_dataset(args.dataset, args.data_dir, args.subset)
     print(f"{data.summary()}; ResNet-{args.depth} with {schedule.describe()}", file=sys.stderr)
+    quiet_tensorflow()
+    from training.loop import run
+
     result = run(config, schedule, data, test=args.test, verbose=2)
     print(json.dumps(result.to_dict()))
     return 0

@@ -1,0 +1,94 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from models.schedules import preset
+from training.data import load_dataset
+from training.config import TrainConfig
+from training.loop import learning_rate_schedule, run
+from training.train import main
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", subset=400)
+
+
+def test_short_run_on_real_digits_beats_chance_and_reports_every_epoch(digits):
+    seen = []
+    result = run(TrainConfig(depth=8, epochs=6, batch_size=32, precision="float32"), preset("paper-c10-r32"),
+                 digits, on_epoch=lambda epoch, acc: seen.append((epoch, acc)))
+    assert [e for e, _ in seen] == [1, 2, 3, 4, 5, 6] and [a for _, a in seen] == result.val_accuracy
+    assert result.epochs_run == 6 and not result.diverged
+    assert result.final_val_accuracy > 0.3  # chance is 0.1
+    assert result.images_per_second > 0 and result.wall_seconds > 0
+    assert result.schedule == preset("paper-c10-r32").to_dict()
+    json.dumps(result.to_dict())
+
+
+def test_same_seed_same_run_other_seed_other_run(digits):
+    config = TrainConfig(depth=8, epochs=1, batch_size=64, precision="float32", seed=3)
+    a, b = run(config, None, digits), run(config, None, digits)
+    c = run(TrainConfig(depth=8, epochs=1, batch_size=64, precision="float32", seed=4), None, digits)
+    assert a.train_loss == b.train_loss and a.val_accuracy == b.val_accuracy
+    assert a.train_loss != c.train_loss
+
+
+def test_nan_loss_marks_the_run_diverged_without_raising(digits):
+    result = run(TrainConfig(depth=8, epochs=3, batch_size=64, precision="float32", learning_rate=1e12),
+                 preset("baseline"), digits)
+    assert result.diverged and "loss" in result.diverged_reason
+    assert result.epochs_run < 3 or not math.isfinite(result.train_loss[-1])
+    assert result.final_val_accuracy is None
+
+
+def test_hook_exception_stops_the_run(digits):
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, accuracy):
+        raise Stop(epoch)
+
+    with pytest.raises(Stop):
+        run(TrainConfig(depth=8, epochs=3, batch_size=64, precision="float32"), None, digits, on_epoch=stop)
+
+
+def test_learning_rate_drops_at_half_and_three_quarters_and_warms_up_deep_nets():
+    lr = learning_rate_schedule(TrainConfig(depth=32), 1000)
+    assert [float(lr(s)) for s in (0, 499, 501, 749, 751, 999)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    deep = learning_rate_schedule(TrainConfig(depth=110), 64000)
+    assert [float(deep(s)) for s in (0, 399, 401, 31999, 32001, 48001)] == pytest.approx(
+        [0.01, 0.01, 0.1, 0.1, 0.01, 0.001])
+
+
+def test_default_length_is_he_et_al_64k_iterations():
+    assert TrainConfig().epochs_for(45000) == 182
+    assert TrainConfig(epochs=3).epochs_for(45000) == 3
+
+
+def test_train_command_prints_one_json_record(capsys):
+    assert main(["--depth", "8", "--dataset", "digits", "--subset", "200", "--epochs", "1", "--batch-size", "64",
+                 "--precision", "float32", "--test"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["epochs_run"] == 1 and 0 <= record["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--depth", "31"], "depth"),
+    (["--dataset", "mnist"], "dataset"),
+    (["--schedule", "nope"], "schedule"),
+    (["--schedule", "missing.json"], "cannot read"),
+    (["--epochs", "0"], "epochs"),
+    (["--precision", "float8"], "precision"),
+])
+def test_train_command_usage_errors_exit_2_with_one_line(argv, message):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "training.train", *argv], capture_output=True, text=True,
+                          cwd=str(__import__("pathlib").Path(__file__).parents[1]), timeout=120)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
