@@ -44,6 +44,12 @@ def test_nan_loss_marks_the_run_diverged_without_raising(digits):
     assert result.final_val_accuracy is None
 
 
+def test_hook_can_stop_the_run_and_the_record_says_so(digits):
+    result = run(TrainConfig(depth=8, epochs=3, batch_size=64, precision="float32"), None, digits,
+                 on_epoch=lambda epoch, accuracy: epoch == 1)
+    assert result.stopped_early and result.epochs_run == 1 and len(result.val_accuracy) == 1
+
+
 def test_hook_exception_stops_the_run(digits):
     class Stop(Exception):
         pass

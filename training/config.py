@@ -16,7 +16,7 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 HE_ITERATIONS = 64_000
 WARMUP_DEPTH, WARMUP_ITERATIONS, WARMUP_LR = 110, 400, 0.01
 
-EpochHook = Callable[[int, float], None]  # (epoch 1.., validation accuracy 0..1); may raise to stop the run
+EpochHook = Callable[[int, float], bool | None]  # (epoch 1.., validation accuracy 0..1) -> True to stop the run
 
 
 @dataclass(frozen=True)

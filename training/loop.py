@@ -40,6 +40,7 @@ class RunResult:
     images_per_second: float = 0.0  # training steps only, steady state (after the first, compiling epoch)
     diverged: bool = False
     diverged_reason: str | None = None
+    stopped_early: bool = False  # the epoch hook asked to stop (a pruned trial)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,8 +103,8 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
         test: bool = False, verbose: int = 0) -> RunResult:
     """Train a ResNet of ``config.depth`` with ``schedule`` on ``data``; validate every epoch.
 
-    ``on_epoch(epoch, val_accuracy)`` is called after each epoch with validation data; an exception it raises
-    (e.g. optuna.TrialPruned) ends the run and propagates. A NaN or infinite loss ends the run with
+    ``on_epoch(epoch, val_accuracy)`` is called after each epoch with validation data; when it returns True the
+    run stops there (``stopped_early``), and an exception it raises propagates. A NaN or infinite loss ends the run with
     ``diverged=True`` instead of raising. ``test=True`` also measures test accuracy at the end.
     """
     schedule = schedule or Schedule("constant", {"value": 1.0})
@@ -160,8 +161,9 @@ class _Recorder(keras.callbacks.Callback):
         if "val_accuracy" in logs:
             accuracy = float(logs["val_accuracy"])
             self.result.val_accuracy.append(accuracy)
-            if self.on_epoch is not None:
-                self.on_epoch(epoch + 1, accuracy)
+            if self.on_epoch is not None and self.on_epoch(epoch + 1, accuracy):
+                self.result.stopped_early = True
+                self.model.stop_training = True
 
     def images_per_second(self) -> float:
         steady = self.train_seconds[1:] or self.train_seconds  # the first epoch pays for tracing and compiling

@@ -1,0 +1,93 @@
+"""SearchConfig: everything a search needs, validated from the command line before any storage is touched.
+
+Part of it (``study_settings``) is stored on the study and compared on every later run under the same study
+name, so a resumed search never mixes trials of different experiments.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from common.errors import UsageError
+from models.schedules import FACTOR_BOUNDS
+from search.space import FAMILY_CHOICES
+from storage.rdb import DEFAULT_URL, HEARTBEAT_SECONDS
+from training.config import TrainConfig
+from training.data import DATASETS
+
+SAMPLERS = ("tpe", "gp", "cmaes", "random")
+PRUNERS = ("hyperband", "median", "none")
+# compared on resume; storage, trials, workers, timeout and data-dir may change between runs
+COMPARED = ("dataset", "depth", "epochs", "subset", "batch_size", "precision", "family", "scale_range", "sampler",
+            "pruner", "seed")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One search. ``trials`` counts finished trials (complete + pruned) of the whole study, over all workers."""
+
+    dataset: str = "cifar10"
+    depth: int = 32
+    trials: int = 200
+    epochs: int | None = None
+    subset: int | None = None
+    batch_size: int = 128
+    precision: str = "auto"
+    seed: int = 0
+    family: str = "any"
+    scale_range: tuple[float, float] = FACTOR_BOUNDS
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    storage: str = DEFAULT_URL
+    study: str | None = None
+    data_dir: str | None = None
+    workers: int = 1
+    timeout: float | None = None
+    max_failures: int = 5
+    heartbeat: int = HEARTBEAT_SECONDS
+    train: TrainConfig = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise UsageError(f"dataset: unknown {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        checks = {
+            "family": (self.family, FAMILY_CHOICES),
+            "sampler": (self.sampler, SAMPLERS),
+            "pruner": (self.pruner, PRUNERS),
+        }
+        for name, (value, choices) in checks.items():
+            if value not in choices:
+                raise UsageError(f"{name}: unknown {value!r}; choose one of {', '.join(choices)}")
+        if self.trials <= 0:
+            raise UsageError(f"trials: must be > 0, got {self.trials}")
+        lo, hi = self.scale_range
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+            raise UsageError(f"scale-range: need 0 < LO < HI, got {lo:g} {hi:g}; e.g. --scale-range 0.5 1.5")
+        for name in ("workers", "max_failures", "heartbeat"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name.replace('_', '-')}: must be > 0, got {getattr(self, name)}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise UsageError(f"timeout: must be > 0 seconds, got {self.timeout}")
+        object.__setattr__(self, "scale_range", (float(lo), float(hi)))
+        object.__setattr__(self, "study", self.study or f"{self.dataset}-resnet{self.depth}")
+        object.__setattr__(self, "train", TrainConfig(depth=self.depth, epochs=self.epochs,
+                                                      batch_size=self.batch_size, precision=self.precision,
+                                                      seed=self.seed))
+
+    def study_settings(self) -> dict[str, Any]:
+        """The settings that define the experiment, as stored on the study (JSON-friendly)."""
+        settings = {name: getattr(self, name) for name in COMPARED}
+        settings["scale_range"] = list(self.scale_range)
+        return settings
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("train")
+        return data
+
+
+def settings_difference(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human lines naming each compared setting that differs, e.g. ``depth: study has 32, this run 56``."""
+    return [f"{name}: study has {stored.get(name)!r}, this run {current.get(name)!r}"
+            for name in COMPARED if stored.get(name) != current.get(name)]

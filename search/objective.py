@@ -1,0 +1,59 @@
+"""The objective: one trial = one schedule trained on the study's budget, judged by validation accuracy."""
+from __future__ import annotations
+
+import time
+
+import optuna
+
+from models.schedules import positions
+from search.config import SearchConfig
+from search.space import suggest_schedule
+from search.study import BASELINE
+from training.data import Dataset
+from training.loop import run
+
+
+class Objective:
+    """Suggest a schedule, train it, report every epoch's validation accuracy, prune the hopeless.
+
+    Every trial uses the study's seed, so schedules are compared on the same initial weights and data order
+    (common random numbers: less noise between trials than independent seeds). The baseline trial is never
+    pruned, so every study keeps a reference on the full budget. A diverged run is pruned with
+    ``diverged`` recorded: it counts as finished, never as a good result.
+    """
+
+    def __init__(self, config: SearchConfig, data: Dataset):
+        self.config, self.data = config, data
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        schedule = suggest_schedule(trial, self.config.family, self.config.scale_range)
+        never_prune = trial.user_attrs.get("preset") == BASELINE
+        trial.set_user_attr("family", schedule.family)
+        trial.set_user_attr("schedule", schedule.to_dict())
+        trial.set_user_attr("x", [round(float(x), 6) for x in positions(self.config.depth)])
+        trial.set_user_attr("values", [round(v, 6) for v in schedule.values(self.config.depth)])
+        trial.set_user_attr("seed", self.config.seed)
+
+        def report(epoch: int, accuracy: float) -> bool:
+            trial.report(accuracy, epoch)
+            return not never_prune and trial.should_prune()
+
+        started = time.perf_counter()
+        try:
+            result = run(self.config.train, schedule, self.data, on_epoch=report)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise
+        except Exception as error:
+            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:500])
+            raise
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 2))
+        trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
+        if result.diverged:
+            trial.set_user_attr("diverged", result.diverged_reason)
+            raise optuna.TrialPruned(f"diverged: {result.diverged_reason}")
+        if result.stopped_early:
+            trial.set_user_attr("pruned_at_epoch", result.epochs_run)
+            raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
+        return result.final_val_accuracy

@@ -1,0 +1,212 @@
+"""Search shortcut schedules for a CIFAR ResNet with Optuna; every trial is kept in a persistent study.
+
+    python -m search.run --depth 32 --dataset cifar10 --trials 200
+
+Re-running the same command resumes the study and stops once --trials trials have finished (complete or
+pruned); nothing that finished is run again. Watch it with `optuna-dashboard sqlite:///search.db`, then
+`python -m search.export` the best schedule and `python -m search.evaluate` it over seeds.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+from common.cli import ArgumentParser, positive_int, quiet_tensorflow, run_command
+from common.errors import UsageError
+
+EXIT_FAILURES = 1
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def build_parser() -> ArgumentParser:
+    from search.config import PRUNERS, SAMPLERS
+    from search.space import FAMILY_CHOICES
+    from storage.rdb import DEFAULT_URL, HEARTBEAT_SECONDS
+    from training.train import add_training_arguments
+
+    parser = ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0],
+                            epilog="Every trial trains on the fixed 45k/5k split and is judged by validation "
+                                   "accuracy; the test set is never touched by the search.")
+    add_training_arguments(parser)
+    parser.add_argument("--trials", type=positive_int, default=200,
+                        help="target count of finished trials (complete + pruned) in the study (default 200)")
+    parser.add_argument("--family", default="any", choices=FAMILY_CHOICES,
+                        help="schedule family to search; any = the family is itself searched (default any)")
+    parser.add_argument("--scale-range", type=float, nargs=2, default=(0.5, 1.5), metavar=("LO", "HI"),
+                        help="bounds of every shortcut factor, 0 < LO < HI (default 0.5 1.5)")
+    parser.add_argument("--sampler", default="tpe", choices=SAMPLERS,
+                        help="tpe (multivariate, seeded), gp, cmaes or random (default tpe)")
+    parser.add_argument("--pruner", default="hyperband", choices=PRUNERS,
+                        help="hyperband over epochs, median, or none (default hyperband)")
+    parser.add_argument("--storage", default=DEFAULT_URL,
+                        help=f"SQLAlchemy URL of the study storage (default {DEFAULT_URL}, in this folder; "
+                             "postgresql+psycopg://user:pass@host/db for several machines)")
+    parser.add_argument("--study", help="study name (default <dataset>-resnet<depth>)")
+    parser.add_argument("--workers", type=positive_int, default=1,
+                        help="worker processes on this machine sharing the study; with several GPUs one GPU each, "
+                             "on a CPU the cores are split between them (default 1)")
+    parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    parser.add_argument("--max-failures", type=positive_int, default=5,
+                        help="stop after this many trials in a row failed with an error (default 5)")
+    parser.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_SECONDS,
+                        help="seconds between a running trial's heartbeats; a trial silent for twice this long "
+                             f"(its worker died) is failed and re-run (default {HEARTBEAT_SECONDS})")
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None):
+    from search.config import SearchConfig
+
+    args = build_parser().parse_args(argv)
+    return SearchConfig(
+        dataset=args.dataset, depth=args.depth, trials=args.trials, epochs=args.epochs, subset=args.subset,
+        batch_size=args.batch_size, precision=args.precision, seed=args.seed, family=args.family,
+        scale_range=tuple(args.scale_range), sampler=args.sampler, pruner=args.pruner, storage=args.storage,
+        study=args.study, data_dir=args.data_dir, workers=args.workers, timeout=args.timeout,
+        max_failures=args.max_failures, heartbeat=args.heartbeat)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = config_from_args(argv)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from search.study import check_existing, finished_count, open_study
+    from storage.rdb import open_storage
+    from training.data import load_dataset
+
+    # everything the user can get wrong is checked before the storage is written to
+    data = load_dataset(config.dataset, config.data_dir, config.subset)
+    epochs = config.train.epochs_for(len(data.y_train))
+    storage = open_storage(config.storage, config.heartbeat)
+    resuming = check_existing(storage, config)
+    study = open_study(storage, config, epochs)
+    done = finished_count(study)
+    print(f"{'resuming' if resuming else 'new'} study {config.study!r} in {config.storage}: {done}/{config.trials} "
+          f"trials finished; ResNet-{config.depth}, {data.summary()}, {epochs} epochs a trial", file=sys.stderr)
+    if done >= config.trials:
+        print(f"target reached; raise --trials to search further", file=sys.stderr)
+        return 0
+    if config.workers == 1:
+        return search_worker(config, epochs, rank=0, data=data)
+    return _run_workers(config, epochs)
+
+
+def search_worker(config, epochs: int, rank: int = 0, data=None) -> int:
+    """Run trials until the study has ``config.trials`` finished ones; returns the exit code."""
+    quiet_tensorflow()
+    import optuna
+
+    from search.objective import Objective
+    from search.progress import FailureGuard, TrialReporter
+    from search.study import FINISHED, finished_count, open_study
+    from storage.rdb import open_storage
+    from training.data import load_dataset
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = data if data is not None else load_dataset(config.dataset, config.data_dir, config.subset)
+    study = open_study(open_storage(config.storage, config.heartbeat), config, epochs, worker=rank)
+    reporter = TrialReporter(config, show_bar=config.workers == 1, initial=finished_count(study))
+    guard = FailureGuard(config.max_failures)
+    callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=FINISHED), reporter, guard]
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        while (remaining := config.trials - finished_count(study)) > 0 and not guard.tripped:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            study.optimize(Objective(config, data), n_trials=remaining, timeout=left, callbacks=callbacks,
+                           catch=(Exception,), gc_after_trial=True)
+    except KeyboardInterrupt as interrupt:
+        reporter.close()
+        number = getattr(interrupt, "signal", signal.SIGINT)
+        print(f"interrupted ({signal.Signals(number).name}): the running trial is marked failed; run the same "
+              f"command to resume", file=sys.stderr)
+        return EXIT_SIGNAL.get(number, 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    reporter.close()
+    if guard.tripped:
+        print(f"stopped: {guard.message()}", file=sys.stderr)
+        return EXIT_FAILURES
+    reporter.summary(study)
+    return 0
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: Optuna marks the running trial failed and the worker exits."""
+
+    def __init__(self, number: int):
+        super().__init__(signal.Signals(number).name)
+        self.signal = number
+
+
+def _raise_interrupted(number, frame):
+    raise Interrupted(number)
+
+
+def _gpu_count() -> int:
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in listing.splitlines())
+
+
+def worker_environment(rank: int, workers: int, gpus: int) -> dict[str, str]:
+    """Environment of worker ``rank``: its GPU (round robin, memory growth when shared), or its CPU threads."""
+    env = dict(os.environ)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = str(rank % gpus)
+        env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"  # several trials may share one GPU
+    else:
+        # On CPU, K single-purpose processes beat one process with K times the threads (less synchronisation
+        # inside each op); give each worker its share of the cores.
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)
+    return env
+
+
+def _run_workers(config, epochs: int) -> int:
+    """Start ``config.workers`` processes of ``search.worker`` on this machine and wait for them."""
+    import json
+
+    gpus = _gpu_count()
+    payload = json.dumps({**config.to_dict(), "epochs_resolved": epochs})
+    children = [subprocess.Popen([sys.executable, "-m", "search.worker", str(rank), payload],
+                                 env=worker_environment(rank, config.workers, gpus))
+                for rank in range(config.workers)]
+
+    def forward(number, frame):
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(number)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    received = None
+    try:
+        while any(child.poll() is None for child in children):
+            try:
+                time.sleep(0.5)
+            except KeyboardInterrupt:  # Ctrl-C reaches the children too; wait for them to record it
+                received = signal.SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    codes = [child.returncode for child in children]
+    interrupted = [code for code in codes if code in EXIT_SIGNAL.values()]
+    if interrupted or received is not None:
+        return interrupted[0] if interrupted else EXIT_SIGNAL[signal.SIGINT]
+    failed = [code for code in codes if code != 0]
+    return (failed[0] if failed[0] > 0 else EXIT_FAILURES) if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

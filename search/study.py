@@ -1,0 +1,135 @@
+"""The study: samplers, pruners, the configuration guard and the warm start.
+
+A new study is warm-started with the baseline (f = 1) and the paper's schedules, so that every search has a
+reference trained on the same budget and starts from what the authors found by hand. The configuration is
+stored on the study and checked on every later run, before anything is written.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import warnings
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from common.errors import UsageError
+from models.schedules import PAPER_PRESETS, paper_preset_for, preset
+from search.config import SearchConfig, settings_difference
+from search.space import trial_params
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+BASELINE = "baseline"
+PACKAGES = ("keras", "tensorflow", "optuna", "numpy", "jax")
+
+
+def make_sampler(config: SearchConfig, worker: int = 0, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded from ``config.seed``.
+
+    Each worker gets its own stream, and a resumed study one offset by the trials it already holds: re-seeding
+    with the bare seed would replay the random start-up samples that were already tried.
+    """
+    seed = config.seed + 1009 * worker + 7919 * resumed_at
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if config.sampler == "tpe":
+        # multivariate + group: the family's parameters are modelled jointly, and only with their own family;
+        # constant liar keeps parallel workers from sampling the same point while a trial runs
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    if config.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+    if config.sampler == "cmaes":
+        # CMA-ES handles continuous parameters; the family and the counts go to its independent sampler
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
+                                            consider_pruned_trials=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(config: SearchConfig, epochs: int) -> optuna.pruners.BasePruner:
+    """Hyperband over epochs (1..epochs, factor 3), the median rule after 5 finished trials, or none."""
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def check_existing(storage: RDBStorage, config: SearchConfig) -> bool:
+    """True when the study exists and was made with the same settings; UsageError when its settings differ.
+
+    Reads only: a refused run writes nothing.
+    """
+    if config.study not in optuna.get_all_study_names(storage):
+        return False
+    study_id = storage.get_study_id_from_name(config.study)
+    stored = storage.get_study_user_attrs(study_id).get("settings")
+    if stored is None:
+        raise UsageError(f"study: {config.study!r} exists but was not made by this tool; choose another --study")
+    if differences := settings_difference(stored, config.study_settings()):
+        raise UsageError(f"study: {config.study!r} was made with other settings ({'; '.join(differences)}); "
+                         f"use the same flags to resume it, or a new --study name")
+    return True
+
+
+def open_study(storage: RDBStorage, config: SearchConfig, epochs: int, worker: int = 0) -> optuna.Study:
+    """Create the study (settings, warm start) or resume it; call ``check_existing`` first."""
+    existing = 0
+    if config.study in optuna.get_all_study_names(storage):
+        existing = len(storage.get_all_trials(storage.get_study_id_from_name(config.study), deepcopy=False))
+    study = optuna.create_study(storage=storage, study_name=config.study, direction="maximize",
+                                sampler=make_sampler(config, worker, existing), pruner=make_pruner(config, epochs),
+                                load_if_exists=True)
+    if "settings" not in study.user_attrs:
+        study.set_user_attr("settings", config.study_settings())
+        study.set_user_attr("epochs", epochs)
+        study.set_metric_names(["val_accuracy"])
+    study.set_user_attr("versions", package_versions())
+    if not study.user_attrs.get("warm_started"):
+        warm_start(study, config)
+        study.set_user_attr("warm_started", True)
+    return study
+
+
+def warm_start_presets(config: SearchConfig) -> list[str]:
+    """Baseline, then the paper's schedule for this dataset and depth, then the paper's other three."""
+    own = paper_preset_for(config.dataset, config.depth)
+    return [BASELINE, own, *(name for name in PAPER_PRESETS if name != own)]
+
+
+def warm_start(study: optuna.Study, config: SearchConfig) -> None:
+    """Enqueue the warm-start presets that fit this study's family and bounds (the baseline always)."""
+    lo, hi = config.scale_range
+    for name in warm_start_presets(config):
+        schedule = preset(name)
+        params = trial_params(schedule, config.family)
+        in_bounds = all(lo <= v <= hi for v in schedule.values(config.depth))
+        if params is not None and (name == BASELINE or in_bounds):
+            study.enqueue_trial(params, user_attrs={"preset": name}, skip_if_exists=True)
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The completed baseline trial (f = 1 on the study's budget), if any."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.user_attrs.get("preset") == BASELINE]
+    return trials[0] if trials else None
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The completed trial with the highest validation accuracy, or UsageError when none finished."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise UsageError(f"study: {study.study_name!r} has no completed trial yet; run the search first")
+    return max(complete, key=lambda t: (t.value, -t.number))

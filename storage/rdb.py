@@ -1,0 +1,108 @@
+"""Open an Optuna RDB storage from a URL, with heartbeat and crash recovery, tuned for SQLite or PostgreSQL.
+
+- SQLite (the default, ``sqlite:///search.db``): one file beside the user; WAL journal so readers (the
+  dashboard) never block the writers, and a long busy timeout so several worker processes on one machine wait
+  for the write lock instead of failing with "database is locked".
+- PostgreSQL (``postgresql+psycopg://user:pass@host/db``): for workers on several machines.
+- Heartbeat: every running trial writes a heartbeat; a trial whose worker died (kill -9, power loss) is failed
+  once its heartbeat is ``grace`` seconds old, and Optuna's ``RetryFailedTrialCallback`` enqueues it again.
+"""
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from common.errors import UsageError
+
+DEFAULT_URL = "sqlite:///search.db"
+HEARTBEAT_SECONDS = 60
+MAX_RETRY = 3  # a trial killed with its worker is re-run at most this many times
+SQLITE_BUSY_SECONDS = 120
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL, or None for other databases and in-memory SQLite."""
+    if not url.startswith("sqlite:"):
+        return None
+    path = url.split("///", 1)[1] if "///" in url else ""
+    return Path(path.split("?", 1)[0]) if path and path != ":memory:" else None
+
+
+def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBEAT_SECONDS,
+                 create: bool = True) -> RDBStorage:
+    """Connect to the study storage at ``url``.
+
+    Args:
+        url: any SQLAlchemy URL Optuna supports.
+        heartbeat_seconds: how often a running trial proves it is alive; None turns heartbeats off (for readers
+            such as export and the report, which run no trials).
+        create: False refuses a SQLite file that does not exist yet instead of creating an empty one (readers).
+
+    Raises:
+        UsageError: the URL is malformed, its driver is missing, or the database cannot be reached or read.
+    """
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    engine_kwargs: dict[str, Any] = {}
+    database = sqlite_path(url)
+    if database is not None:
+        if not create and not database.is_file():
+            raise UsageError(f"storage: {database} does not exist; check --storage (a search creates it)")
+        if create and not database.parent.is_dir():
+            raise UsageError(f"storage: folder {database.parent} does not exist; create it or fix --storage")
+        if database.is_file():
+            _check_sqlite_file(database)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
+    elif url.startswith("postgresql"):
+        engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=2)
+    heartbeat: dict[str, Any] = {}
+    if heartbeat_seconds:
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        heartbeat = dict(heartbeat_interval=heartbeat_seconds, grace_period=2 * heartbeat_seconds,
+                         heartbeat_stale_trial_callback=retry)
+    try:
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+    except ImportError as error:
+        raise UsageError(f"storage: the database driver for {_redacted(url)} is not installed ({error.name}); "
+                         f"for PostgreSQL run pip install 'psycopg[binary]'") from None
+    except Exception as error:  # SQLAlchemy's ArgumentError/OperationalError, Optuna's version errors, ...
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"storage: cannot open {_redacted(url)}: {reason[:300]}") from None
+    if database is not None:
+        with storage.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+    return storage
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse a file that is not a readable SQLite database before SQLAlchemy tries to write to it."""
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            connection.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise UsageError(f"storage: {path} is not a readable SQLite database ({error})") from None
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def load_existing_study(storage: RDBStorage, name: str) -> optuna.Study:
+    """An existing study by name, or a UsageError listing the studies the storage holds."""
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        known = ", ".join(names) if names else "none"
+        raise UsageError(f"study: no study named {name!r} in this storage (studies there: {known}); check --study")
+    return optuna.load_study(study_name=name, storage=storage)
