@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -32,6 +31,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from common.errors import UsageError
+from common.files import write_json_atomic
 
 AXIS = (1.0, 15.0)
 FORMAT = "resnet-shortcut-schedule"
@@ -277,14 +277,7 @@ def schedule_document(schedule: Schedule, depth: int = 32, **metadata: Any) -> d
 
 def save_schedule(schedule: Schedule, path: str | os.PathLike, *, depth: int = 32, **metadata: Any) -> Path:
     """Write the schedule's JSON document atomically (a crash never leaves half a file)."""
-    document = schedule_document(schedule, depth, **metadata)
-    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-    return path
+    return write_json_atomic(path, schedule_document(schedule, depth, **metadata))
 
 
 def parse_schedule_document(document: Any) -> Schedule:

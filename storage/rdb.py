@@ -106,3 +106,12 @@ def load_existing_study(storage: RDBStorage, name: str) -> optuna.Study:
         known = ", ".join(names) if names else "none"
         raise UsageError(f"study: no study named {name!r} in this storage (studies there: {known}); check --study")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def single_study_name(storage: RDBStorage) -> str:
+    """The name of the storage's only study; UsageError when it holds none or several."""
+    names = optuna.get_all_study_names(storage)
+    if len(names) != 1:
+        listing = ", ".join(names) if names else "none"
+        raise UsageError(f"study: name one with --study (studies in this storage: {listing})")
+    return names[0]
