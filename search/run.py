@@ -104,7 +104,7 @@ def search_worker(config, epochs: int, rank: int = 0, data=None) -> int:
 
     from search.objective import Objective
     from search.progress import FailureGuard, TrialReporter
-    from search.study import FINISHED, finished_count, open_study
+    from search.study import FINISHED, baseline_pending, finished_count, open_study
     from storage.rdb import open_storage
     from training.data import load_dataset
 
@@ -117,11 +117,15 @@ def search_worker(config, epochs: int, rank: int = 0, data=None) -> int:
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        while (remaining := config.trials - finished_count(study)) > 0 and not guard.tripped:
+        # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in
+        # the queue behind trials that already reach the target
+        while ((remaining := config.trials - finished_count(study)) > 0 or baseline_pending(study)) \
+                and not guard.tripped:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
-            study.optimize(Objective(config, data), n_trials=remaining, timeout=left, callbacks=callbacks,
+            study.optimize(Objective(config, data), n_trials=max(remaining, 1), timeout=left,
+                           callbacks=callbacks if remaining > 0 else [reporter, guard],
                            catch=(Exception,), gc_after_trial=True)
     except KeyboardInterrupt as interrupt:
         reporter.close()

@@ -96,7 +96,25 @@ def open_study(storage: RDBStorage, config: SearchConfig, epochs: int, worker: i
     if not study.user_attrs.get("warm_started"):
         warm_start(study, config)
         study.set_user_attr("warm_started", True)
+    requeue_interrupted(study)
     return study
+
+
+def requeue_interrupted(study: optuna.Study) -> None:
+    """Enqueue again, once, each trial that Ctrl-C or SIGTERM cut short, so resuming re-runs it.
+
+    (Trials whose worker died silently are re-run by the heartbeat's retry callback instead.)
+    """
+    done = set(study.user_attrs.get("requeued", []))
+    interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                   if t.user_attrs.get("fail_reason") == "interrupted" and t.number not in done]
+    for trial in interrupted:
+        attrs = {"retry_of": trial.number, **({"preset": trial.user_attrs["preset"]}
+                                              if "preset" in trial.user_attrs else {})}
+        study.enqueue_trial(trial.system_attrs.get("fixed_params", trial.params), user_attrs=attrs)
+        done.add(trial.number)
+    if interrupted:
+        study.set_user_attr("requeued", sorted(done))
 
 
 def warm_start_presets(config: SearchConfig) -> list[str]:
@@ -118,6 +136,14 @@ def warm_start(study: optuna.Study, config: SearchConfig) -> None:
 
 def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def baseline_pending(study: optuna.Study) -> bool:
+    """True while no baseline trial has completed but one waits in the queue."""
+    if baseline_trial(study) is not None:
+        return False
+    return any(t.user_attrs.get("preset") == BASELINE
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

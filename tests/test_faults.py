@@ -1,0 +1,208 @@
+"""Crashes, interruptions, failing trials, many workers, PostgreSQL, and reproducibility: real processes."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search import objective as objective_module
+from search import run as search_run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--depth", "8", "--dataset", "digits", "--subset", "100", "--epochs", "1", "--batch-size", "50",
+        "--precision", "float32", "--family", "linear"]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def start_search(argv, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "search.run", *argv], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for(condition, timeout=180, step=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    raise AssertionError("timed out waiting")
+
+
+def trials(url, name="digits-resnet8"):
+    try:
+        return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    except KeyError:
+        return []
+
+
+def running_mid_epoch(url):
+    """A trial is running and has reported at least one epoch: the worker is inside a training run."""
+    return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials(url))
+
+
+def test_kill_9_mid_trial_is_failed_by_heartbeat_and_rerun(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    argv = [*TINY, "--epochs", "30", "--trials", "3", "--storage", url, "--heartbeat", "1", "--pruner", "none"]
+    process = start_search(argv)
+    wait_for(lambda: running_mid_epoch(url))
+    victim = next(t for t in trials(url) if t.state == TrialState.RUNNING)
+    finished_before = {t.number: (t.state, t.value) for t in trials(url) if t.state in FINISHED}
+    process.kill()
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    time.sleep(2.5)  # past the grace period of 2 heartbeats
+    done = subprocess.run([sys.executable, "-m", "search.run", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = trials(url)
+    assert after[victim.number].state == TrialState.FAIL  # failed through the heartbeat, not left RUNNING
+    retries = [t for t in after if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].state in FINISHED
+    assert retries[0].params == victim.params
+    assert retries[0].user_attrs.get("preset") == victim.user_attrs.get("preset")
+    for number, (state, value) in finished_before.items():
+        assert (after[number].state, after[number].value) == (state, value)
+    assert not any(t.state == TrialState.RUNNING for t in after)
+    assert sum(t.state in FINISHED for t in after) == 3
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_marks_the_trial_failed_exits_with_the_signal_code_and_resumes(tmp_path, sig, code):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    argv = [*TINY, "--epochs", "30", "--trials", "2", "--storage", url, "--pruner", "none"]
+    process = start_search(argv)
+    wait_for(lambda: running_mid_epoch(url))
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == code, err[-2000:]
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    assert last.startswith("interrupted") and "resume" in last
+    interrupted = [t for t in trials(url) if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1 and interrupted[0].user_attrs["fail_reason"] == "interrupted"
+    assert not any(t.state == TrialState.RUNNING for t in trials(url))
+    # the same command resumes; the cut-short trial (the baseline here) runs again
+    resumed = subprocess.run([sys.executable, "-m", "search.run", *argv, "--epochs", "1"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 2 and "epochs" in resumed.stderr  # a changed budget is refused...
+    resumed = subprocess.run([sys.executable, "-m", "search.run", *argv], cwd=ROOT, capture_output=True, text=True,
+                             timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = trials(url)
+    rerun = [t for t in after if t.user_attrs.get("retry_of") == interrupted[0].number]
+    assert len(rerun) == 1 and rerun[0].params == interrupted[0].params and rerun[0].state in FINISHED
+    assert rerun[0].user_attrs["preset"] == "baseline" and rerun[0].state == TrialState.COMPLETE
+    assert sum(t.state in FINISHED for t in after) >= 2
+
+
+def test_failing_trials_are_recorded_and_a_repeated_failure_stops_the_search(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    real_run = objective_module.run
+    calls = []
+
+    def sometimes_out_of_memory(config, schedule, data, **kwargs):
+        calls.append(schedule)
+        if len(calls) % 2 == 0:
+            raise RuntimeError("ResourceExhaustedError: OOM when allocating tensor")
+        return real_run(config, schedule, data, **kwargs)
+
+    monkeypatch.setattr(objective_module, "run", sometimes_out_of_memory)
+    assert search_run.main([*TINY, "--trials", "3", "--storage", url]) == 0
+    failed = [t for t in trials(url) if t.state == TrialState.FAIL]
+    assert failed and all("OOM" in t.user_attrs["fail_reason"] for t in failed)
+    assert sum(t.state in FINISHED for t in trials(url)) == 3
+
+    def always_out_of_memory(config, schedule, data, **kwargs):
+        raise RuntimeError("ResourceExhaustedError: OOM when allocating tensor")
+
+    monkeypatch.setattr(objective_module, "run", always_out_of_memory)
+    capsys.readouterr()
+    assert search_run.main([*TINY, "--trials", "10", "--storage", url, "--max-failures", "3"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "3 trials in a row failed" in last and "OOM when allocating" in last
+
+
+def test_diverged_trial_is_pruned_with_its_reason(tmp_path, monkeypatch):
+    """A NaN loss is a property of the schedule: the trial is pruned as 'diverged', never counted as good."""
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    from training.config import TrainConfig
+
+    argv = [*TINY, "--trials", "1", "--storage", url]
+    config = search_run.config_from_args(argv)
+    object.__setattr__(config, "train", TrainConfig(depth=8, epochs=2, batch_size=50, precision="float32",
+                                                    learning_rate=1e12))
+    monkeypatch.setattr(search_run, "config_from_args", lambda argv: config)
+    assert search_run.main(argv) == 0
+    trial = trials(url)[0]  # the first trial run; the other warm-start trials still wait
+    assert [t.state for t in trials(url)[1:]] == [TrialState.WAITING] * (len(trials(url)) - 1)
+    assert trial.state == TrialState.PRUNED and "loss became" in trial.user_attrs["diverged"]
+
+
+def test_same_seed_same_schedules_and_same_curves(tmp_path):
+    studies = []
+    for name in ("a", "b"):
+        url = f"sqlite:///{tmp_path / f'{name}.db'}"
+        argv = [*TINY, "--family", "any", "--trials", "7", "--storage", url, "--seed", "5", "--pruner", "none"]
+        assert search_run.main(argv) == 0
+        studies.append(trials(url))
+    a, b = studies
+    assert [t.params for t in a] == [t.params for t in b]
+    assert [t.intermediate_values for t in a] == [t.intermediate_values for t in b]
+    assert len({str(t.params) for t in a}) == 7
+
+
+def _parallel_search(url, workers, trials_target):
+    argv = [*TINY, "--trials", str(trials_target), "--storage", url, "--pruner", "none", "--workers",
+            str(workers)]
+    done = subprocess.run([sys.executable, "-m", "search.run", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "database is locked" not in done.stderr
+    return done
+
+
+def _assert_parallel_study(url, workers, target):
+    all_trials = trials(url)
+    numbers = [t.number for t in all_trials]
+    assert sorted(numbers) == list(range(len(numbers)))  # unique, none lost
+    assert not [t for t in all_trials if t.state in (TrialState.FAIL, TrialState.RUNNING)]
+    finished = sum(t.state in FINISHED for t in all_trials)
+    assert target <= finished <= target + workers - 1
+    assert sum(t.user_attrs.get("preset") == "baseline" for t in all_trials) == 1
+
+
+def test_four_workers_share_one_sqlite_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    _parallel_search(url, 4, 16)
+    _assert_parallel_study(url, 4, 16)
+
+
+@pytest.fixture
+def postgres_url():
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("TEST_POSTGRES_URL is not set: .ci/services should have started PostgreSQL")
+        pytest.skip("no PostgreSQL server (run the suite through .ci/run)")
+    yield url
+    for name in optuna.get_all_study_names(url):
+        optuna.delete_study(study_name=name, storage=url)
+
+
+def test_workers_on_several_machines_join_one_postgresql_study(postgres_url):
+    """Three independent `search.run` processes, as on three machines, against one PostgreSQL study."""
+    target, machines = 30, 3
+    argv = [*TINY, "--trials", str(target), "--storage", postgres_url, "--pruner", "none", "--family", "any"]
+    first = subprocess.run([sys.executable, "-m", "search.run", *argv, "--trials", "1"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)  # creates the study, runs the baseline
+    assert first.returncode == 0, first.stderr[-2000:]
+    processes = [start_search(argv) for _ in range(machines)]
+    for process in processes:
+        _, err = process.communicate(timeout=900)
+        assert process.returncode == 0, err[-3000:]
+    _assert_parallel_study(postgres_url, machines, target)
