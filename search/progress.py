@@ -9,7 +9,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from models.schedules import Schedule
-from search.study import FINISHED, baseline_trial, finished_count
+from search.study import FINISHED, baseline_trial, finished_count, next_commands
 
 
 def describe_trial(trial: FrozenTrial) -> str:
@@ -63,8 +63,8 @@ class TrialReporter:
             return
         best = max(complete, key=lambda t: t.value)
         print(f"best: trial {best.number} {describe_trial(best)}{self.standing(study)}", file=sys.stderr)
-        print(f"next: python -m search.export --storage {self.config.storage} --study {study.study_name} "
-              f"--output best.json", file=sys.stderr)
+        export, evaluate = next_commands(study, self.config.storage)
+        print(f"next: {export}\n      {evaluate}", file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()

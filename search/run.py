@@ -102,6 +102,7 @@ def search_worker(config, epochs: int, rank: int = 0, data=None) -> int:
     quiet_tensorflow()
     import optuna
 
+    from dashboards.live import LiveDashboard
     from search.objective import Objective
     from search.progress import FailureGuard, TrialReporter
     from search.study import FINISHED, baseline_pending, finished_count, open_study
@@ -113,7 +114,8 @@ def search_worker(config, epochs: int, rank: int = 0, data=None) -> int:
     study = open_study(open_storage(config.storage, config.heartbeat), config, epochs, worker=rank)
     reporter = TrialReporter(config, show_bar=config.workers == 1, initial=finished_count(study))
     guard = FailureGuard(config.max_failures)
-    callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=FINISHED), reporter, guard]
+    live = LiveDashboard(config.storage)
+    callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=FINISHED), reporter, guard, live]
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
@@ -125,7 +127,7 @@ def search_worker(config, epochs: int, rank: int = 0, data=None) -> int:
             if left is not None and left <= 0:
                 break
             study.optimize(Objective(config, data), n_trials=max(remaining, 1), timeout=left,
-                           callbacks=callbacks if remaining > 0 else [reporter, guard],
+                           callbacks=callbacks if remaining > 0 else [reporter, guard, live],
                            catch=(Exception,), gc_after_trial=True)
     except KeyboardInterrupt as interrupt:
         reporter.close()

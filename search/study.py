@@ -159,3 +159,16 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     if not complete:
         raise UsageError(f"study: {study.study_name!r} has no completed trial yet; run the search first")
     return max(complete, key=lambda t: (t.value, -t.number))
+
+
+def next_commands(study: optuna.Study, storage_url: str) -> tuple[str, str]:
+    """The export and evaluate commands a user runs next on this study."""
+    settings = study.user_attrs.get("settings", {})
+    name = study.study_name
+    export = f"python -m search.export --storage {storage_url} --study {name} --output best.json"
+    budget = "".join(f" --{flag} {settings[key]}" for key, flag in
+                     (("epochs", "epochs"), ("batch_size", "batch-size")) if settings.get(key) is not None)
+    evaluate = (f"python -m search.evaluate --schedule best.json --depth {settings.get('depth', 32)} "
+                f"--dataset {settings.get('dataset', 'cifar10')}{budget} --seeds 5 --storage {storage_url} "
+                f"--study {name}")
+    return export, evaluate

@@ -1,0 +1,1 @@
+"""Figures, the HTML report and optuna-dashboard integration; they read studies and never train."""

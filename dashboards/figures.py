@@ -1,0 +1,208 @@
+"""Plotly figures of a schedule study, shared by the HTML report, optuna-dashboard and notebooks.
+
+Each function takes a study (or plain data) and returns a ``plotly.graph_objects.Figure``; none trains or
+writes. Accuracies are shown in percent.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import optuna
+import plotly.graph_objects as go
+from optuna.trial import FrozenTrial, TrialState
+from plotly.subplots import make_subplots
+
+from models.schedules import AXIS, Schedule, paper_preset_for, positions, preset
+from search.study import BASELINE, baseline_trial
+
+BASELINE_STYLE = dict(color="black", dash="dash", width=1.5)
+LAYOUT = dict(template="plotly_white", height=420, margin=dict(l=60, r=20, t=60, b=50),
+              legend=dict(font=dict(size=10)))
+
+
+def _settings(study: optuna.Study) -> dict[str, Any]:
+    return study.user_attrs.get("settings", {})
+
+
+def _complete(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def _label(trial: FrozenTrial) -> str:
+    name = trial.user_attrs.get("preset") or trial.user_attrs.get("family", "trial")
+    return f"#{trial.number} {name}"
+
+
+def schedule_figure(curves: Sequence[tuple[str, Schedule]], depth: int | None = None,
+                    title: str = "Shortcut schedules f(x)") -> go.Figure:
+    """The paper's Figure 1: f against x on [1, 15], the baseline f = 1 as a dashed line, and, for ``depth``,
+    markers at the blocks' positions."""
+    figure = go.Figure()
+    x = np.linspace(*AXIS, 281)
+    figure.add_trace(go.Scatter(x=list(AXIS), y=[1.0, 1.0], mode="lines", name="baseline f = 1",
+                                line=BASELINE_STYLE))
+    for label, schedule in curves:
+        trace = dict(x=x, y=schedule(x), mode="lines", name=label, line=dict(width=2.5 if "#" in label else 1.5),
+                     legendgroup=label)
+        if label.startswith("paper"):
+            trace["line"]["dash"] = "dot"
+        figure.add_trace(go.Scatter(**trace))
+        if depth is not None:
+            figure.add_trace(go.Scatter(x=positions(depth), y=schedule.values(depth), mode="markers",
+                                        marker=dict(size=6), name=f"{label} blocks", legendgroup=label,
+                                        showlegend=False))
+    subtitle = f" (markers: the {len(positions(depth))} blocks of ResNet-{depth})" if depth else ""
+    figure.update_layout(title=title + subtitle, **LAYOUT)
+    figure.update_xaxes(title="x (block position)", range=[AXIS[0] - 0.3, AXIS[1] + 0.3], dtick=1)
+    figure.update_yaxes(title="f(x)")
+    return figure
+
+
+def study_schedule_figure(study: optuna.Study, top: int = 5) -> go.Figure:
+    """The best ``top`` completed trials' schedules next to the baseline and the paper's preset for the study."""
+    settings = _settings(study)
+    depth = settings.get("depth", 32)
+    best = sorted(_complete(study), key=lambda t: -t.value)[:top]
+    curves = [(f"{_label(t)} ({100 * t.value:.2f} %)", Schedule.from_dict(t.user_attrs["schedule"])) for t in best
+              if "schedule" in t.user_attrs]
+    paper = paper_preset_for(settings.get("dataset", "cifar10"), depth)
+    curves.append((paper, preset(paper)))
+    return schedule_figure(curves, depth, title=f"Best schedules of {study.study_name}")
+
+
+def history_figure(study: optuna.Study) -> go.Figure:
+    """Validation accuracy per trial, the best so far, and the baseline's accuracy as a reference line."""
+    complete = sorted(_complete(study), key=lambda t: t.number)
+    figure = go.Figure()
+    numbers = [t.number for t in complete]
+    values = [100 * t.value for t in complete]
+    figure.add_trace(go.Scatter(x=numbers, y=values, mode="markers", name="trial", text=[_label(t) for t in complete]))
+    figure.add_trace(go.Scatter(x=numbers, y=np.maximum.accumulate(values) if values else [], mode="lines",
+                                name="best so far", line=dict(shape="hv")))
+    baseline = baseline_trial(study)
+    if baseline is not None:
+        figure.add_hline(y=100 * baseline.value, line=BASELINE_STYLE,
+                         annotation_text=f"baseline {100 * baseline.value:.2f} %", annotation_position="bottom right")
+    figure.update_layout(title="Optimisation history", **LAYOUT)
+    figure.update_xaxes(title="trial")
+    figure.update_yaxes(title="validation accuracy (%)")
+    return figure
+
+
+def learning_curves_figure(study: optuna.Study) -> go.Figure:
+    """Validation accuracy per epoch of every trial; pruned trials grey and dotted, ending in a cross."""
+    figure = go.Figure()
+    shown = set()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if not trial.intermediate_values:
+            continue
+        epochs = sorted(trial.intermediate_values)
+        values = [100 * trial.intermediate_values[e] for e in epochs]
+        pruned = trial.state == TrialState.PRUNED
+        group = "pruned" if pruned else "complete"
+        style = dict(color="rgba(150,150,150,0.6)", dash="dot", width=1) if pruned else dict(width=2)
+        figure.add_trace(go.Scatter(
+            x=epochs, y=values, mode="lines+markers", name=group if group not in shown else _label(trial),
+            legendgroup=group, showlegend=group not in shown, line=style, text=_label(trial),
+            marker=dict(symbol=["circle"] * (len(epochs) - 1) + ["x" if pruned else "circle"], size=6)))
+        shown.add(group)
+    figure.update_layout(title="Learning curves (validation accuracy per epoch)", **LAYOUT)
+    figure.update_xaxes(title="epoch")
+    figure.update_yaxes(title="validation accuracy (%)")
+    return figure
+
+
+def family_figure(study: optuna.Study) -> go.Figure:
+    """Validation accuracy of completed trials per schedule family: which shapes work."""
+    figure = go.Figure()
+    by_family: dict[str, list[float]] = {}
+    for trial in _complete(study):
+        by_family.setdefault(trial.user_attrs.get("family", "?"), []).append(100 * trial.value)
+    for family, values in sorted(by_family.items()):
+        figure.add_trace(go.Box(y=values, name=f"{family} ({len(values)})", boxpoints="all", jitter=0.4,
+                                pointpos=0))
+    baseline = baseline_trial(study)
+    if baseline is not None:
+        figure.add_hline(y=100 * baseline.value, line=BASELINE_STYLE, annotation_text="baseline")
+    figure.update_layout(title="Validation accuracy per family", showlegend=False, **LAYOUT)
+    figure.update_yaxes(title="validation accuracy (%)")
+    return figure
+
+
+def importance_figure(study: optuna.Study) -> go.Figure:
+    """fANOVA parameter importances, per family (each family's parameters exist only in its own trials)."""
+    figure = go.Figure()
+    families: dict[str, list[FrozenTrial]] = {}
+    for trial in _complete(study):
+        families.setdefault(trial.user_attrs.get("family", "?"), []).append(trial)
+    sections = {"family": _complete(study)} if len(families) > 1 else {}
+    sections.update({name: trials for name, trials in families.items()})
+    for name, trials in sections.items():
+        importances = _importances(trials, only="family" if name == "family" else None)
+        if importances:
+            figure.add_trace(go.Bar(x=list(importances.values()), y=list(importances), orientation="h",
+                                    name=name))
+    if not figure.data:
+        figure.add_annotation(text="not enough completed trials with varying parameters yet", showarrow=False,
+                              x=0.5, y=0.5, xref="paper", yref="paper")
+    figure.update_layout(title="Parameter importances (fANOVA, per family)", barmode="group", **LAYOUT)
+    figure.update_xaxes(title="importance (share of variance)")
+    return figure
+
+
+def _importances(trials: list[FrozenTrial], only: str | None = None) -> dict[str, float]:
+    """Importances over the parameters every one of ``trials`` has; empty when they cannot be computed."""
+    common = set.intersection(*(set(t.params) for t in trials)) if trials else set()
+    common = {only} & common if only else common - {"family"}
+    if len(trials) < 3 or not common:
+        return {}
+    subset = optuna.create_study(direction="maximize")
+    subset.add_trials([t for t in trials if common <= set(t.params)])
+    try:
+        return optuna.importance.get_param_importances(subset, params=sorted(common))
+    except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. a parameter that never varied
+        return {}
+
+
+def evaluation_figure(record: dict[str, Any]) -> go.Figure:
+    """A multi-seed evaluation: per-seed test accuracy of baseline and schedule, and the mean paired difference
+    with its 95 % confidence interval."""
+    figure = make_subplots(rows=1, cols=2, column_widths=[0.7, 0.3],
+                           subplot_titles=("test accuracy per seed", "schedule - baseline"))
+    seeds = [str(s) for s in record["seeds_used"]]
+    for arm, color in (("baseline", "#555"), ("schedule", "#1f77b4")):
+        figure.add_trace(go.Bar(x=seeds, y=[100 * v for v in record[f"{arm}_test_accuracy"]], name=arm,
+                                marker_color=color), row=1, col=1)
+    mean = 100 * record["difference_mean"]
+    ci = record.get("difference_ci95")
+    error = dict(type="data", symmetric=False, array=[100 * ci[1] - mean], arrayminus=[mean - 100 * ci[0]]) \
+        if ci else None
+    figure.add_trace(go.Scatter(x=["mean"], y=[mean], error_y=error, mode="markers", marker=dict(size=12),
+                                name="mean difference (95 % CI)"), row=1, col=2)
+    figure.add_hline(y=0, line=BASELINE_STYLE, row=1, col=2)
+    low = min(100 * v for v in record["baseline_test_accuracy"] + record["schedule_test_accuracy"])
+    figure.update_yaxes(title="test accuracy (%)", range=[max(0, low - 2), None], row=1, col=1)
+    figure.update_yaxes(title="points", row=1, col=2)
+    p = record.get("p_value")
+    summary = f"{mean:+.2f} pt" + (f", 95 % CI [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}], p = {p:.3g}" if ci else "")
+    figure.update_layout(title=f"Multi-seed evaluation, ResNet-{record['depth']} on {record['dataset']}: {summary}",
+                         barmode="group", **LAYOUT)
+    return figure
+
+
+def top_trials_table(study: optuna.Study, top: int = 10) -> go.Figure:
+    """The ``top`` completed trials with their schedules and validation accuracy."""
+    best = sorted(_complete(study), key=lambda t: -t.value)[:top]
+    baseline = baseline_trial(study)
+    gap = [f"{100 * (t.value - baseline.value):+.2f}" if baseline else "" for t in best]
+    describe = [Schedule.from_dict(t.user_attrs["schedule"]).describe() if "schedule" in t.user_attrs else ""
+                for t in best]
+    figure = go.Figure(go.Table(
+        columnwidth=[40, 80, 420, 70, 70],
+        header=dict(values=["trial", "preset", "schedule", "val acc (%)", "vs baseline (pt)"], align="left"),
+        cells=dict(values=[[t.number for t in best], [t.user_attrs.get("preset", "") for t in best], describe,
+                           [f"{100 * t.value:.2f}" for t in best], gap], align="left")))
+    figure.update_layout(title=f"Top {len(best)} trials", **{**LAYOUT, "height": 140 + 45 * max(len(best), 1)})
+    return figure
+

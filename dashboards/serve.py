@@ -1,0 +1,38 @@
+"""Start optuna-dashboard on 127.0.0.1 for a study storage (the default search.db in this folder).
+
+    python -m dashboards.serve [--storage sqlite:///search.db] [--port 8080]
+
+The same as `optuna-dashboard sqlite:///search.db`, bound to loopback; the study's schedules figure and note
+appear on its page while a search runs. Reading a SQLite study while workers write is safe (WAL journal).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from common.cli import ArgumentParser, positive_int, run_command
+from storage.rdb import DEFAULT_URL
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m dashboards.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--storage", default=DEFAULT_URL, help=f"study storage URL (default {DEFAULT_URL})")
+    parser.add_argument("--port", type=positive_int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    args = parser.parse_args(argv)
+
+    from optuna_dashboard import run_server
+
+    from storage.rdb import open_storage
+
+    storage = open_storage(args.storage, heartbeat_seconds=None, create=False)
+    print(f"optuna-dashboard for {args.storage} at http://127.0.0.1:{args.port}/ (Ctrl-C stops it)",
+          file=sys.stderr, flush=True)
+    try:
+        run_server(storage, host="127.0.0.1", port=args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))
