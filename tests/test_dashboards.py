@@ -1,0 +1,182 @@
+"""Figures, the offline HTML report in a real Chromium, and optuna-dashboard over HTTP, on a real small study."""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from dashboards import figures, report
+from dashboards.live import FIGURE_ID
+from search import evaluate
+from search import run as search_run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--depth", "8", "--dataset", "digits", "--subset", "200", "--epochs", "2", "--batch-size", "50",
+        "--precision", "float32", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A real search of 7 trials (hyperband prunes some) with a recorded 2-seed evaluation."""
+    folder = tmp_path_factory.mktemp("study")
+    url = f"sqlite:///{folder / 'search.db'}"
+    assert search_run.main([*TINY, "--trials", "7", "--storage", url]) == 0
+    assert evaluate.main(["--schedule", "paper-c10-r32", "--depth", "8", "--dataset", "digits", "--epochs", "1",
+                          "--batch-size", "50", "--precision", "float32", "--seeds", "2",
+                          "--output", str(folder / "evaluation.json"), "--storage", url,
+                          "--study", "digits-resnet8"]) == 0
+    return url, folder
+
+
+def study_of(url):
+    return optuna.load_study(study_name="digits-resnet8", storage=url)
+
+
+def test_schedule_figure_draws_the_baseline_at_one_and_the_blocks():
+    figure = figures.schedule_figure([("paper-c10-r32", figures.preset("paper-c10-r32"))], depth=32)
+    baseline = figure.data[0]
+    assert list(baseline.y) == [1.0, 1.0] and list(baseline.x) == [1.0, 15.0]
+    curve, blocks = figure.data[1], figure.data[2]
+    assert min(curve.x) == 1.0 and max(curve.x) == 15.0 and max(curve.y) == pytest.approx(1.3)
+    assert list(blocks.x) == list(range(1, 16)) and list(blocks.y) == pytest.approx(
+        figures.preset("paper-c10-r32").values(32))
+    assert tuple(figure.layout.xaxis.range) == (0.7, 15.3)
+
+
+def test_study_figures_show_the_study(searched):
+    url, _ = searched
+    study = study_of(url)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert complete and pruned  # a seeded search of this size has both
+
+    schedules = figures.study_schedule_figure(study)
+    names = [trace.name for trace in schedules.data]
+    assert "baseline f = 1" in names and "paper-c10-r32" in names
+    assert any(name.startswith(f"#{max(complete, key=lambda t: t.value).number} ") for name in names)
+
+    history = figures.history_figure(study)
+    baseline = next(t for t in complete if t.user_attrs.get("preset") == "baseline")
+    assert [shape.y0 for shape in history.layout.shapes] == [pytest.approx(100 * baseline.value)]
+    assert len(history.data[0].x) == len(complete)
+
+    curves = figures.learning_curves_figure(study)
+    dotted = [trace for trace in curves.data if trace.line.dash == "dot"]
+    assert len(dotted) == len([t for t in pruned if t.intermediate_values])
+    assert all(trace.marker.symbol[-1] == "x" for trace in dotted)
+
+    family = figures.family_figure(study)
+    assert sum(len(trace.y) for trace in family.data) == len(complete)
+
+    table = figures.top_trials_table(study)
+    assert list(table.data[0].cells.values[0]) == [t.number for t in sorted(complete, key=lambda t: -t.value)]
+
+
+def test_evaluation_figure_shows_seeds_and_the_interval(searched):
+    _, folder = searched
+    record = json.loads((folder / "evaluation.json").read_text())
+    figure = figures.evaluation_figure(record)
+    bars = [trace for trace in figure.data if trace.type == "bar"]
+    assert [trace.name for trace in bars] == ["baseline", "schedule"]
+    assert list(bars[1].y) == pytest.approx([100 * v for v in record["schedule_test_accuracy"]])
+    mean = figure.data[-1]
+    assert mean.y[0] == pytest.approx(100 * record["difference_mean"])
+    assert mean.y[0] + mean.error_y.array[0] == pytest.approx(100 * record["difference_ci95"][1])
+
+
+def test_search_keeps_its_schedule_figure_and_note_on_the_study(searched):
+    url, _ = searched
+    study = study_of(url)
+    from optuna_dashboard import get_note
+
+    system_attrs = study._storage.get_study_system_attrs(study._study_id)
+    assert any(key.startswith(f"dashboard:plot_data:{FIGURE_ID}:") for key in system_attrs)
+    note = get_note(study)
+    assert "Best:" in note and "Baseline" in note and "search.export" in note
+
+
+def _chromium():
+    path = shutil.which("chromium")
+    if not path:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/services should have installed it")
+        pytest.skip("no chromium")
+    return path
+
+
+def test_report_renders_every_figure_offline_in_chromium(searched, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, _ = searched
+    output = tmp_path / "report.html"
+    assert report.main(["--storage", url, "--output", str(output)]) == 0
+    page_html = output.read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", page_html)  # plotly.js is inline, nothing is fetched
+    expected = len(report.report_figures(study_of(url)))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        problems, requests = [], []
+        page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(output.as_uri())
+        page.wait_for_function(
+            "n => [...document.querySelectorAll('.js-plotly-plot')].filter(d => d.querySelector('.main-svg'))"
+            ".length === n", arg=expected, timeout=60_000)
+        marks = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(plot =>
+            plot.querySelectorAll('.scatterlayer path.js-line, .scatterlayer path.point, .boxlayer path.box,'
+              + ' .barlayer path, .table .cell-text').length)""")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert len(marks) == expected and all(count > 0 for count in marks), marks
+    assert problems == []
+    assert all(request.startswith("file://") for request in requests), requests
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_optuna_dashboard_serves_the_study_and_its_figure(searched):
+    url, _ = searched
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "dashboards.serve", "--storage", url, "--port", str(port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    summaries = json.load(response)["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.3)
+        (summary,) = [s for s in summaries if s["study_name"] == "digits-resnet8"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}") as response:
+            detail = json.load(response)
+        graphs = {graph["id"]: graph for graph in detail["plotly_graph_objects"]}
+        assert FIGURE_ID in graphs
+        figure = json.loads(graphs[FIGURE_ID]["graph_object"])
+        assert any(trace.get("name") == "baseline f = 1" for trace in figure["data"])
+        assert "Best:" in detail["note"]["body"]
+        trial = next(t for t in detail["trials"] if t["state"] == "Complete")
+        assert any(attr["key"] == "values" for attr in trial["user_attrs"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
