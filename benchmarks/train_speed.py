@@ -1,0 +1,134 @@
+"""Training speed of one configuration, as JSON: pipeline vs bare model step, schedule cost, FLOP/s, overhead.
+
+    python -m benchmarks.train_speed --depth 32 --batch-size 128 --precision float32 --steps 30 --compare-baseline
+
+Keys: pipeline_images_per_second (full training step, uint8 input, normalisation and augmentation, through
+model.fit), model_images_per_second (the bare network on pre-made float tensors), pipeline_ratio,
+schedule_ratio (scaled / unscaled bare step, with --compare-baseline), gflops_per_second (analytic multiply-adds,
+x2 FLOPs, x3 for training), trial_overhead_seconds (build + compile + first step),
+epoch_seconds (estimated for the 45k split), peak_rss_mb. Bare-step timings alternate between the networks
+compared, so a noisy neighbour slows both alike.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from typing import Sequence
+
+from common.cli import ArgumentParser, positive_int, quiet_tensorflow, run_command
+
+SPLIT_IMAGES = 45_000
+
+
+def multiply_adds(depth: int, num_classes: int = 10) -> int:
+    """Multiply-adds of one forward pass of the CIFAR ResNet (convolutions and the dense layer)."""
+    n = (depth - 2) // 6
+    total = 32 * 32 * 9 * 3 * 16  # stem
+    size, channels = 32, 16
+    for stage, filters in enumerate((16, 32, 64)):
+        for block in range(n):
+            stride = 2 if stage > 0 and block == 0 else 1
+            size //= stride
+            total += size * size * 9 * channels * filters + size * size * 9 * filters * filters
+            channels = filters
+    return total + 64 * num_classes
+
+
+def _bare_step_seconds(networks, x, y, steps: int, rounds: int = 3) -> list[float]:
+    """Seconds per step of each compiled network, timed in alternating rounds; the best round of each."""
+    for network in networks:  # trace and warm up
+        for _ in range(3):
+            network.train_on_batch(x, y)
+    best = [float("inf")] * len(networks)
+    for _ in range(rounds):
+        for i, network in enumerate(networks):
+            started = time.perf_counter()
+            for _ in range(steps):
+                network.train_on_batch(x, y)
+            best[i] = min(best[i], (time.perf_counter() - started) / steps)
+    return best
+
+
+def measure(depth: int, batch_size: int, precision: str, steps: int, compare_baseline: bool) -> dict:
+    quiet_tensorflow()
+    import keras
+    import numpy as np
+
+    from models.resnet import build_resnet
+    from models.schedules import preset
+    from training.config import TrainConfig
+    from training.data import Dataset
+    from training.loop import compiled_model, resolve_precision
+
+    rng = np.random.default_rng(0)
+    images = steps * batch_size
+    pixels = rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, images).astype(np.int32)
+    data = Dataset("synthetic", 10, pixels, labels, pixels[:0], labels[:0], pixels[:0], labels[:0])
+    config = TrainConfig(depth=depth, epochs=2, batch_size=batch_size, precision=precision)
+    schedule = preset("paper-c10-r32")
+
+    # fixed per-trial cost: build + compile + first step (TensorFlow's import and the data are once per worker)
+    started = time.perf_counter()
+    model, policy = compiled_model(config, schedule, data)
+    model.train_on_batch(pixels[:batch_size], labels[:batch_size])
+    overhead = time.perf_counter() - started
+
+    # the full pipeline through fit: epoch 1 traces, epoch 2 is timed
+    epoch_times = []
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: epoch_times.append(time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: epoch_times.__setitem__(-1, time.perf_counter() - epoch_times[-1]))
+    model.fit(pixels, labels, batch_size=batch_size, epochs=2, shuffle=True, verbose=0, callbacks=[timer])
+    pipeline = images / epoch_times[-1]
+
+    # the bare network on pre-made normalised tensors, same optimizer and precision
+    _, jit = resolve_precision(precision)
+    keras.config.set_dtype_policy(policy)
+    networks = [build_resnet(depth, 10, schedule)] + ([build_resnet(depth, 10)] if compare_baseline else [])
+    keras.config.set_dtype_policy("float32")
+    for network in networks:
+        network.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                        keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    x = keras.ops.convert_to_tensor(rng.normal(size=(batch_size, 32, 32, 3)).astype("float32"))
+    y = keras.ops.convert_to_tensor(labels[:batch_size])
+    seconds = _bare_step_seconds(networks, x, y, steps)
+    model_speed = batch_size / seconds[0]
+    result = {
+        "depth": depth, "batch_size": batch_size, "precision": policy, "xla": jit, "steps": steps,
+        "pipeline_images_per_second": round(pipeline, 1),
+        "model_images_per_second": round(model_speed, 1),
+        "pipeline_ratio": round(pipeline / model_speed, 3),
+        "gflops_per_second": round(2 * 3 * multiply_adds(depth) * model_speed / 1e9, 1),
+        "trial_overhead_seconds": round(overhead, 2),
+        "epoch_seconds": round(SPLIT_IMAGES / pipeline, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if compare_baseline:
+        result["baseline_images_per_second"] = round(batch_size / seconds[1], 1)
+        result["schedule_ratio"] = round(seconds[1] / seconds[0], 3)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from training.config import PRECISIONS
+
+    parser = ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--depth", type=int, default=32, help="network depth 6n+2 (default 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per step (default 128)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="default auto")
+    parser.add_argument("--steps", type=positive_int, default=30, help="timed steps per measurement (default 30)")
+    parser.add_argument("--compare-baseline", action="store_true",
+                        help="also time the unscaled ResNet: schedule_ratio = scaled / unscaled speed")
+    args = parser.parse_args(argv)
+    from models.schedules import block_count
+
+    block_count(args.depth)
+    print(json.dumps(measure(args.depth, args.batch_size, args.precision, args.steps, args.compare_baseline)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))
