@@ -1,6 +1,8 @@
 """The search service end to end, on real (tiny) training runs and real SQLite files."""
 import hashlib
 import json
+import shutil
+import sqlite3
 
 import optuna
 import pytest
@@ -112,8 +114,27 @@ def test_export_and_evaluate(tmp_path, capsys):
     assert json.loads(out.read_text())["evaluation"]["seeds"] == 2
 
 
+@pytest.fixture(scope="module")
+def one_trial_study(tmp_path_factory):
+    """A study file after a real one-trial search, copied by each test that needs an existing study."""
+    db = tmp_path_factory.mktemp("existing") / "search.db"
+    assert search_run.main([*TINY, "--trials", "1", "--storage", f"sqlite:///{db}"]) == 0
+    with sqlite3.connect(db) as connection:  # fold the WAL journal into the file, so one file is the study
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return db
+
+
 def _fingerprint(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    """The database file and its WAL journal, byte for byte (None when absent)."""
+    if not path.exists():
+        return None
+    wal = path.with_name(path.name + "-wal")
+    return hashlib.sha256(path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")).hexdigest()
+
+
+def _contents(url):
+    return [(study.study_name, study.user_attrs, [(t.number, t.state, t.params, t.user_attrs) for t in study.trials])
+            for study in (optuna.load_study(study_name=name, storage=url) for name in optuna.get_all_study_names(url))]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -133,18 +154,22 @@ def _fingerprint(path):
     (["--storage", "sqlite:///{tmp}/garbage.db"], "not a readable SQLite"),
     (["--storage", "nosuchdb://x"], "storage"),
 ])
-def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(tmp_path, capsys, extra, message):
+def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(one_trial_study, tmp_path, capsys,
+                                                                           extra, message):
     db = tmp_path / "search.db"
     url = f"sqlite:///{db}"
-    assert search_run.main([*TINY, "--trials", "1", "--storage", url]) == 0
+    shutil.copy(one_trial_study, db)
     (tmp_path / "garbage.db").write_bytes(b"this is not a database" * 100)
     before = _fingerprint(db), _fingerprint(tmp_path / "garbage.db")
+    stored = _contents(url)
+    assert stored and stored[0][2]
     capsys.readouterr()
     argv = [*TINY, "--trials", "2", "--storage", url, *[a.replace("{tmp}", str(tmp_path)) for a in extra]]
     assert run_command(search_run.main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert (_fingerprint(db), _fingerprint(tmp_path / "garbage.db")) == before
+    assert _contents(url) == stored
     assert not (tmp_path / "missing-folder").exists()
 
 
