@@ -50,6 +50,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--workers", type=positive_int, default=1,
                         help="worker processes on this machine sharing the study; with several GPUs one GPU each, "
                              "on a CPU the cores are split between them (default 1)")
+    parser.add_argument("--trials-per-gpu", type=positive_int, default=1,
+                        help="run this many trials at once on every visible GPU (worker processes sharing it, "
+                             "memory growth on): small CIFAR ResNets leave a large GPU mostly idle (default 1)")
     parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     parser.add_argument("--max-failures", type=positive_int, default=5,
                         help="stop after this many trials in a row failed with an error (default 5)")
@@ -63,11 +66,17 @@ def config_from_args(argv: Sequence[str] | None):
     from search.config import SearchConfig
 
     args = build_parser().parse_args(argv)
+    workers = args.workers
+    if args.trials_per_gpu > 1:
+        gpus = _gpu_count()
+        if not gpus:
+            raise UsageError("trials-per-gpu: no GPU is visible (nvidia-smi found none); use --workers on a CPU")
+        workers = max(workers, gpus * args.trials_per_gpu)
     return SearchConfig(
         dataset=args.dataset, depth=args.depth, trials=args.trials, epochs=args.epochs, subset=args.subset,
         batch_size=args.batch_size, precision=args.precision, seed=args.seed, family=args.family,
         scale_range=tuple(args.scale_range), sampler=args.sampler, pruner=args.pruner, storage=args.storage,
-        study=args.study, data_dir=args.data_dir, workers=args.workers, timeout=args.timeout,
+        study=args.study, data_dir=args.data_dir, workers=workers, timeout=args.timeout,
         max_failures=args.max_failures, heartbeat=args.heartbeat)
 
 

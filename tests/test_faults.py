@@ -206,3 +206,25 @@ def test_workers_on_several_machines_join_one_postgresql_study(postgres_url):
         _, err = process.communicate(timeout=900)
         assert process.returncode == 0, err[-3000:]
     _assert_parallel_study(postgres_url, machines, target)
+
+
+def test_worker_environment_pins_gpus_round_robin_or_splits_cpu_threads():
+    shared = [search_run.worker_environment(rank, 4, gpus=2) for rank in range(4)]
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in shared] == ["0", "1", "0", "1"]
+    assert all(env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for env in shared)
+    cpu = search_run.worker_environment(0, 2, gpus=0)
+    expected = str(max(1, (os.cpu_count() or 1) // 2))
+    assert cpu["TF_NUM_INTRAOP_THREADS"] == cpu["OMP_NUM_THREADS"] == expected
+    assert cpu["TF_NUM_INTEROP_THREADS"] == "1" and "CUDA_VISIBLE_DEVICES" not in cpu
+
+
+def test_trials_per_gpu_without_a_gpu_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    from common.cli import run_command
+
+    monkeypatch.setattr(search_run, "_gpu_count", lambda: 0)
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    assert run_command(search_run.main, [*TINY, "--trials", "2", "--storage", url, "--trials-per-gpu", "4"]) == 2
+    assert "no GPU" in capsys.readouterr().err and not (tmp_path / "search.db").exists()
+    monkeypatch.setattr(search_run, "_gpu_count", lambda: 2)
+    config = search_run.config_from_args([*TINY, "--trials", "2", "--storage", url, "--trials-per-gpu", "4"])
+    assert config.workers == 8

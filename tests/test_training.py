@@ -98,3 +98,13 @@ def test_train_command_usage_errors_exit_2_with_one_line(argv, message):
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
+
+
+def test_auto_precision_is_mixed_float16_with_xla_on_a_gpu_and_float32_on_cpu(monkeypatch):
+    from training import loop
+
+    monkeypatch.setattr(loop, "gpu_available", lambda: True)
+    assert loop.resolve_precision("auto") == ("mixed_float16", True)
+    assert loop.resolve_precision("mixed_bfloat16") == ("mixed_bfloat16", True)
+    monkeypatch.setattr(loop, "gpu_available", lambda: False)
+    assert loop.resolve_precision("auto") == ("float32", False)
