@@ -29,6 +29,23 @@ def _complete(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+def _baseline_line(figure: go.Figure, study: optuna.Study, text: str = "baseline", **where) -> None:
+    """The baseline trial's validation accuracy as a dashed horizontal reference line, when it has finished."""
+    baseline = baseline_trial(study)
+    if baseline is not None:
+        figure.add_hline(y=100 * baseline.value, line=BASELINE_STYLE,
+                         annotation_text=text.format(100 * baseline.value), **where)
+
+
+def _finish(figure: go.Figure, title: str, x_title: str | None = None, **layout) -> go.Figure:
+    """Common layout, titles, and the y axis of validation accuracy."""
+    figure.update_layout(title=title, **{**LAYOUT, **layout})
+    if x_title:
+        figure.update_xaxes(title=x_title)
+    figure.update_yaxes(title="validation accuracy (%)")
+    return figure
+
+
 def _label(trial: FrozenTrial) -> str:
     name = trial.user_attrs.get("preset") or trial.user_attrs.get("family", "trial")
     return f"#{trial.number} {name}"
@@ -80,14 +97,8 @@ def history_figure(study: optuna.Study) -> go.Figure:
     figure.add_trace(go.Scatter(x=numbers, y=values, mode="markers", name="trial", text=[_label(t) for t in complete]))
     figure.add_trace(go.Scatter(x=numbers, y=np.maximum.accumulate(values) if values else [], mode="lines",
                                 name="best so far", line=dict(shape="hv")))
-    baseline = baseline_trial(study)
-    if baseline is not None:
-        figure.add_hline(y=100 * baseline.value, line=BASELINE_STYLE,
-                         annotation_text=f"baseline {100 * baseline.value:.2f} %", annotation_position="bottom right")
-    figure.update_layout(title="Optimisation history", **LAYOUT)
-    figure.update_xaxes(title="trial")
-    figure.update_yaxes(title="validation accuracy (%)")
-    return figure
+    _baseline_line(figure, study, "baseline {:.2f} %", annotation_position="bottom right")
+    return _finish(figure, "Optimisation history", "trial")
 
 
 def learning_curves_figure(study: optuna.Study) -> go.Figure:
@@ -107,10 +118,7 @@ def learning_curves_figure(study: optuna.Study) -> go.Figure:
             legendgroup=group, showlegend=group not in shown, line=style, text=_label(trial),
             marker=dict(symbol=["circle"] * (len(epochs) - 1) + ["x" if pruned else "circle"], size=6)))
         shown.add(group)
-    figure.update_layout(title="Learning curves (validation accuracy per epoch)", **LAYOUT)
-    figure.update_xaxes(title="epoch")
-    figure.update_yaxes(title="validation accuracy (%)")
-    return figure
+    return _finish(figure, "Learning curves (validation accuracy per epoch)", "epoch")
 
 
 def family_figure(study: optuna.Study) -> go.Figure:
@@ -122,12 +130,8 @@ def family_figure(study: optuna.Study) -> go.Figure:
     for family, values in sorted(by_family.items()):
         figure.add_trace(go.Box(y=values, name=f"{family} ({len(values)})", boxpoints="all", jitter=0.4,
                                 pointpos=0))
-    baseline = baseline_trial(study)
-    if baseline is not None:
-        figure.add_hline(y=100 * baseline.value, line=BASELINE_STYLE, annotation_text="baseline")
-    figure.update_layout(title="Validation accuracy per family", showlegend=False, **LAYOUT)
-    figure.update_yaxes(title="validation accuracy (%)")
-    return figure
+    _baseline_line(figure, study)
+    return _finish(figure, "Validation accuracy per family", showlegend=False)
 
 
 def importance_figure(study: optuna.Study) -> go.Figure:
