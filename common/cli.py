@@ -28,7 +28,8 @@ def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
     try:
         return main(argv)
     except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
+        message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -153,6 +153,8 @@ def _contents(url):
     (["--storage", "sqlite:///{tmp}/missing-folder/x.db"], "does not exist"),
     (["--storage", "sqlite:///{tmp}/garbage.db"], "not a readable SQLite"),
     (["--storage", "nosuchdb://x"], "storage"),
+    (["--storage", "postgresql+psycopg://nobody@127.0.0.1:9/none"], "cannot open"),
+    (["--dataset", "cifar10", "--data-dir", "{tmp}/corrupt"], "not a readable tar.gz"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(one_trial_study, tmp_path, capsys,
                                                                            extra, message):
@@ -160,6 +162,8 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(one_tr
     url = f"sqlite:///{db}"
     shutil.copy(one_trial_study, db)
     (tmp_path / "garbage.db").write_bytes(b"this is not a database" * 100)
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
     before = _fingerprint(db), _fingerprint(tmp_path / "garbage.db")
     stored = _contents(url)
     assert stored and stored[0][2]

@@ -162,7 +162,8 @@ def _cifar_from_archive(name, path: Path, folder, train_members, test_member, la
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
         if isinstance(error, DataError):
             raise
-        raise DataError(f"{name}: {path} is not a readable tar.gz archive ({error}); download it again") from None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{name}: {path} is not a readable tar.gz archive ({reason}); download it again") from None
 
 
 def _cifar_arrays(name, source, read, train_members, test_member, label_key, classes):
