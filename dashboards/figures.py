@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from models.schedules import AXIS, Schedule, paper_preset_for, positions, preset
-from search.study import BASELINE, baseline_trial
+from search.study import baseline_trial
 
 BASELINE_STYLE = dict(color="black", dash="dash", width=1.5)
 LAYOUT = dict(template="plotly_white", height=420, margin=dict(l=60, r=20, t=60, b=50),

@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'resuming' if resuming else 'new'} study {config.study!r} in {config.storage}: {done}/{config.trials} "
           f"trials finished; ResNet-{config.depth}, {data.summary()}, {epochs} epochs a trial", file=sys.stderr)
     if done >= config.trials:
-        print(f"target reached; raise --trials to search further", file=sys.stderr)
+        print("target reached; raise --trials to search further", file=sys.stderr)
         return 0
     if config.workers == 1:
         return search_worker(config, epochs, rank=0, data=data)

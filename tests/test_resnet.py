@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models.resnet import ScaledShortcut, build_resnet, shortcut_factors
-from models.schedules import PRESETS, block_count, preset
+from models.schedules import PRESETS, preset
 
 
 @pytest.mark.parametrize("depth, approx_params", [(20, 0.27e6), (32, 0.46e6), (56, 0.85e6)])

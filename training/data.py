@@ -73,7 +73,7 @@ def stratified_split(labels: np.ndarray, holdout: int, seed: int) -> tuple[np.nd
     per_class = np.floor(share).astype(int)
     # largest remainders take the leftover images, so the total is exact
     per_class[np.argsort(per_class - share)[: holdout - per_class.sum()]] += 1
-    held = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, per_class)]
+    held = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, per_class, strict=True)]
     held = np.sort(np.concatenate(held)) if held else np.array([], dtype=int)
     kept = np.setdiff1d(np.arange(len(labels)), held)
     return kept, held
