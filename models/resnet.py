@@ -58,6 +58,35 @@ class ScaledShortcut(layers.Layer):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride, "scale": self.scale}
 
 
+@keras.saving.register_keras_serializable(package="resnet_shortcut")
+class BatchNorm(layers.BatchNormalization):
+    """BatchNormalization over the last axis that trains through TensorFlow's fused kernel under that backend.
+
+    Keras 3 computes training-mode BN from separate moments and elementwise ops: on a 2-core CPU that was a third
+    of a ResNet-32 training step (benchmarks.step_profile), and the fused kernel made the whole step 25 % faster
+    (315 -> 394 img/s, float32). Same function: batch statistics in training, moving averages at inference; the
+    moving variance follows the kernel's (and PyTorch's) unbiased batch variance, a factor N/(N-1) with
+    N = batch x height x width pixels. Other backends, inference, and masks use Keras's own path.
+    """
+
+    _FUSED_DTYPES = ("float32", "float16", "bfloat16")
+
+    def call(self, inputs, training=None, mask=None):
+        fused = (training and self.trainable and mask is None and keras.config.backend() == "tensorflow"
+                 and len(inputs.shape) == 4 and self.axis in (-1, 3) and self.scale and self.center
+                 and keras.backend.standardize_dtype(inputs.dtype) in self._FUSED_DTYPES)
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32"), epsilon=self.epsilon,
+            data_format="NHWC", is_training=True)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return ops.cast(outputs, self.compute_dtype)
+
+
 def _conv(filters: int, stride: int, name: str) -> layers.Conv2D:
     return layers.Conv2D(
         filters, 3, strides=stride, use_bias=False, name=name,
@@ -69,7 +98,7 @@ def _conv(filters: int, stride: int, name: str) -> layers.Conv2D:
 
 
 def _batch_norm(name: str) -> layers.BatchNormalization:
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def basic_block(x, filters: int, stride: int, scale: float, name: str):

@@ -132,3 +132,22 @@ def test_jax_backend_builds_and_takes_a_training_step():
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "jax step ok" in done.stdout
+
+
+def test_fused_batch_norm_computes_what_keras_batch_norm_computes():
+    from models.resnet import BatchNorm
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(8, 6, 6, 16)).astype("float32")
+    ours = BatchNorm(momentum=0.9, epsilon=1e-5)
+    reference = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    ours.build(x.shape)
+    reference.build(x.shape)
+    ours.gamma.assign(np.linspace(0.5, 1.5, 16))
+    reference.gamma.assign(np.linspace(0.5, 1.5, 16))
+    np.testing.assert_allclose(ours(x, training=True), reference(x, training=True), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours.moving_mean, reference.moving_mean, rtol=1e-5, atol=1e-6)
+    n = 8 * 6 * 6  # the fused kernel keeps the unbiased batch variance, as PyTorch does
+    unbiased = np.asarray(reference.moving_variance) * 0 + 0.9 + 0.1 * (
+        (np.asarray(reference.moving_variance) - 0.9) / 0.1) * n / (n - 1)
+    np.testing.assert_allclose(ours.moving_variance, unbiased, rtol=1e-4)
+    np.testing.assert_allclose(ours(x, training=False), reference(x, training=False), rtol=1e-3, atol=1e-3)
