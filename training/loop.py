@@ -133,20 +133,18 @@ class _Recorder(keras.callbacks.Callback):
         super().__init__()
         self.result, self.on_epoch, self.images_per_epoch = result, on_epoch, images_per_epoch
         self.train_seconds: list[float] = []
-        self._epoch_start = 0.0
+        self._epoch_start = self._last_step_end = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = self._last_step_end = time.perf_counter()
 
-    def on_test_begin(self, logs=None):
-        # inside fit, validation starts right after the epoch's last training step
-        if len(self.train_seconds) == len(self.result.train_loss):
-            self.train_seconds.append(time.perf_counter() - self._epoch_start)
+    def on_train_batch_end(self, batch, logs=None):
+        # the epoch's training time ends with its last step, before validation starts
+        self._last_step_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if len(self.train_seconds) == len(self.result.train_loss):
-            self.train_seconds.append(time.perf_counter() - self._epoch_start)
+        self.train_seconds.append(self._last_step_end - self._epoch_start)
         loss = float(logs.get("loss", math.nan))
         self.result.epochs_run = epoch + 1
         self.result.train_loss.append(loss)
