@@ -66,7 +66,7 @@ def measure(depth: int, batch_size: int, steps: int, rounds: int = 3) -> dict:
     forward = tf.function(lambda: variants["full"](x, training=True))
     steps_fn["forward_only"] = forward
     best = {name: float("inf") for name in steps_fn}
-    for name, step in steps_fn.items():
+    for step in steps_fn.values():  # trace and warm up
         for _ in range(3):
             step()
     for _ in range(rounds):

@@ -102,12 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("target reached; raise --trials to search further", file=sys.stderr)
         return 0
     if config.workers == 1:
-        return search_worker(config, epochs, rank=0, data=data)
+        return search_worker(config, epochs, rank=0, data=data, study=study)
     return _run_workers(config, epochs)
 
 
-def search_worker(config, epochs: int, rank: int = 0, data=None) -> int:
-    """Run trials until the study has ``config.trials`` finished ones; returns the exit code."""
+def search_worker(config, epochs: int, rank: int = 0, data=None, study=None) -> int:
+    """Run trials until the study has ``config.trials`` finished ones; returns the exit code.
+
+    ``data`` and ``study`` are what the caller already opened (one worker, in-process); a worker process opens
+    its own.
+    """
     quiet_tensorflow()
     import optuna
 
@@ -120,7 +124,8 @@ def search_worker(config, epochs: int, rank: int = 0, data=None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = data if data is not None else load_dataset(config.dataset, config.data_dir, config.subset)
-    study = open_study(open_storage(config.storage, config.heartbeat), config, epochs, worker=rank)
+    if study is None:
+        study = open_study(open_storage(config.storage, config.heartbeat), config, epochs, worker=rank)
     reporter = TrialReporter(config, show_bar=config.workers == 1, initial=finished_count(study))
     guard = FailureGuard(config.max_failures)
     live = LiveDashboard(config.storage)
