@@ -148,7 +148,7 @@ def importance_figure(study: optuna.Study) -> go.Figure:
             figure.add_trace(go.Bar(x=list(importances.values()), y=list(importances), orientation="h",
                                     name=name))
     if not figure.data:
-        figure.add_annotation(text="not enough completed trials with varying parameters yet", showarrow=False,
+        figure.add_annotation(text="not enough completed trials yet: importances need 3 complete trials of a family", showarrow=False,
                               x=0.5, y=0.5, xref="paper", yref="paper")
     figure.update_layout(title="Parameter importances (fANOVA, per family)", barmode="group", **LAYOUT)
     figure.update_xaxes(title="importance (share of variance)")

@@ -2,7 +2,9 @@
 
 - SQLite (the default, ``sqlite:///search.db``): one file beside the user; WAL journal so readers (the
   dashboard) never block the writers, and a long busy timeout so several worker processes on one machine wait
-  for the write lock instead of failing with "database is locked".
+  for the write lock instead of failing with "database is locked". Every transaction of a worker starts with
+  ``BEGIN IMMEDIATE``: SQLite ignores Optuna's ``SELECT ... FOR UPDATE``, so without it two workers can both
+  pop the same enqueued trial (optuna/optuna#4002) and one of them crashes telling it.
 - PostgreSQL (``postgresql+psycopg://user:pass@host/db``): for workers on several machines.
 - Heartbeat: every running trial writes a heartbeat; a trial whose worker died (kill -9, power loss) is failed
   once its heartbeat is ``grace`` seconds old, and Optuna's ``RetryFailedTrialCallback`` enqueues it again.
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from common.errors import UsageError
@@ -74,8 +77,28 @@ def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBE
         raise UsageError(f"storage: cannot open {_redacted(url)}: {reason[:300]}") from None
     if database is not None:
         with storage.engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")  # stored in the file: set once, outside BEGIN
+        _serialise_sqlite_transactions(storage.engine)
     return storage
+
+
+def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every transaction take SQLite's write lock when it begins (SQLAlchemy's pysqlite recipe).
+
+    Optuna claims an enqueued trial by reading it as WAITING and then setting it RUNNING, inside one
+    transaction that PostgreSQL locks with ``FOR UPDATE``. pysqlite opens the transaction only at the UPDATE,
+    so two processes can read the same WAITING trial and both run it. ``BEGIN IMMEDIATE`` makes the read and
+    the write one step; the busy timeout makes the others wait their turn (milliseconds next to a trial).
+    """
+    def autocommit_driver(dbapi_connection, record):
+        dbapi_connection.isolation_level = None  # pysqlite stops issuing its own late BEGIN
+
+    def begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    sqlalchemy.event.listen(engine, "connect", autocommit_driver)
+    sqlalchemy.event.listen(engine, "begin", begin_immediate)
+    engine.dispose()  # connections pooled while Optuna set the storage up predate the listeners
 
 
 def _check_sqlite_file(path: Path) -> None:
