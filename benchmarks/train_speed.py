@@ -62,6 +62,7 @@ def measure(depth: int, batch_size: int, precision: str, steps: int, compare_bas
     from training.config import TrainConfig
     from training.data import Dataset
     from training.loop import compiled_model, resolve_precision
+    from training.pipeline import batches
 
     rng = np.random.default_rng(0)
     images = steps * batch_size
@@ -83,8 +84,8 @@ def measure(depth: int, batch_size: int, precision: str, steps: int, compare_bas
     timer = keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda epoch, logs: epoch_times.append(time.perf_counter()),
         on_epoch_end=lambda epoch, logs: epoch_times.__setitem__(-1, time.perf_counter() - epoch_times[-1]))
-    model.fit(pixels, labels, batch_size=batch_size, epochs=1 + ROUNDS, shuffle=True, verbose=0,
-              callbacks=[timer])
+    model.fit(batches(pixels, labels, batch_size, shuffle_seed=0), steps_per_epoch=steps, epochs=1 + ROUNDS,
+              shuffle=False, verbose=0, callbacks=[timer])
     pipeline = images / min(epoch_times[1:])
 
     # the bare network on pre-made normalised tensors, same optimizer and precision

@@ -1,12 +1,14 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from models.schedules import preset
 from training.data import load_dataset
 from training.config import TrainConfig
 from training.loop import learning_rate_schedule, run
+from training.pipeline import batches
 from training.train import main
 
 
@@ -58,6 +60,25 @@ def test_hook_exception_stops_the_run(digits):
 
     with pytest.raises(Stop):
         run(TrainConfig(depth=8, epochs=3, batch_size=64, precision="float32"), None, digits, on_epoch=stop)
+
+
+def _passes(stream, count, steps):
+    taken = [labels.numpy().tolist() for _, labels in stream.take(count * steps)]
+    return [sum(taken[k * steps:(k + 1) * steps], []) for k in range(count)]
+
+
+def test_training_batches_cover_every_image_once_a_pass_and_reshuffle():
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(2, axis=1)
+    labels = np.arange(10, dtype=np.int32)
+    steps = math.ceil(10 / 4)  # the last batch of a pass holds the 2 images left over
+    first, second = _passes(batches(images, labels, 4, shuffle_seed=3), 2, steps)
+    assert sorted(first) == sorted(second) == list(range(10)) and first != second
+    assert _passes(batches(images, labels, 4, shuffle_seed=3), 2, steps) == [first, second]  # seeded
+    assert _passes(batches(images, labels, 4, shuffle_seed=4), 1, steps) != [first]
+    batch_images, batch_labels = next(iter(batches(images, labels, 4, shuffle_seed=3)))
+    assert batch_images.dtype == "uint8" and list(batch_images[:, 0, 0, 0].numpy()) == list(batch_labels.numpy())
+    in_order = [labels.numpy().tolist() for _, labels in batches(images, labels, 4)]
+    assert in_order == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]  # validation and test: one pass, in order
 
 
 def test_learning_rate_drops_at_half_and_three_quarters_and_warms_up_deep_nets():

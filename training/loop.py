@@ -18,7 +18,10 @@ from models.resnet import build_resnet
 from models.schedules import Schedule
 from training.config import WARMUP_DEPTH, WARMUP_ITERATIONS, WARMUP_LR, EpochHook, TrainConfig
 from training.data import Dataset
-from training.pipeline import with_input_pipeline
+from training.pipeline import batches, with_input_pipeline
+
+EVALUATION_BATCH = 500  # inference only: any size gives the same accuracy; larger is faster
+
 
 @dataclass
 class RunResult:
@@ -114,12 +117,14 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     result = RunResult(config.depth, data.name, schedule.to_dict(), config.seed, policy, epochs)
     recorder = _Recorder(result, on_epoch, len(data.y_train))
     has_validation = len(data.y_val) > 0
-    model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=epochs, shuffle=True,
-              validation_data=(data.x_val, data.y_val) if has_validation else None,
+    model.fit(batches(data.x_train, data.y_train, config.batch_size, shuffle_seed=config.seed),
+              steps_per_epoch=math.ceil(len(data.y_train) / config.batch_size), epochs=epochs,
+              shuffle=False,  # the stream reshuffles itself every pass
+              validation_data=batches(data.x_val, data.y_val, EVALUATION_BATCH) if has_validation else None,
               callbacks=[recorder], verbose=verbose)
     if test and not result.diverged:
-        result.test_accuracy = float(model.evaluate(data.x_test, data.y_test, batch_size=512, verbose=0,
-                                                    return_dict=True)["accuracy"])
+        test_batches = batches(data.x_test, data.y_test, EVALUATION_BATCH)
+        result.test_accuracy = float(model.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
     result.wall_seconds = time.perf_counter() - started
     result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
     result.images_per_second = recorder.images_per_second()
