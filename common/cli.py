@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Callable, Sequence
@@ -12,8 +13,10 @@ EXIT_USAGE = 2
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) before it is imported."""
+    """Silence TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) before it is imported, and its Python
+    warnings ("triggered tf.function retracing" is expected when every trial builds a new model)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 class ArgumentParser(argparse.ArgumentParser):

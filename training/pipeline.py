@@ -64,7 +64,8 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_see
     """
     import tensorflow as tf
 
-    images, labels = tf.constant(images), tf.constant(labels)
+    with tf.device("/cpu:0"):  # tf.data runs on the host; on a GPU machine only the batches travel
+        images, labels = tf.constant(images), tf.constant(labels)
     order = tf.data.Dataset.range(len(labels))
     if shuffle_seed is not None:
         order = order.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
