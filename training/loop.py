@@ -79,6 +79,11 @@ def learning_rate_schedule(config: TrainConfig, total_steps: int):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values[-len(boundaries) - 1:])
 
 
+def steps_per_epoch(config: TrainConfig, data: Dataset) -> int:
+    """Training steps in one pass over ``data``'s training images, the last partial batch included."""
+    return math.ceil(len(data.y_train) / config.batch_size)
+
+
 def compiled_model(config: TrainConfig, schedule: Schedule | None, data: Dataset,
                    epochs: int | None = None) -> tuple[keras.Model, str]:
     """The network behind the input pipeline, compiled with the recipe's optimizer; and its dtype policy.
@@ -94,8 +99,7 @@ def compiled_model(config: TrainConfig, schedule: Schedule | None, data: Dataset
         model = with_input_pipeline(network, data.mean, data.std, seed=config.seed)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
-    total_steps = steps_per_epoch * (epochs or config.epochs_for(len(data.y_train)))
+    total_steps = steps_per_epoch(config, data) * (epochs or config.epochs_for(len(data.y_train)))
     optimizer = keras.optimizers.SGD(learning_rate_schedule(config, total_steps), momentum=config.momentum)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=jit)
@@ -118,7 +122,7 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     recorder = _Recorder(result, on_epoch, len(data.y_train))
     has_validation = len(data.y_val) > 0
     model.fit(batches(data.x_train, data.y_train, config.batch_size, shuffle_seed=config.seed),
-              steps_per_epoch=math.ceil(len(data.y_train) / config.batch_size), epochs=epochs,
+              steps_per_epoch=steps_per_epoch(config, data), epochs=epochs,
               shuffle=False,  # the stream reshuffles itself every pass
               validation_data=batches(data.x_val, data.y_val, EVALUATION_BATCH) if has_validation else None,
               callbacks=[recorder], verbose=verbose)
