@@ -9,12 +9,13 @@ step of each variant, and the shares they imply.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Sequence
 
-from common.cli import ArgumentParser, positive_int, quiet_tensorflow, run_command
+from benchmarks.train_speed import step_benchmark
+from common.cli import run_command
+from common.machine import prepare_tensorflow
 
 
 def _conv_stack(keras, depth: int, with_bn: bool, with_shortcut: bool):
@@ -43,7 +44,7 @@ def _conv_stack(keras, depth: int, with_bn: bool, with_shortcut: bool):
 
 
 def measure(depth: int, batch_size: int, steps: int, rounds: int = 3) -> dict:
-    quiet_tensorflow()
+    prepare_tensorflow()
     import keras
     import numpy as np
     import tensorflow as tf
@@ -89,16 +90,7 @@ def measure(depth: int, batch_size: int, steps: int, rounds: int = 3) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m benchmarks.step_profile", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--depth", type=int, default=32, help="network depth 6n+2 (default 32)")
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per step (default 128)")
-    parser.add_argument("--steps", type=positive_int, default=10, help="steps per timed round (default 10)")
-    args = parser.parse_args(argv)
-    from models.schedules import block_count
-
-    block_count(args.depth)
-    print(json.dumps(measure(args.depth, args.batch_size, args.steps)))
-    return 0
+    return step_benchmark("benchmarks.step_profile", __doc__, measure, argv, steps=10)
 
 
 if __name__ == "__main__":

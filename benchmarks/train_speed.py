@@ -1,23 +1,29 @@
 """Training speed of one configuration, as JSON: pipeline vs bare model step, schedule cost, FLOP/s, overhead.
 
-    python -m benchmarks.train_speed --depth 32 --batch-size 128 --precision float32 --steps 30 --compare-baseline
+    python -m benchmarks.train_speed --depth 32 --batch-size 128 --precision float32 --steps 30 --compare-baseline \
+        --compare-torch
 
 Keys: pipeline_images_per_second (full training step, uint8 input, normalisation and augmentation, through
 model.fit), model_images_per_second (the bare network on pre-made float tensors), pipeline_ratio,
 schedule_ratio (scaled / unscaled bare step, with --compare-baseline), gflops_per_second (analytic multiply-adds,
 x2 FLOPs, x3 for training), trial_overhead_seconds (build + compile + first step),
-epoch_seconds (estimated for the 45k split), peak_rss_mb. Bare-step timings alternate between the networks
-compared, so a noisy neighbour slows both alike.
+epoch_seconds (estimated for the 45k split), peak_rss_mb, and the machine: cpu (model, cores, isa flags) and
+onednn (TensorFlow's oneDNN kernels on). Bare-step timings alternate between the networks compared, so a noisy
+neighbour slows both alike. --compare-torch times the PyTorch peer (benchmarks.torch_peer) in its own process
+right after: torch_images_per_second and torch_ratio (this bare step / the peer's).
 """
 from __future__ import annotations
 
 import json
 import resource
+import subprocess
 import sys
 import time
 from typing import Sequence
 
-from common.cli import ArgumentParser, positive_int, quiet_tensorflow, run_command
+from common.cli import ArgumentParser, positive_int, run_command
+from common.errors import UsageError
+from common.machine import cpu_info, onednn_enabled, prepare_tensorflow
 
 SPLIT_IMAGES = 45_000
 ROUNDS = 3  # timed repetitions of each measurement; the best counts
@@ -53,7 +59,7 @@ def _bare_step_seconds(networks, x, y, steps: int, rounds: int = 3) -> list[floa
 
 
 def measure(depth: int, batch_size: int, precision: str, steps: int, compare_baseline: bool) -> dict:
-    quiet_tensorflow()
+    prepare_tensorflow()
     import keras
     import numpy as np
 
@@ -109,6 +115,7 @@ def measure(depth: int, batch_size: int, precision: str, steps: int, compare_bas
         "trial_overhead_seconds": round(overhead, 2),
         "epoch_seconds": round(SPLIT_IMAGES / pipeline, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "backend": keras.config.backend(), "onednn": onednn_enabled(), "cpu": cpu_info(),
     }
     if compare_baseline:
         result["baseline_images_per_second"] = round(batch_size / seconds[1], 1)
@@ -116,21 +123,57 @@ def measure(depth: int, batch_size: int, precision: str, steps: int, compare_bas
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from training.config import PRECISIONS
-
-    parser = ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0])
+def add_step_arguments(parser: ArgumentParser, steps: int = 30) -> None:
+    """--depth, --batch-size and --steps, as every step-timing benchmark takes them."""
     parser.add_argument("--depth", type=int, default=32, help="network depth 6n+2 (default 32)")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="images per step (default 128)")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="default auto")
-    parser.add_argument("--steps", type=positive_int, default=30, help="timed steps per measurement (default 30)")
-    parser.add_argument("--compare-baseline", action="store_true",
-                        help="also time the unscaled ResNet: schedule_ratio = scaled / unscaled speed")
+    parser.add_argument("--steps", type=positive_int, default=steps, help=f"timed steps per round (default {steps})")
+
+
+def step_benchmark(module: str, doc: str, measure, argv: Sequence[str] | None, steps: int) -> int:
+    """The command of a benchmark that times ``measure(depth, batch_size, steps)`` and prints its record as JSON."""
+    parser = ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
+    add_step_arguments(parser, steps)
     args = parser.parse_args(argv)
     from models.schedules import block_count
 
     block_count(args.depth)
-    print(json.dumps(measure(args.depth, args.batch_size, args.precision, args.steps, args.compare_baseline)))
+    print(json.dumps(measure(args.depth, args.batch_size, args.steps)))
+    return 0
+
+
+def torch_peer(depth: int, batch_size: int, steps: int) -> dict:
+    """``benchmarks.torch_peer``'s record, timed in a process of its own (no thread pool shared with TensorFlow)."""
+    command = [sys.executable, "-m", "benchmarks.torch_peer", "--depth", str(depth), "--batch-size",
+               str(batch_size), "--steps", str(steps)]
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode != 0:
+        lines = finished.stderr.strip().splitlines() or [f"exit code {finished.returncode}"]
+        raise UsageError(f"compare-torch: {lines[-1]}")
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from training.config import PRECISIONS
+
+    parser = ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0])
+    add_step_arguments(parser)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="default auto")
+    parser.add_argument("--compare-baseline", action="store_true",
+                        help="also time the unscaled ResNet: schedule_ratio = scaled / unscaled speed")
+    parser.add_argument("--compare-torch", action="store_true",
+                        help="then time the PyTorch peer (akamaster resnet, channels_last; needs torch): "
+                             "torch_ratio = this bare step / the peer's")
+    args = parser.parse_args(argv)
+    from models.schedules import block_count
+
+    block_count(args.depth)
+    result = measure(args.depth, args.batch_size, args.precision, args.steps, args.compare_baseline)
+    if args.compare_torch:
+        peer = torch_peer(args.depth, args.batch_size, args.steps)
+        result.update(torch_images_per_second=peer["model_images_per_second"], torch_version=peer["version"],
+                      torch_ratio=round(result["model_images_per_second"] / peer["model_images_per_second"], 3))
+    print(json.dumps(result))
     return 0
 
 

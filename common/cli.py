@@ -1,22 +1,14 @@
-"""What every ``python -m ...`` command shares: quiet imports, exit codes, argparse helpers."""
+"""What every ``python -m ...`` command shares: TensorFlow's settings, exit codes, argparse helpers."""
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from typing import Callable, Sequence
 
 from common.errors import UsageError
+from common.machine import prepare_tensorflow
 
 EXIT_USAGE = 2
-
-
-def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) before it is imported, and its Python
-    warnings ("triggered tf.function retracing" is expected when every trial builds a new model)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -27,7 +19,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a command's ``main`` and map UsageError to one line on stderr and exit code 2."""
+    """Run a command's ``main`` and map UsageError to one line on stderr and exit code 2.
+
+    TensorFlow's settings are made first, so they hold wherever the command imports it (and in its children).
+    """
+    prepare_tensorflow()
     try:
         return main(argv)
     except UsageError as error:

@@ -14,6 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from models.schedules import AXIS, Schedule, paper_preset_for, positions, preset
+from search.evaluation import noise_floor
+from search.pruning import FIDELITY_MIN_TRIALS, fidelity, pruner_rungs
 from search.study import baseline_trial
 
 BASELINE_STYLE = dict(color="black", dash="dash", width=1.5)
@@ -98,7 +100,37 @@ def history_figure(study: optuna.Study) -> go.Figure:
     figure.add_trace(go.Scatter(x=numbers, y=np.maximum.accumulate(values) if values else [], mode="lines",
                                 name="best so far", line=dict(shape="hv")))
     _baseline_line(figure, study, "baseline {:.2f} %", annotation_position="bottom right")
+    if (floor := noise_floor(study)) is not None:  # the spread a re-run of the baseline would show
+        mean, std = np.mean(floor["baseline_val_accuracy"]), floor["baseline_seed_std"]
+        figure.add_hrect(y0=100 * (mean - std), y1=100 * (mean + std), fillcolor="gray", opacity=0.15, line_width=0,
+                         annotation_text=f"baseline mean +- 1 sd over {len(floor['seeds'])} seeds",
+                         annotation_position="top left")
     return _finish(figure, "Optimisation history", "trial")
+
+
+def fidelity_figure(study: optuna.Study) -> go.Figure:
+    """Kendall's tau between each epoch's validation accuracy and the final one over the completed trials, with
+    the epochs at which the study's pruner decides: where tau is low, a decision there is a coin toss."""
+    rows = fidelity(study)
+    settings, epochs = _settings(study), study.user_attrs.get("epochs", 0)
+    figure = go.Figure()
+    if rows:
+        figure.add_trace(go.Scatter(x=[row["epoch"] for row in rows], y=[row["tau"] for row in rows],
+                                    mode="lines+markers", name="Kendall's tau"))
+        for rung in pruner_rungs(settings.get("pruner", ""), epochs):
+            figure.add_vline(x=rung, line=dict(color="firebrick", dash="dot", width=1.5),
+                             annotation_text=f"rung {rung}", annotation_position="top left")
+    else:
+        complete = len(_complete(study))
+        figure.add_annotation(text=f"not enough completed trials with full curves yet ({complete} of "
+                                   f"{FIDELITY_MIN_TRIALS})", showarrow=False, x=0.5, y=0.5, xref="paper",
+                              yref="paper")
+    trials = f", {rows[0]['trials']} completed trials" if rows else ""
+    figure.update_layout(title=f"Rank fidelity: does epoch e rank trials as the final epoch does?{trials}",
+                         **LAYOUT)
+    figure.update_xaxes(title="epoch")
+    figure.update_yaxes(title="Kendall's tau with the final accuracy", range=[-1.05, 1.05])
+    return figure
 
 
 def learning_curves_figure(study: optuna.Study) -> go.Figure:
@@ -175,9 +207,16 @@ def evaluation_figure(record: dict[str, Any]) -> go.Figure:
     figure = make_subplots(rows=1, cols=2, column_widths=[0.7, 0.3],
                            subplot_titles=("test accuracy per seed", "schedule - baseline"))
     seeds = [str(s) for s in record["seeds_used"]]
+    percent = lambda values: [None if v is None else 100 * v for v in values]  # noqa: E731 - None: diverged
     for arm, color in (("baseline", "#555"), ("schedule", "#1f77b4")):
-        figure.add_trace(go.Bar(x=seeds, y=[100 * v for v in record[f"{arm}_test_accuracy"]], name=arm,
+        figure.add_trace(go.Bar(x=seeds, y=percent(record[f"{arm}_test_accuracy"]), name=arm,
                                 marker_color=color), row=1, col=1)
+    if record.get("difference_mean") is None:
+        figure.add_annotation(text="not enough finished pairs: every seed had a diverged run", showarrow=False,
+                              x=0.85, y=0.5, xref="paper", yref="paper")
+        figure.update_layout(title=f"Multi-seed evaluation, ResNet-{record['depth']} on {record['dataset']}",
+                             barmode="group", **LAYOUT)
+        return figure
     mean = 100 * record["difference_mean"]
     ci = record.get("difference_ci95")
     error = dict(type="data", symmetric=False, array=[100 * ci[1] - mean], arrayminus=[mean - 100 * ci[0]]) \
@@ -185,7 +224,7 @@ def evaluation_figure(record: dict[str, Any]) -> go.Figure:
     figure.add_trace(go.Scatter(x=["mean"], y=[mean], error_y=error, mode="markers", marker=dict(size=12),
                                 name="mean difference (95 % CI)"), row=1, col=2)
     figure.add_hline(y=0, line=BASELINE_STYLE, row=1, col=2)
-    low = min(100 * v for v in record["baseline_test_accuracy"] + record["schedule_test_accuracy"])
+    low = min(v for v in percent(record["baseline_test_accuracy"] + record["schedule_test_accuracy"]) if v is not None)
     figure.update_yaxes(title="test accuracy (%)", range=[max(0, low - 2), None], row=1, col=1)
     figure.update_yaxes(title="points", row=1, col=2)
     p = record.get("p_value")

@@ -12,16 +12,23 @@ from optuna_dashboard import save_note, save_plotly_graph_object
 
 from dashboards.figures import study_schedule_figure
 from models.schedules import Schedule
+from search.confirm import describe
+from search.evaluation import gain_in_noise, noise_floor
+from search.progress import remaining_cost
+from search.pruning import fidelity, pruner_rungs
 from search.study import baseline_trial, next_commands
 
 FIGURE_ID = "schedules"
 
 
-def study_note(study: optuna.Study, storage_url: str) -> str:
-    """Markdown: the best trial, its gap to the baseline on the same budget, and the export command."""
+def study_note(study: optuna.Study, storage_url: str, target: int | None = None, workers: int = 1) -> str:
+    """Markdown: the best trial, its gap to the baseline on the same budget, the expected time to the ``target``
+    count of finished trials, and the export command."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     lines = [f"# {study.study_name}", f"{finished} trials finished ({len(complete)} complete)."]
+    if target is not None and (cost := remaining_cost(study, target, workers)):
+        lines += ["", f"**Cost:** {cost}."]
     if complete:
         best = max(complete, key=lambda t: t.value)
         schedule = Schedule.from_dict(best.user_attrs["schedule"]).describe() if "schedule" in best.user_attrs \
@@ -29,24 +36,36 @@ def study_note(study: optuna.Study, storage_url: str) -> str:
         lines += ["", f"**Best:** trial {best.number}, `{schedule}`, validation accuracy {100 * best.value:.2f} %."]
         baseline = baseline_trial(study)
         if baseline is not None:
-            lines.append(f"Baseline (f = 1, same budget): {100 * baseline.value:.2f} % "
-                         f"(gap {100 * (best.value - baseline.value):+.2f} pt; one run, validation split).")
+            gap = gain_in_noise(best.value - baseline.value, noise_floor(study))
+            lines.append(f"Baseline (f = 1, same budget and seed): {100 * baseline.value:.2f} % (gap {gap}; "
+                         f"single runs on the validation split: a best-of-N figure until the confirm stage).")
+        if rows := fidelity(study):
+            epochs = study.user_attrs.get("epochs", 0)
+            rungs = pruner_rungs(study.user_attrs.get("settings", {}).get("pruner", ""), epochs)
+            shown = [row for row in rows if row["epoch"] in rungs] or rows[-2:-1]
+            lines.append(f"Rank fidelity (Kendall's tau of an epoch's validation accuracy with the final one, "
+                         f"{rows[0]['trials']} completed trials): "
+                         + ", ".join(f"epoch {row['epoch']}{' (rung)' if row['epoch'] in rungs else ''}: "
+                                     f"{row['tau']}" for row in shown) + ".")
+        if confirmation := study.user_attrs.get("confirmation"):
+            lines += ["", "**Confirm stage** (fresh seeds, validation, paired with the baseline):", "```",
+                      describe(confirmation), "```"]
         lines += ["", "Export it, then test it over seeds:", "```", *next_commands(study, storage_url), "```"]
     return "\n".join(lines)
 
 
-def publish(study: optuna.Study, storage_url: str) -> None:
+def publish(study: optuna.Study, storage_url: str, target: int | None = None, workers: int = 1) -> None:
     """Store the schedules figure and the note on the study, replacing the previous ones."""
     save_plotly_graph_object(study, study_schedule_figure(study), graph_object_id=FIGURE_ID)
-    save_note(study, study_note(study, storage_url))
+    save_note(study, study_note(study, storage_url, target, workers))
 
 
 class LiveDashboard:
     """Optuna callback: ``publish`` after every finished trial."""
 
-    def __init__(self, storage_url: str):
-        self.storage_url = storage_url
+    def __init__(self, storage_url: str, target: int | None = None, workers: int = 1):
+        self.storage_url, self.target, self.workers = storage_url, target, workers
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            publish(study, self.storage_url)
+            publish(study, self.storage_url, self.target, self.workers)

@@ -31,7 +31,8 @@ def report_figures(study) -> list:
     from search.evaluation import evaluations
 
     built = [figures.study_schedule_figure(study), figures.history_figure(study),
-             figures.learning_curves_figure(study), figures.family_figure(study), figures.importance_figure(study)]
+             figures.learning_curves_figure(study), figures.fidelity_figure(study), figures.family_figure(study),
+             figures.importance_figure(study)]
     built += [figures.evaluation_figure(record) for record in evaluations(study)]
     built.append(figures.top_trials_table(study))
     return built

@@ -17,7 +17,17 @@ from training.config import TrainConfig
 from training.data import DATASETS
 
 SAMPLERS = ("tpe", "gp", "cmaes", "random")
-PRUNERS = ("hyperband", "median", "none")
+PRUNERS = ("rungs", "hyperband", "median", "none")
+# families whose parameters depend on the trial (a family choice, or a count of control values): GP and CMA-ES
+# model one fixed set of parameters and would sample the rest independently, i.e. at random
+VARIABLE_FAMILIES = ("any", "spline", "steps")
+# Seeds. Selection (every search trial) uses --seed; the baseline's noise floor, the confirm stage and
+# search.evaluate draw from ranges of their own, so no accuracy that judges a schedule comes from the weights it
+# was selected on. All are recorded on the study.
+BASELINE_SEED_OFFSET = 1000  # baseline replicas: seed + 1000 + i
+CONFIRM_SEED_OFFSET = 2000  # confirm stage: seed + 2000 + i
+EVALUATION_SEED_START = 10_000  # search.evaluate's default: 10000 + i
+
 # compared on resume; storage, trials, workers, timeout and data-dir may change between runs
 COMPARED = ("dataset", "depth", "epochs", "subset", "batch_size", "precision", "family", "scale_range", "sampler",
             "pruner", "seed")
@@ -38,7 +48,7 @@ class SearchConfig:
     family: str = "any"
     scale_range: tuple[float, float] = FACTOR_BOUNDS
     sampler: str = "tpe"
-    pruner: str = "hyperband"
+    pruner: str = "rungs"
     storage: str = DEFAULT_URL
     study: str | None = None
     data_dir: str | None = None
@@ -46,6 +56,10 @@ class SearchConfig:
     timeout: float | None = None
     max_failures: int = 5
     heartbeat: int = HEARTBEAT_SECONDS
+    steps_per_execution: int = 1
+    baseline_seeds: int = 3
+    confirm_top: int = 5
+    confirm_seeds: int = 3
     train: TrainConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -59,21 +73,33 @@ class SearchConfig:
         for name, (value, choices) in checks.items():
             if value not in choices:
                 raise UsageError(f"{name}: unknown {value!r}; choose one of {', '.join(choices)}")
+        if self.sampler in ("gp", "cmaes") and self.family in VARIABLE_FAMILIES:
+            raise UsageError(f"sampler: {self.sampler} models a fixed set of parameters, and --family {self.family} "
+                             f"changes them from trial to trial, so most factors would be sampled at random; use "
+                             f"--sampler tpe, or --family constant, linear or peak with {self.sampler}")
         if self.trials <= 0:
             raise UsageError(f"trials: must be > 0, got {self.trials}")
         lo, hi = self.scale_range
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
             raise UsageError(f"scale-range: need 0 < LO < HI, got {lo:g} {hi:g}; e.g. --scale-range 0.5 1.5")
-        for name in ("workers", "max_failures", "heartbeat"):
+        for name in ("workers", "max_failures", "heartbeat", "confirm_seeds"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name.replace('_', '-')}: must be > 0, got {getattr(self, name)}")
+        for name in ("baseline_seeds", "confirm_top"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name.replace('_', '-')}: must be >= 0, got {getattr(self, name)}")
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError(f"timeout: must be > 0 seconds, got {self.timeout}")
         object.__setattr__(self, "scale_range", (float(lo), float(hi)))
         object.__setattr__(self, "study", self.study or f"{self.dataset}-resnet{self.depth}")
         object.__setattr__(self, "train", TrainConfig(depth=self.depth, epochs=self.epochs,
                                                       batch_size=self.batch_size, precision=self.precision,
-                                                      seed=self.seed))
+                                                      seed=self.seed,
+                                                      steps_per_execution=self.steps_per_execution))
+
+    def baseline_replica_seeds(self) -> list[int]:
+        """Seeds of the baseline's replicas, whose spread is the study's noise floor (disjoint from ``seed``)."""
+        return [self.seed + BASELINE_SEED_OFFSET + i for i in range(self.baseline_seeds)]
 
     def study_settings(self) -> dict[str, Any]:
         """The settings that define the experiment, as stored on the study (JSON-friendly)."""

@@ -1,10 +1,13 @@
-"""Export the best schedule of a study as a schedule JSON file, with its provenance and its evidence.
+"""Export the confirmed winner of a study (else its best trial) as a schedule JSON file, with its evidence.
 
     python -m search.export --storage sqlite:///search.db --study cifar10-resnet32 --output best.json
 
 The file holds the schedule realised at the searched depth (or --depth), where it came from (study, trial,
-dataset, depth searched, epochs), its validation accuracy next to the baseline's on the same budget, and the
-multi-seed test evaluation of search.evaluate where one was recorded.
+dataset, depth searched, epochs), its validation accuracy next to the baseline's on the same budget, the study's
+noise floor (the baseline's spread over seeds, and the gain the best of N equal schedules would show by chance),
+the confirm stage's paired statistics on fresh seeds when the stage ran, and the multi-seed test evaluation of
+search.evaluate on the same budget where one was recorded. Without a confirmation it exports the single-seed best
+of N trials and warns that this is what it is.
 """
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
 
     from models.schedules import Schedule, block_count, save_schedule
-    from search.evaluation import evaluation_for
-    from search.study import baseline_trial, best_trial
+    from optuna.trial import TrialState
+
+    from search.evaluation import evaluation_for, gain_in_noise, noise_floor
+    from search.study import baseline_trial, best_trial, next_commands
     from storage.rdb import load_existing_study, open_storage, single_study_name
 
     if args.depth is not None:
@@ -35,28 +40,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False)
     study = load_existing_study(storage, args.study or single_study_name(storage))
-    best = best_trial(study)
+    confirmation = study.user_attrs.get("confirmation")
+    winner = confirmation and confirmation.get("winner")
+    best = study.trials[winner["source_trial"]] if winner and winner["source_trial"] is not None else None
+    best = best or best_trial(study)
     settings = study.user_attrs.get("settings", {})
     searched_depth = settings.get("depth", len(best.user_attrs.get("values", [])) * 2 + 2)
-    schedule = Schedule.from_dict(best.user_attrs["schedule"])
+    schedule = Schedule.from_dict(winner["schedule"] if winner else best.user_attrs["schedule"])
     baseline = baseline_trial(study)
+    floor = noise_floor(study)
     evidence = {
         "val_accuracy": best.value,
         "baseline_val_accuracy": baseline.value if baseline else None,
         "val_accuracy_gain": best.value - baseline.value if baseline else None,
+        "selected_from": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        "baseline_seed_std": floor["baseline_seed_std"] if floor else None,
+        "expected_best_of_n_by_chance": floor["expected_best_of_n_by_chance"] if floor else None,
+        "seed": best.user_attrs.get("seed"),
+        "note": "val_accuracy_gain is one run on the search's seed, picked as the best of selected_from",
     }
     provenance = {
         "study": study.study_name, "trial": best.number, "dataset": settings.get("dataset"),
-        "depth_searched": searched_depth, "epochs": study.user_attrs.get("epochs"),
+        "depth_searched": searched_depth, "epochs": study.user_attrs.get("epochs"), "subset": settings.get("subset"),
         "preset": best.user_attrs.get("preset"),
     }
-    evaluation = evaluation_for(study, schedule)
+    extra = {}
+    if winner:
+        extra["confirmation"] = {
+            "candidates": confirmation["candidates"], "seeds": confirmation["seeds"],
+            "baseline_val_accuracy": confirmation["baseline_val_accuracy"],
+            **{key: winner[key] for key in ("schedule_val_accuracy", "difference_mean", "difference_ci95", "p_value",
+                                            "p_holm", "rank_in_search", "ci_excludes_zero",
+                                            "significant_after_holm")}}
+    if evaluation := evaluation_for(study, schedule):
+        extra["evaluation"] = evaluation
     path = save_schedule(schedule, args.output, depth=args.depth or searched_depth, provenance=provenance,
-                         evidence=evidence, **({"evaluation": evaluation} if evaluation else {}))
-    gain = evidence["val_accuracy_gain"]
-    print(f"wrote {path}: trial {best.number} {schedule.describe()}, val {best.value:.4f}"
-          + (f" ({100 * gain:+.2f} pt vs baseline)" if gain is not None else " (no baseline trial finished)")
-          + ("" if evaluation else "; next: python -m search.evaluate --schedule " + str(path)), file=sys.stderr)
+                         evidence=evidence, **extra)
+    if winner:
+        ci = winner["difference_ci95"]
+        print(f"wrote {path}: confirmed winner {winner['label']} {schedule.describe()}, "
+              f"{100 * winner['difference_mean']:+.2f} pt vs baseline over {len(confirmation['seeds'])} fresh seeds"
+              + (f", 95 % CI [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else ""), file=sys.stderr)
+    else:
+        gain = evidence["val_accuracy_gain"]
+        print(f"warning: no confirm stage has run on {study.study_name!r}: trial {best.number} is the single-seed "
+              f"best of {evidence['selected_from']} trials, and its gain is partly chance; run python -m "
+              f"search.confirm", file=sys.stderr)
+        print(f"wrote {path}: trial {best.number} {schedule.describe()}, val {best.value:.4f}"
+              + (f" ({gain_in_noise(gain, floor)} vs baseline)" if gain is not None else " (no baseline trial)"),
+              file=sys.stderr)
+    if not evaluation:
+        print(f"next: {next_commands(study, args.storage)[1].replace('best.json', str(path))}", file=sys.stderr)
     return 0
 
 

@@ -1,24 +1,27 @@
 """The objective: one trial = one schedule trained on the study's budget, judged by validation accuracy."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import optuna
 
-from models.schedules import positions
+from models.schedules import Schedule, positions
 from search.config import SearchConfig
+from search.interrupts import raise_if_interrupted
 from search.space import suggest_schedule
-from search.study import BASELINE
+from training.config import EpochHook, TrainConfig
 from training.data import Dataset
-from training.loop import run
+from training.loop import RunResult, run
 
 
 class Objective:
     """Suggest a schedule, train it, report every epoch's validation accuracy, prune the hopeless.
 
     Every trial uses the study's seed, so schedules are compared on the same initial weights and data order
-    (common random numbers: less noise between trials than independent seeds). The baseline trial is never
-    pruned, so every study keeps a reference on the full budget. A diverged run is pruned with
+    (common random numbers: less noise between trials than independent seeds). The warm-start presets (the
+    baseline and the paper's schedules) are never pruned: they are the references every study keeps on the full
+    budget. A diverged run is pruned with
     ``diverged`` recorded: it counts as finished, never as a good result.
     """
 
@@ -27,33 +30,44 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         schedule = suggest_schedule(trial, self.config.family, self.config.scale_range)
-        never_prune = trial.user_attrs.get("preset") == BASELINE
+        never_prune = "preset" in trial.user_attrs
         trial.set_user_attr("family", schedule.family)
         trial.set_user_attr("schedule", schedule.to_dict())
         trial.set_user_attr("x", [round(float(x), 6) for x in positions(self.config.depth)])
         trial.set_user_attr("values", [round(v, 6) for v in schedule.values(self.config.depth)])
-        trial.set_user_attr("seed", self.config.seed)
+        # the search's seed, except for the baseline's replicas, which carry their own (the noise floor)
+        seed = trial.user_attrs.get("seed", self.config.seed)
+        trial.set_user_attr("seed", seed)
 
         def report(epoch: int, accuracy: float) -> bool:
+            raise_if_interrupted()
             trial.report(accuracy, epoch)
             return not never_prune and trial.should_prune()
 
-        started = time.perf_counter()
-        try:
-            result = run(self.config.train, schedule, self.data, on_epoch=report)
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted")
-            raise
-        except Exception as error:
-            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:500])
-            raise
-        trial.set_user_attr("epochs_run", result.epochs_run)
-        trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 2))
-        trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
-        if result.diverged:
-            trial.set_user_attr("diverged", result.diverged_reason)
-            raise optuna.TrialPruned(f"diverged: {result.diverged_reason}")
+        result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data, report)
         if result.stopped_early:
             trial.set_user_attr("pruned_at_epoch", result.epochs_run)
             raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
         return result.final_val_accuracy
+
+
+def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, data: Dataset,
+                on_epoch: EpochHook) -> RunResult:
+    """One training run for ``trial``, recorded on it: epochs run, wall seconds, images/s; the reason of a failure
+    (``interrupted`` for Ctrl-C or SIGTERM) before it propagates; a diverged run pruned with its reason."""
+    started = time.perf_counter()
+    try:
+        result = run(config, schedule, data, on_epoch=on_epoch)
+    except KeyboardInterrupt:
+        trial.set_user_attr("fail_reason", "interrupted")
+        raise
+    except Exception as error:
+        trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:500])
+        raise
+    trial.set_user_attr("epochs_run", result.epochs_run)
+    trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 2))
+    trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
+    if result.diverged:
+        trial.set_user_attr("diverged", result.diverged_reason)
+        raise optuna.TrialPruned(f"diverged: {result.diverged_reason}")
+    return result

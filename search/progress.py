@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import statistics
 import sys
 
 import optuna
@@ -9,6 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from models.schedules import Schedule
+from search.evaluation import gain_in_noise, noise_floor
 from search.study import FINISHED, baseline_trial, finished_count, next_commands
 
 
@@ -18,15 +20,53 @@ def describe_trial(trial: FrozenTrial) -> str:
     return f"{trial.user_attrs['preset']} = {text}" if "preset" in trial.user_attrs else text
 
 
+def remaining_cost(study: optuna.Study, target: int, workers: int = 1) -> str | None:
+    """The expected wall time of the trials still to run, at the speed the finished ones were trained at.
+
+    Seconds an epoch: the median over finished trials of wall time / epochs trained (build and compile included).
+    The pruner's savings: the share of epochs the searched (non-preset) trials trained so far; None before any
+    trial finished or once the target is reached.
+    """
+    finished = study.get_trials(deepcopy=False, states=FINISHED)
+    timed = [t for t in finished if t.user_attrs.get("epochs_run") and t.user_attrs.get("wall_seconds")]
+    epochs, left = study.user_attrs.get("epochs"), target - len(finished)
+    if not timed or not epochs or left <= 0:
+        return None
+    per_epoch = statistics.median(t.user_attrs["wall_seconds"] / t.user_attrs["epochs_run"] for t in timed)
+    full = left * epochs * per_epoch / workers
+    text = (f"{left} trials left: about {duration(full)} at {per_epoch:.1f} s an epoch"
+            f"{f' over {workers} workers' if workers > 1 else ''} if none is pruned")
+    searched = [t for t in timed if "preset" not in t.user_attrs]
+    if isinstance(study.pruner, optuna.pruners.NopPruner):
+        return text + " (no pruner)"
+    if not searched:
+        return text + "; pruning will cut this once searched trials run"
+    share = sum(t.user_attrs["epochs_run"] for t in searched) / (len(searched) * epochs)
+    return text + f", about {duration(full * share)} if the pruner keeps stopping trials as so far " \
+                  f"({100 * share:.0f} % of the epochs trained, {len(searched)} searched trials)"
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``17 min``, ``3.4 h``, ``2.1 days``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.1f} days"
+
+
 class TrialReporter:
     """Optuna callback: advances the bar and writes one line per finished or failed trial.
 
     The line shows the trial's number, schedule, validation accuracy or the epoch it was pruned at, the best so
-    far and the gap to the baseline trained on the same budget.
+    far and the gap to the baseline trained on the same budget. After the first trial, and every
+    ``COST_EVERY`` after it, a line with the expected wall time of the rest (``remaining_cost``).
     """
 
+    COST_EVERY = 10
+
     def __init__(self, config, show_bar: bool = True, initial: int = 0):
-        self.config, self.target = config, config.trials
+        self.config, self.target, self.seen = config, config.trials, 0
         self.bar = tqdm(total=config.trials, initial=initial, unit="trial", file=sys.stderr, dynamic_ncols=True,
                         disable=not show_bar)
 
@@ -44,6 +84,9 @@ class TrialReporter:
         line = f"trial {trial.number:>4} {describe_trial(trial)}: {outcome}"
         line += f" | {finished_count(study)}/{self.target} finished" + self.standing(study)
         self.bar.write(line, file=sys.stderr)
+        self.seen += 1
+        if self.seen % self.COST_EVERY == 1 and (cost := remaining_cost(study, self.target, self.config.workers)):
+            self.bar.write(f"cost: {cost}", file=sys.stderr)
 
     @staticmethod
     def standing(study: optuna.Study) -> str:
@@ -54,7 +97,8 @@ class TrialReporter:
         text = f" | best {best.value:.4f} (#{best.number})"
         baseline = baseline_trial(study)
         if baseline is not None:
-            text += f", {100 * (best.value - baseline.value):+.2f} pt vs baseline {baseline.value:.4f}"
+            gain = gain_in_noise(best.value - baseline.value, noise_floor(study))
+            text += f"; vs baseline {baseline.value:.4f}: {gain}"
         return text
 
     def summary(self, study: optuna.Study) -> None:

@@ -9,18 +9,18 @@ pruned); nothing that finished is run again. Watch it with `optuna-dashboard sql
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from typing import Sequence
 
-from common.cli import ArgumentParser, positive_int, quiet_tensorflow, run_command
+from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
+from common.machine import gpu_count, prepare_tensorflow
+from search.interrupts import EXIT_SIGNAL, interrupted_exit, signals_as_interrupt
 
 EXIT_FAILURES = 1
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def build_parser() -> ArgumentParser:
@@ -41,8 +41,10 @@ def build_parser() -> ArgumentParser:
                         help="bounds of every shortcut factor, 0 < LO < HI (default 0.5 1.5)")
     parser.add_argument("--sampler", default="tpe", choices=SAMPLERS,
                         help="tpe (multivariate, seeded), gp, cmaes or random (default tpe)")
-    parser.add_argument("--pruner", default="hyperband", choices=PRUNERS,
-                        help="hyperband over epochs, median, or none (default hyperband)")
+    parser.add_argument("--pruner", default="rungs", choices=PRUNERS,
+                        help="rungs = keep the top third at 55 %% and 80 %% of the epochs, after the learning-rate "
+                             "drops, where accuracy ranks trials as at the end; hyperband = aggressive early "
+                             "stopping from epoch 1; median; none (default rungs)")
     parser.add_argument("--storage", default=DEFAULT_URL,
                         help=f"SQLAlchemy URL of the study storage (default {DEFAULT_URL}, in this folder; "
                              "postgresql+psycopg://user:pass@host/db for several machines)")
@@ -53,6 +55,15 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--trials-per-gpu", type=positive_int, default=1,
                         help="run this many trials at once on every visible GPU (worker processes sharing it, "
                              "memory growth on): small CIFAR ResNets leave a large GPU mostly idle (default 1)")
+    parser.add_argument("--baseline-seeds", type=int, default=3, metavar="R",
+                        help="train the baseline R more times on seeds of their own (seed + 1000 + i): their spread is "
+                             "the study's noise floor, in which every gain is stated; they count as trials "
+                             "(default 3)")
+    parser.add_argument("--confirm-top", type=int, default=5, metavar="K",
+                        help="after the search, re-train the top K schedules, the baseline and the paper's preset "
+                             "on fresh seeds and name the confirmed winner (search.confirm); 0 = off (default 5)")
+    parser.add_argument("--confirm-seeds", type=positive_int, default=3, metavar="S",
+                        help="fresh seeds per confirmed schedule, seed + 2000 + i (default 3)")
     parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     parser.add_argument("--max-failures", type=positive_int, default=5,
                         help="stop after this many trials in a row failed with an error (default 5)")
@@ -68,7 +79,7 @@ def config_from_args(argv: Sequence[str] | None):
     args = build_parser().parse_args(argv)
     workers = args.workers
     if args.trials_per_gpu > 1:
-        gpus = _gpu_count()
+        gpus = gpu_count()
         if not gpus:
             raise UsageError("trials-per-gpu: no GPU is visible (nvidia-smi found none); use --workers on a CPU")
         workers = max(workers, gpus * args.trials_per_gpu)
@@ -77,7 +88,8 @@ def config_from_args(argv: Sequence[str] | None):
         batch_size=args.batch_size, precision=args.precision, seed=args.seed, family=args.family,
         scale_range=tuple(args.scale_range), sampler=args.sampler, pruner=args.pruner, storage=args.storage,
         study=args.study, data_dir=args.data_dir, workers=workers, timeout=args.timeout,
-        max_failures=args.max_failures, heartbeat=args.heartbeat)
+        max_failures=args.max_failures, heartbeat=args.heartbeat, steps_per_execution=args.steps_per_execution,
+        baseline_seeds=args.baseline_seeds, confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,24 +110,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = finished_count(study)
     print(f"{'resuming' if resuming else 'new'} study {config.study!r} in {config.storage}: {done}/{config.trials} "
           f"trials finished; ResNet-{config.depth}, {data.summary()}, {epochs} epochs a trial", file=sys.stderr)
-    if done >= config.trials:
+    if done >= config.trials and (not config.confirm_top or "confirmation" in study.user_attrs):
         print("target reached; raise --trials to search further", file=sys.stderr)
         return 0
     if config.workers == 1:
-        return search_worker(config, epochs, rank=0, data=data, study=study)
+        return search_worker(config, epochs, rank=0, data=data, study=study, storage=storage)
     return _run_workers(config, epochs)
 
 
-def search_worker(config, epochs: int, rank: int = 0, data=None, study=None) -> int:
-    """Run trials until the study has ``config.trials`` finished ones; returns the exit code.
+def search_worker(config, epochs: int, rank: int = 0, data=None, study=None, storage=None) -> int:
+    """Run trials until the study has ``config.trials`` finished ones, then the confirm stage; the exit code.
 
-    ``data`` and ``study`` are what the caller already opened (one worker, in-process); a worker process opens
-    its own.
+    ``data``, ``study`` and ``storage`` are what the caller already opened (one worker, in-process); a worker
+    process opens its own.
     """
-    quiet_tensorflow()
+    prepare_tensorflow()
     import optuna
 
-    from dashboards.live import LiveDashboard
+    from dashboards.live import LiveDashboard, publish
+    from search.confirm import run_confirm
     from search.objective import Objective
     from search.progress import FailureGuard, TrialReporter
     from search.study import FINISHED, baseline_pending, finished_count, open_study
@@ -125,60 +138,37 @@ def search_worker(config, epochs: int, rank: int = 0, data=None, study=None) -> 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = data if data is not None else load_dataset(config.dataset, config.data_dir, config.subset)
     if study is None:
-        study = open_study(open_storage(config.storage, config.heartbeat), config, epochs, worker=rank)
+        storage = open_storage(config.storage, config.heartbeat)
+        study = open_study(storage, config, epochs, worker=rank)
     reporter = TrialReporter(config, show_bar=config.workers == 1, initial=finished_count(study))
     guard = FailureGuard(config.max_failures)
-    live = LiveDashboard(config.storage)
+    live = LiveDashboard(config.storage, config.trials, config.workers)
     callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=FINISHED), reporter, guard, live]
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in
-        # the queue behind trials that already reach the target
-        while ((remaining := config.trials - finished_count(study)) > 0 or baseline_pending(study)) \
-                and not guard.tripped:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            study.optimize(Objective(config, data), n_trials=max(remaining, 1), timeout=left,
-                           callbacks=callbacks if remaining > 0 else [reporter, guard, live],
-                           catch=(Exception,), gc_after_trial=True)
+        with signals_as_interrupt():
+            # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in
+            # the queue behind trials that already reach the target
+            while ((remaining := config.trials - finished_count(study)) > 0 or baseline_pending(study)) \
+                    and not guard.tripped:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                study.optimize(Objective(config, data), n_trials=max(remaining, 1), timeout=left,
+                               callbacks=callbacks if remaining > 0 else [reporter, guard, live],
+                               catch=(Exception,), gc_after_trial=True)
+            reporter.close()
+            if guard.tripped:
+                print(f"stopped: {guard.message()}", file=sys.stderr)
+                return EXIT_FAILURES
+            reporter.summary(study)
+            if config.confirm_top and finished_count(study) >= config.trials:
+                run_confirm(config, study, storage, data)
+                publish(study, config.storage, config.trials, config.workers)
     except KeyboardInterrupt as interrupt:
         reporter.close()
-        number = getattr(interrupt, "signal", signal.SIGINT)
-        print(f"interrupted ({signal.Signals(number).name}): the running trial is marked failed; run the same "
-              f"command to resume", file=sys.stderr)
-        return EXIT_SIGNAL.get(number, 130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    reporter.close()
-    if guard.tripped:
-        print(f"stopped: {guard.message()}", file=sys.stderr)
-        return EXIT_FAILURES
-    reporter.summary(study)
+        return interrupted_exit(interrupt)
     return 0
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: Optuna marks the running trial failed and the worker exits."""
-
-    def __init__(self, number: int):
-        super().__init__(signal.Signals(number).name)
-        self.signal = number
-
-
-def _raise_interrupted(number, frame):
-    raise Interrupted(number)
-
-
-def _gpu_count() -> int:
-    if not shutil.which("nvidia-smi"):
-        return 0
-    try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(line.startswith("GPU ") for line in listing.splitlines())
 
 
 def worker_environment(rank: int, workers: int, gpus: int) -> dict[str, str]:
@@ -187,6 +177,8 @@ def worker_environment(rank: int, workers: int, gpus: int) -> dict[str, str]:
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = str(rank % gpus)
         env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"  # several trials may share one GPU
+        if workers > gpus:  # JAX (Keras's other backend) takes 75 % of the GPU at start unless told not to
+            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     else:
         # On CPU, K single-purpose processes beat one process with K times the threads (less synchronisation
         # inside each op); give each worker its share of the cores.
@@ -199,7 +191,7 @@ def _run_workers(config, epochs: int) -> int:
     """Start ``config.workers`` processes of ``search.worker`` on this machine and wait for them."""
     import json
 
-    gpus = _gpu_count()
+    gpus = gpu_count()
     payload = json.dumps({**config.to_dict(), "epochs_resolved": epochs})
     children = [subprocess.Popen([sys.executable, "-m", "search.worker", str(rank), payload],
                                  env=worker_environment(rank, config.workers, gpus))

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from common.errors import UsageError
 from models.schedules import PAPER_PRESETS, paper_preset_for, preset
 from search.config import SearchConfig, settings_difference
+from search.pruning import HYPERBAND_FACTOR, HYPERBAND_MIN_RESOURCE, RungPruner, rung_epochs
 from search.space import trial_params
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -35,19 +36,23 @@ def make_sampler(config: SearchConfig, worker: int = 0, resumed_at: int = 0) -> 
         # multivariate + group: the family's parameters are modelled jointly, and only with their own family;
         # constant liar keeps parallel workers from sampling the same point while a trial runs
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    # GP and CMA-ES only get fixed-dimension families (SearchConfig refuses the others), so nothing is sampled
+    # independently and their warning stays on in case that ever changes
     if config.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.GPSampler(seed=seed)
     if config.sampler == "cmaes":
-        # CMA-ES handles continuous parameters; the family and the counts go to its independent sampler
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
-                                            consider_pruned_trials=True)
+        return optuna.samplers.CmaEsSampler(seed=seed, consider_pruned_trials=True)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
 def make_pruner(config: SearchConfig, epochs: int) -> optuna.pruners.BasePruner:
-    """Hyperband over epochs (1..epochs, factor 3), the median rule after 5 finished trials, or none."""
+    """Successive halving at 55 % and 80 % of the epochs (``search.pruning``; the default), hyperband over epochs
+    (1..epochs, factor 3: aggressive, from the first epoch), the median rule after 5 finished trials, or none."""
+    if config.pruner == "rungs":
+        return RungPruner(rung_epochs(epochs))
     if config.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=HYPERBAND_MIN_RESOURCE, max_resource=max(epochs, 1),
+                                              reduction_factor=HYPERBAND_FACTOR)
     if config.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     return optuna.pruners.NopPruner()
@@ -109,8 +114,8 @@ def requeue_interrupted(study: optuna.Study) -> None:
     interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                    if t.user_attrs.get("fail_reason") == "interrupted" and t.number not in done]
     for trial in interrupted:
-        attrs = {"retry_of": trial.number, **({"preset": trial.user_attrs["preset"]}
-                                              if "preset" in trial.user_attrs else {})}
+        attrs = {"retry_of": trial.number, **{key: trial.user_attrs[key] for key in ("preset", "seed", "replica")
+                                              if key in trial.user_attrs}}
         study.enqueue_trial(trial.system_attrs.get("fixed_params", trial.params), user_attrs=attrs)
         done.add(trial.number)
     if interrupted:
@@ -124,14 +129,21 @@ def warm_start_presets(config: SearchConfig) -> list[str]:
 
 
 def warm_start(study: optuna.Study, config: SearchConfig) -> None:
-    """Enqueue the warm-start presets that fit this study's family and bounds (the baseline always)."""
+    """Enqueue the baseline, the paper's schedule for this study, the baseline's replicas on seeds of their own
+    (``--baseline-seeds``: the study's noise floor on its own budget, known early), then the paper's other
+    schedules; presets that do not fit the study's family or bounds are left out (the baseline never)."""
     lo, hi = config.scale_range
-    for name in warm_start_presets(config):
+    baseline = trial_params(preset(BASELINE), config.family)
+    for index, name in enumerate(warm_start_presets(config)):
         schedule = preset(name)
         params = trial_params(schedule, config.family)
         in_bounds = all(lo <= v <= hi for v in schedule.values(config.depth))
         if params is not None and (name == BASELINE or in_bounds):
             study.enqueue_trial(params, user_attrs={"preset": name}, skip_if_exists=True)
+        if index == 1:
+            for seed in config.baseline_replica_seeds():
+                study.enqueue_trial(baseline, user_attrs={"preset": BASELINE, "seed": seed, "replica": True})
+    study.set_user_attr("baseline_seeds", [config.seed, *config.baseline_replica_seeds()])
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -147,10 +159,15 @@ def baseline_pending(study: optuna.Study) -> bool:
 
 
 def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The completed baseline trial (f = 1 on the study's budget), if any."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if t.user_attrs.get("preset") == BASELINE]
+    """The completed baseline trial (f = 1 on the study's budget and seed, not a replica), if any."""
+    trials = baseline_trials(study, replicas=False)
     return trials[0] if trials else None
+
+
+def baseline_trials(study: optuna.Study, replicas: bool = True) -> list[optuna.trial.FrozenTrial]:
+    """The completed baseline trials: on the search's seed, and with ``replicas`` on the replicas' seeds."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("preset") == BASELINE and (replicas or not t.user_attrs.get("replica"))]
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
@@ -161,14 +178,23 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     return max(complete, key=lambda t: (t.value, -t.number))
 
 
+def study_seeds(study: optuna.Study) -> list[int]:
+    """Every seed the study trained with: the search's, its trials' (baseline replicas), its confirm stage's."""
+    seeds = {t.user_attrs["seed"] for t in study.get_trials(deepcopy=False) if "seed" in t.user_attrs}
+    seeds.add(study.user_attrs.get("settings", {}).get("seed"))
+    seeds.update(study.user_attrs.get("confirm_seeds", []))
+    return sorted(seed for seed in seeds if seed is not None)
+
+
 def next_commands(study: optuna.Study, storage_url: str) -> tuple[str, str]:
-    """The export and evaluate commands a user runs next on this study."""
+    """The export and evaluate commands a user runs next on this study; evaluate repeats the searched budget."""
     settings = study.user_attrs.get("settings", {})
     name = study.study_name
     export = f"python -m search.export --storage {storage_url} --study {name} --output best.json"
-    budget = "".join(f" --{flag} {settings[key]}" for key, flag in
-                     (("epochs", "epochs"), ("batch_size", "batch-size")) if settings.get(key) is not None)
+    budget = {"epochs": study.user_attrs.get("epochs", settings.get("epochs")), "subset": settings.get("subset"),
+              "batch-size": settings.get("batch_size")}
+    flags = "".join(f" --{flag} {value}" for flag, value in budget.items() if value is not None)
     evaluate = (f"python -m search.evaluate --schedule best.json --depth {settings.get('depth', 32)} "
-                f"--dataset {settings.get('dataset', 'cifar10')}{budget} --seeds 5 --storage {storage_url} "
+                f"--dataset {settings.get('dataset', 'cifar10')}{flags} --seeds 5 --storage {storage_url} "
                 f"--study {name}")
     return export, evaluate

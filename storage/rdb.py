@@ -131,9 +131,10 @@ def load_existing_study(storage: RDBStorage, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def single_study_name(storage: RDBStorage) -> str:
-    """The name of the storage's only study; UsageError when it holds none or several."""
-    names = optuna.get_all_study_names(storage)
+def single_study_name(storage: RDBStorage, ignore_suffix: str = ".confirm") -> str:
+    """The name of the storage's only study (a search's confirm stage, ``NAME.confirm``, does not count);
+    UsageError when it holds none or several."""
+    names = [name for name in optuna.get_all_study_names(storage) if not name.endswith(ignore_suffix)]
     if len(names) != 1:
         listing = ", ".join(names) if names else "none"
         raise UsageError(f"study: name one with --study (studies in this storage: {listing})")

@@ -1,7 +1,9 @@
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from common.machine import prepare_tensorflow
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+prepare_tensorflow()  # as every command does: oneDNN on x86, quiet start-up; the tests' children inherit it
 
 import pytest  # noqa: E402
 

@@ -21,15 +21,15 @@ from search import run as search_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--depth", "8", "--dataset", "digits", "--subset", "200", "--epochs", "2", "--batch-size", "50",
-        "--precision", "float32", "--seed", "1"]
+        "--precision", "float32", "--seed", "1", "--pruner", "hyperband", "--confirm-top", "0"]
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """A real search of 7 trials (hyperband prunes some) with a recorded 2-seed evaluation."""
+    """A real search of 8 trials (hyperband prunes some searched ones) with a recorded 2-seed evaluation."""
     folder = tmp_path_factory.mktemp("study")
     url = f"sqlite:///{folder / 'search.db'}"
-    assert search_run.main([*TINY, "--trials", "7", "--storage", url]) == 0
+    assert search_run.main([*TINY, "--trials", "8", "--baseline-seeds", "1", "--storage", url]) == 0
     assert evaluate.main(["--schedule", "paper-c10-r32", "--depth", "8", "--dataset", "digits", "--epochs", "1",
                           "--batch-size", "50", "--precision", "float32", "--seeds", "2",
                           "--output", str(folder / "evaluation.json"), "--storage", url,
@@ -66,7 +66,9 @@ def test_study_figures_show_the_study(searched):
 
     history = figures.history_figure(study)
     baseline = next(t for t in complete if t.user_attrs.get("preset") == "baseline")
-    assert [shape.y0 for shape in history.layout.shapes] == [pytest.approx(100 * baseline.value)]
+    lines = [shape for shape in history.layout.shapes if shape.type == "line"]
+    assert [shape.y0 for shape in lines] == [pytest.approx(100 * baseline.value)]
+    assert [shape.type for shape in history.layout.shapes].count("rect") == 1  # the baseline's band over 2 seeds
     assert len(history.data[0].x) == len(complete)
 
     curves = figures.learning_curves_figure(study)
@@ -79,6 +81,32 @@ def test_study_figures_show_the_study(searched):
 
     table = figures.top_trials_table(study)
     assert list(table.data[0].cells.values[0]) == [t.number for t in sorted(complete, key=lambda t: -t.value)]
+
+
+def test_fidelity_figure_and_note_show_tau_per_epoch_the_rungs_and_the_noise_floor(tmp_path):
+    from optuna.trial import create_trial
+
+    from dashboards.live import study_note
+    from search.config import SearchConfig
+    from search.study import open_study
+    from storage.rdb import open_storage
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    study = open_study(open_storage(url), SearchConfig(dataset="digits", depth=8, epochs=10), epochs=10)
+    # eight trials whose order is reversed until epoch 5 and final from epoch 6 on; three baseline seeds
+    for i in range(8):
+        final = 0.50 + 0.05 * i
+        curve = {e: (0.9 - final if e <= 5 else final) for e in range(1, 11)}
+        attrs = {"preset": "baseline", "seed": [0, 1000, 1001][i], "replica": i > 0} if i < 3 else {}
+        study.add_trial(create_trial(value=final, intermediate_values=curve, user_attrs=attrs))
+    figure = figures.fidelity_figure(study)
+    taus = list(figure.data[0].y)
+    assert taus[:5] == [-1.0] * 5 and taus[5:] == [1.0] * 5
+    assert sorted(shape.x0 for shape in figure.layout.shapes) == [6, 8]  # the default pruner's rungs
+    note = study_note(study, url)
+    assert "epoch 6 (rung): 1.0, epoch 8 (rung): 1.0" in note and "sd of the baseline over 3 seeds" in note
+    history = figures.history_figure(study)
+    assert any("+- 1 sd over 3 seeds" in (a.text or "") for a in history.layout.annotations)
 
 
 def test_importance_figure_ranks_the_parameters_that_matter():

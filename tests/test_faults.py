@@ -17,7 +17,7 @@ from search import run as search_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--depth", "8", "--dataset", "digits", "--subset", "100", "--epochs", "1", "--batch-size", "50",
-        "--precision", "float32", "--family", "linear"]
+        "--precision", "float32", "--family", "linear", "--confirm-top", "0", "--baseline-seeds", "0"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -240,10 +240,14 @@ def test_workers_on_several_machines_join_one_postgresql_study(postgres_url):
     _assert_parallel_study(postgres_url, machines, target)
 
 
-def test_worker_environment_pins_gpus_round_robin_or_splits_cpu_threads():
+def test_worker_environment_pins_gpus_round_robin_or_splits_cpu_threads(monkeypatch):
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
     shared = [search_run.worker_environment(rank, 4, gpus=2) for rank in range(4)]
     assert [env["CUDA_VISIBLE_DEVICES"] for env in shared] == ["0", "1", "0", "1"]
     assert all(env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for env in shared)
+    assert all(env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for env in shared)  # JAX would take 75 % each
+    alone = [search_run.worker_environment(rank, 2, gpus=2) for rank in range(2)]
+    assert all("XLA_PYTHON_CLIENT_PREALLOCATE" not in env for env in alone)
     cpu = search_run.worker_environment(0, 2, gpus=0)
     expected = str(max(1, (os.cpu_count() or 1) // 2))
     assert cpu["TF_NUM_INTRAOP_THREADS"] == cpu["OMP_NUM_THREADS"] == expected
@@ -253,10 +257,10 @@ def test_worker_environment_pins_gpus_round_robin_or_splits_cpu_threads():
 def test_trials_per_gpu_without_a_gpu_is_a_usage_error(tmp_path, capsys, monkeypatch):
     from common.cli import run_command
 
-    monkeypatch.setattr(search_run, "_gpu_count", lambda: 0)
+    monkeypatch.setattr(search_run, "gpu_count", lambda: 0)
     url = f"sqlite:///{tmp_path / 'search.db'}"
     assert run_command(search_run.main, [*TINY, "--trials", "2", "--storage", url, "--trials-per-gpu", "4"]) == 2
     assert "no GPU" in capsys.readouterr().err and not (tmp_path / "search.db").exists()
-    monkeypatch.setattr(search_run, "_gpu_count", lambda: 2)
+    monkeypatch.setattr(search_run, "gpu_count", lambda: 2)
     config = search_run.config_from_args([*TINY, "--trials", "2", "--storage", url, "--trials-per-gpu", "4"])
     assert config.workers == 8

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from models.resnet import ScaledShortcut, build_resnet, shortcut_factors
-from models.schedules import PRESETS, preset
+from models.schedules import PRESETS, Schedule, preset
+from training.config import FLOAT16_MAX
 
 
 @pytest.mark.parametrize("depth, approx_params", [(20, 0.27e6), (32, 0.46e6), (56, 0.85e6)])
@@ -95,6 +96,28 @@ def test_logits_are_float32_under_mixed_precision():
         assert keras.backend.standardize_dtype(out.dtype) == "float32"
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def test_scaled_shortcuts_compound_past_float16s_range_and_bfloat16_keeps_them_finite():
+    """ResNet-56 with f = 1.5 (inside the default --scale-range) at initialisation, one training-mode pass: the last
+    block's activations pass 65504 in float32, float16 turns the logits into NaN, bfloat16 stays finite. This is why
+    --precision auto takes bfloat16 on the GPUs that have it."""
+    images = np.random.default_rng(0).normal(size=(16, 32, 32, 3)).astype("float32")
+    previous, seen = keras.config.dtype_policy(), {}
+    for policy in ("float32", "mixed_float16", "mixed_bfloat16"):
+        keras.utils.set_random_seed(0)
+        keras.config.set_dtype_policy(policy)
+        try:
+            model = build_resnet(56, 10, Schedule("constant", {"value": 1.5}))
+        finally:
+            keras.config.set_dtype_policy(previous)
+        last_block, logits = keras.Model(model.input, [model.get_layer("block27_out").output, model.output])(
+            images, training=True)
+        peak = np.max(np.abs(keras.ops.convert_to_numpy(keras.ops.cast(last_block, "float32"))))
+        seen[policy] = peak, np.isfinite(keras.ops.convert_to_numpy(logits)).all()
+    assert seen["float32"][0] > FLOAT16_MAX and seen["float32"][1]
+    assert not seen["mixed_float16"][1]
+    assert seen["mixed_bfloat16"][0] > FLOAT16_MAX and seen["mixed_bfloat16"][1]
 
 
 def test_bad_factor_lists_are_refused():

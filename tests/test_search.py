@@ -13,12 +13,15 @@ from common.cli import run_command
 from search import evaluate, export
 from search import run as search_run
 from search.config import SearchConfig
-from search.study import open_study
+from search.evaluation import holm, paired_statistics, record_evaluation
+from search.study import next_commands, open_study
 from storage.rdb import open_storage
 
 TINY = ["--depth", "8", "--dataset", "digits", "--subset", "200", "--epochs", "1", "--batch-size", "64",
-        "--precision", "float32", "--heartbeat", "5"]
-PRESETS_IN_ORDER = ["baseline", "paper-c10-r32", "paper-c10-r56", "paper-c100-r32", "paper-c100-r56"]
+        "--precision", "float32", "--heartbeat", "5", "--confirm-top", "0"]
+# the warm start: baseline, this data set's paper schedule, the baseline's 3 replicas, the paper's other three
+PRESETS_IN_ORDER = ["baseline", "paper-c10-r32", "baseline", "baseline", "baseline", "paper-c10-r56",
+                    "paper-c100-r32", "paper-c100-r56"]
 
 
 def load(url, name="digits-resnet8"):
@@ -42,9 +45,10 @@ def test_search_persists_resumes_to_the_target_and_never_repeats(tmp_path, capsy
     for before in done_first:  # finished trials are untouched
         after = trials[before.number]
         assert (after.state, after.value, after.params) == (before.state, before.value, before.params)
-    # warm start: baseline, this dataset's paper schedule, the other three, each exactly once, in that order
+    # warm start: each exactly once, in that order; the replicas on seeds of their own
     presets = [t.user_attrs.get("preset") for t in trials if "preset" in t.user_attrs]
     assert presets == PRESETS_IN_ORDER
+    assert [t.user_attrs["seed"] for t in trials if t.user_attrs.get("replica")] == [1000, 1001, 1002]
     baseline = trials[0]
     assert baseline.state == TrialState.COMPLETE and baseline.user_attrs["values"] == [1.0, 1.0, 1.0]
     for trial in finished:
@@ -57,29 +61,76 @@ def test_search_persists_resumes_to_the_target_and_never_repeats(tmp_path, capsy
     assert len(load(url).get_trials()) == len(trials)
     err = capsys.readouterr().err
     assert "trial    0 baseline = constant(value=1)" in err and "best" in err and "search.export" in err
+    assert "cost: 5 trials left: about" in err  # after the first trial of the first run
 
 
-def test_clearly_worse_trials_are_pruned_but_never_the_baseline(tmp_path):
+def test_remaining_cost_extrapolates_the_epoch_time_and_the_pruners_savings(tmp_path):
+    from search.progress import remaining_cost
+
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    argv = [*TINY, "--epochs", "2", "--pruner", "median", "--family", "linear", "--trials", "9", "--storage", url]
+    config = search_run.config_from_args([*TINY, "--epochs", "10", "--trials", "12", "--storage", url])
+    study = open_study(open_storage(url), config, epochs=10)
+    assert remaining_cost(study, 12) is None  # nothing measured yet
+    study.add_trial(create_trial(value=0.9, user_attrs={"preset": "baseline", "epochs_run": 10, "wall_seconds": 20}))
+    cost = remaining_cost(study, 12)
+    assert cost.startswith("11 trials left: about 4 min at 2.0 s an epoch if none is pruned") and "will cut" in cost
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"epochs_run": 1, "wall_seconds": 2}))
+    study.add_trial(create_trial(value=0.8, user_attrs={"epochs_run": 10, "wall_seconds": 20}))
+    # 9 left x 10 epochs x 2 s = 3 min; the searched trials trained 11 of 20 epochs: 99 s, about 2 min
+    assert remaining_cost(study, 12, workers=1) == (
+        "9 trials left: about 3 min at 2.0 s an epoch if none is pruned, about 2 min if the pruner keeps stopping "
+        "trials as so far (55 % of the epochs trained, 2 searched trials)")
+    assert "over 3 workers" in remaining_cost(study, 12, workers=3) and remaining_cost(study, 3) is None
+
+
+def test_trials_are_pruned_only_at_the_rungs_and_never_the_presets(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    # 3 epochs: the default pruner decides at epoch 2 only (55 % of the run, after the learning-rate drop)
+    argv = [*TINY, "--epochs", "3", "--family", "linear", "--trials", "10", "--baseline-seeds", "0", "--storage", url]
     config = search_run.config_from_args(argv)
-    study = open_study(open_storage(url), config, epochs=2)
-    # five reference curves that no real run on 200 images reaches: anything real is clearly worse
+    assert config.pruner == "rungs"
+    study = open_study(open_storage(url), config, epochs=3)
+    # five reference curves that no real run on 200 images reaches: every real trial is below their top third
     for value in (0.97, 0.98, 0.99, 0.985, 0.975):
         study.add_trial(create_trial(
             params={"linear_start": 1.0, "linear_end": 1.0},
             distributions={"linear_start": FloatDistribution(0.5, 1.5), "linear_end": FloatDistribution(0.5, 1.5)},
-            value=value, intermediate_values={1: value, 2: value}, user_attrs={"reference": True}))
+            value=value, intermediate_values={1: value, 2: value, 3: value}, user_attrs={"reference": True}))
     assert search_run.main(argv) == 0
-    trials = load(url).get_trials()
-    real = [t for t in trials if not t.user_attrs.get("reference")]
-    baseline = next(t for t in real if t.user_attrs.get("preset") == "baseline")
-    assert baseline.state == TrialState.COMPLETE and baseline.user_attrs["epochs_run"] == 2
-    pruned = [t for t in real if t.state == TrialState.PRUNED]
-    assert pruned, [(t.number, t.state, t.intermediate_values) for t in real]
-    for trial in pruned:
-        assert trial.user_attrs["pruned_at_epoch"] == 1 and list(trial.intermediate_values) == [1]
-        assert trial.intermediate_values[1] < 0.97
+    real = [t for t in load(url).get_trials() if not t.user_attrs.get("reference")]
+    presets = [t for t in real if "preset" in t.user_attrs]
+    assert len(presets) >= 2 and all(t.state == TrialState.COMPLETE and t.user_attrs["epochs_run"] == 3
+                                     for t in presets)
+    searched = [t for t in real if "preset" not in t.user_attrs]
+    assert searched and all(t.state == TrialState.PRUNED for t in searched), [(t.number, t.state) for t in real]
+    for trial in searched:  # nothing is decided on the noisy epochs before the first rung
+        assert trial.user_attrs["pruned_at_epoch"] == 2 and list(trial.intermediate_values) == [1, 2]
+
+
+def test_rung_pruner_keeps_the_top_third_at_its_rungs_only():
+    from search.pruning import RungPruner, rung_epochs
+
+    assert rung_epochs(182) == [101, 146] and rung_epochs(10) == [6, 8] and rung_epochs(3) == [2]
+    assert rung_epochs(2) == rung_epochs(1) == []
+    study = optuna.create_study(direction="maximize", pruner=RungPruner([6, 8]))
+    for final in (0.50, 0.60, 0.70, 0.80, 0.90):
+        study.add_trial(create_trial(value=final, intermediate_values={e: final for e in range(1, 11)}))
+
+    def run_curve(curve):  # epoch -> accuracy; returns the epoch it was stopped at, or None
+        trial = study.ask()
+        for epoch, value in curve.items():
+            trial.report(value, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                return epoch
+        study.tell(trial, curve[max(curve)])
+        return None
+
+    # worst of all before the rung: no decision; at epoch 6, 0.75 is outside the top third (0.90, 0.80)
+    assert run_curve({1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0, 6: 0.75}) == 6
+    # top third at the first rung, outside it at the second
+    assert run_curve({e: 0.85 for e in range(1, 8)} | {8: 0.55, 9: 0.99, 10: 0.99}) == 8
+    assert run_curve({e: 0.95 for e in range(1, 11)}) is None
 
 
 def test_export_and_evaluate(tmp_path, capsys):
@@ -98,20 +149,109 @@ def test_export_and_evaluate(tmp_path, capsys):
     assert export.main(["--storage", url, "--depth", "20", "--output", str(tmp_path / "d20.json")]) == 0
     assert len(json.loads((tmp_path / "d20.json").read_text())["values"]) == 9
 
+    export_command, evaluate_command = next_commands(study, url)
+    assert "--epochs 1 --subset 200 --batch-size 64" in evaluate_command  # the searched budget, exactly
     report = tmp_path / "evaluation.json"
-    assert evaluate.main(["--schedule", str(out), "--depth", "8", "--dataset", "digits", "--epochs", "1",
-                          "--batch-size", "64", "--precision", "float32", "--seeds", "2", "--output", str(report),
+    budget = ["--depth", "8", "--dataset", "digits", "--epochs", "1", "--subset", "200", "--batch-size", "64",
+              "--precision", "float32"]
+    # the search trained with seed 0: testing with it would test on the weights the schedule was selected on
+    assert run_command(evaluate.main, ["--schedule", str(out), *budget, "--seed", "0", "--storage", url,
+                                       "--study", "digits-resnet8"]) == 2
+    assert "seed(s) 0" in capsys.readouterr().err
+    assert evaluate.main(["--schedule", str(out), *budget, "--seeds", "2", "--output", str(report),
                           "--storage", url, "--study", "digits-resnet8"]) == 0
     record = json.loads(report.read_text())
     assert len(record["baseline_test_accuracy"]) == len(record["schedule_test_accuracy"]) == 2
-    assert record["seeds_used"] == [0, 1] and len(record["difference_ci95"]) == 2
-    assert 0 <= record["p_value"] <= 1
+    assert record["seeds_used"] == [10000, 10001] and len(record["difference_ci95"]) == 2
+    assert 0 <= record["p_value"] <= 1 and record["diverged"] == {"baseline": 0, "schedule": 0}
     differences = [s - b for s, b in zip(record["schedule_test_accuracy"], record["baseline_test_accuracy"])]
     assert record["difference_mean"] == pytest.approx(sum(differences) / 2)
     assert "95 % CI" in capsys.readouterr().err
-    # export now carries the evaluation
+    # an evaluation on another budget, recorded later, is never attached to this study's export
+    record_evaluation(load(url), {**record, "epochs": 30, "finished_at": "9999-01-01T00:00:00+00:00"})
     assert export.main(["--storage", url, "--output", str(out)]) == 0
-    assert json.loads(out.read_text())["evaluation"]["seeds"] == 2
+    attached = json.loads(out.read_text())["evaluation"]
+    assert attached["seeds"] == 2 and attached["epochs"] == 1
+
+
+def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_winner(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from search import confirm
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    assert search_run.main([*TINY, "--trials", "3", "--baseline-seeds", "1", "--storage", url]) == 0
+    argv = ["--storage", url, "--study", "digits-resnet8", "--top", "1", "--seeds", "2"]
+    stage = subprocess.Popen([sys.executable, "-m", "search.confirm", *argv], cwd=Path(__file__).parents[1],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and stage.poll() is None:
+        names = optuna.get_all_study_names(url)
+        if "digits-resnet8.confirm" in names and load(url, "digits-resnet8.confirm").get_trials(
+                states=(TrialState.COMPLETE,)):
+            break
+        time.sleep(0.2)
+    stage.send_signal(signal.SIGTERM)  # kill it after its first run, most likely during the second
+    assert stage.wait(timeout=60) == 143, stage.stderr.read()
+    before = {t.number: t.params for t in load(url, "digits-resnet8.confirm").get_trials(
+        states=(TrialState.COMPLETE,))}
+    assert 1 <= len(before) < 4
+    assert run_command(confirm.main, argv) == 0  # the same command resumes
+    confirm_study = load(url, "digits-resnet8.confirm")
+    runs = confirm_study.get_trials()
+    pairs = [(t.params["arm"], t.params["seed"]) for t in runs if t.state == TrialState.COMPLETE]
+    ranked = sorted(load(url).get_trials(states=(TrialState.COMPLETE,)), key=lambda t: (-t.value, t.number))
+    top = next(t for t in ranked if t.user_attrs.get("preset") != "baseline")  # the best schedule that is not f = 1
+    arms = [arm["label"] for arm in confirm_study.user_attrs["arms"]]  # baseline, the paper's, the top schedule
+    assert arms[0] == "baseline" and any(label.startswith(f"#{top.number}") for label in arms)
+    assert sorted(pairs) == sorted((arm, seed) for arm in arms for seed in (2000, 2001))  # each exactly once
+    assert all(runs[number].params == params for number, params in before.items())  # finished runs untouched
+    assert all(t.user_attrs.get("fail_reason") == "interrupted" for t in runs if t.state == TrialState.FAIL)
+    search_study = load(url)
+    summary = search_study.user_attrs["confirmation"]
+    assert summary["seeds"] == [2000, 2001] and summary["candidates"] == 1
+    assert summary["winner"]["source_trial"] == top.number
+    assert set(search_study.user_attrs["confirm_seeds"]) == {2000, 2001}
+    assert run_command(search_run.main, [*TINY, "--trials", "3", "--baseline-seeds", "1", "--confirm-top", "1",
+                                         "--confirm-seeds", "2", "--storage", url]) == 0  # nothing left to do
+    assert len(load(url, "digits-resnet8.confirm").get_trials()) == len(runs)
+    out = tmp_path / "best.json"
+    assert export.main(["--storage", url, "--output", str(out)]) == 0
+    document = json.loads(out.read_text())
+    block = document["confirmation"]
+    assert block["seeds"] == [2000, 2001] and block["candidates"] == 1
+    assert block["rank_in_search"] == ranked.index(top) + 1 and document["provenance"]["trial"] == top.number
+    assert len(block["baseline_val_accuracy"]) == len(block["schedule_val_accuracy"]) == 2
+    assert {"difference_mean", "difference_ci95", "p_value", "p_holm"} <= set(block)
+    evidence = document["evidence"]
+    assert evidence["selected_from"] == 3 and evidence["baseline_seed_std"] >= 0
+    assert evidence["expected_best_of_n_by_chance"] >= 0
+
+
+def test_paired_statistics_leave_diverged_pairs_out_and_a_constant_gain_is_certain():
+    summary = paired_statistics([0.5, 0.6, None, 0.7], [0.6, None, 0.9, 0.8])
+    assert summary["pairs"] == 2 and summary["diverged"] == {"baseline": 1, "schedule": 1}
+    assert summary["difference_mean"] == pytest.approx(0.1) and summary["p_value"] == 0.0  # +0.1 every seed
+    assert paired_statistics([0.5, 0.6], [0.5, 0.6])["p_value"] == 1.0
+    assert holm([0.01, 0.04, None, 0.03]) == [pytest.approx(0.03), pytest.approx(0.06), None, pytest.approx(0.06)]
+
+
+def test_a_diverged_evaluation_run_is_counted_and_left_out_never_scored_zero(tmp_path, capsys):
+    from models.schedules import Schedule, save_schedule
+
+    absurd = save_schedule(Schedule("constant", {"value": 1e30}), tmp_path / "absurd.json", depth=8)
+    report = tmp_path / "evaluation.json"
+    assert evaluate.main(["--schedule", str(absurd), "--depth", "8", "--dataset", "digits", "--epochs", "1",
+                          "--subset", "200", "--batch-size", "64", "--precision", "float32", "--seeds", "2",
+                          "--output", str(report)]) == 0
+    record = json.loads(report.read_text())
+    assert record["schedule_test_accuracy"] == [None, None] and record["diverged"] == {"baseline": 0, "schedule": 2}
+    assert record["pairs"] == 0 and record["difference_mean"] is None and record["p_value"] is None
+    assert "nothing to compare" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +283,8 @@ def _contents(url):
     (["--family", "zigzag"], "family"),
     (["--sampler", "bayes"], "sampler"),
     (["--pruner", "asha"], "pruner"),
+    (["--sampler", "gp"], "--family any changes them from trial to trial"),  # never random search in disguise
+    (["--sampler", "cmaes", "--family", "spline"], "sampled at random"),
     (["--trials", "0"], "trials"),
     (["--trials", "-3"], "trials"),
     (["--scale-range", "1.5", "0.5"], "scale-range"),

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from models.schedules import preset
+from models.schedules import Schedule, preset
 from training.data import load_dataset
 from training.config import TrainConfig
 from training.loop import learning_rate_schedule, run
@@ -40,9 +40,17 @@ def test_same_seed_same_run_other_seed_other_run(digits):
 def test_nan_loss_marks_the_run_diverged_without_raising(digits):
     result = run(TrainConfig(depth=8, epochs=3, batch_size=64, precision="float32", learning_rate=1e12),
                  preset("baseline"), digits)
-    assert result.diverged and "loss" in result.diverged_reason
+    assert result.diverged and "loss" in result.diverged_reason and "float16" not in result.diverged_reason
     assert result.epochs_run < 3 or not math.isfinite(result.train_loss[-1])
     assert result.final_val_accuracy is None
+
+
+def test_a_float16_overflow_names_the_precision_in_its_diverged_reason(digits):
+    # f = 80 over ResNet-8's 3 blocks: activations near 80^3 = 5e5, past float16's 65504 from the first step
+    result = run(TrainConfig(depth=8, epochs=1, batch_size=64, precision="mixed_float16"),
+                 Schedule("constant", {"value": 80.0}), digits)
+    assert result.diverged and result.precision == "mixed_float16"
+    assert "65504" in result.diverged_reason and "--precision mixed_bfloat16" in result.diverged_reason
 
 
 def test_hook_can_stop_the_run_and_the_record_says_so(digits):
@@ -120,11 +128,22 @@ def test_train_command_usage_errors_exit_2_with_one_line(argv, message):
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
 
 
-def test_auto_precision_is_mixed_float16_with_xla_on_a_gpu_and_float32_on_cpu(monkeypatch):
+def test_auto_precision_follows_the_device(monkeypatch):
     from training import loop
+    from training.config import CPU_BF16_VALIDATED, auto_precision
 
-    monkeypatch.setattr(loop, "gpu_available", lambda: True)
+    # bfloat16 from compute capability 8.0 (A100, H100, H200, L4), float16 before it (V100, T4); XLA on a GPU
+    assert auto_precision((9, 0), []) == auto_precision((8, 0), []) == "mixed_bfloat16"
+    assert auto_precision((7, 5), []) == auto_precision((7, 0), []) == "mixed_float16"
+    # a CPU: float32 where bf16 is emulated; bf16 only on native-bf16 chips, and only once validated
+    assert auto_precision(None, ["avx2", "fma"]) == auto_precision(None, ["avx2", "avx512f"]) == "float32"
+    native = "mixed_bfloat16" if CPU_BF16_VALIDATED else "float32"
+    assert auto_precision(None, ["avx2", "avx512_bf16"]) == auto_precision(None, ["amx_bf16"]) == native
+    monkeypatch.setattr(loop, "gpu_compute_capability", lambda: (8, 6))
+    assert loop.resolve_precision("auto") == ("mixed_bfloat16", True)
+    assert loop.resolve_precision("float32") == ("float32", True)
+    monkeypatch.setattr(loop, "gpu_compute_capability", lambda: (7, 0))
     assert loop.resolve_precision("auto") == ("mixed_float16", True)
-    assert loop.resolve_precision("mixed_bfloat16") == ("mixed_bfloat16", True)
-    monkeypatch.setattr(loop, "gpu_available", lambda: False)
+    monkeypatch.setattr(loop, "gpu_compute_capability", lambda: None)
+    monkeypatch.setattr(loop, "cpu_info", lambda: {"model": "x", "cores": 2, "isa": ["avx2", "fma"]})
     assert loop.resolve_precision("auto") == ("float32", False)

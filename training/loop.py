@@ -14,9 +14,11 @@ from typing import Any
 
 import keras
 
+from common.machine import cpu_info
 from models.resnet import build_resnet
 from models.schedules import Schedule
-from training.config import WARMUP_DEPTH, WARMUP_ITERATIONS, WARMUP_LR, EpochHook, TrainConfig
+from training.config import (FLOAT16_MAX, WARMUP_DEPTH, WARMUP_ITERATIONS, WARMUP_LR, EpochHook, TrainConfig,
+                             auto_precision)
 from training.data import Dataset
 from training.pipeline import batches, with_input_pipeline
 
@@ -50,22 +52,30 @@ class RunResult:
 
 
 def resolve_precision(precision: str) -> tuple[str, bool]:
-    """(Keras dtype policy, XLA on?) for a precision name; ``auto`` asks the backend whether a GPU is visible."""
+    """(Keras dtype policy, XLA on?) for a precision name: XLA on a GPU; ``auto`` by ``auto_precision``."""
+    capability = gpu_compute_capability()
     if precision == "auto":
-        return ("mixed_float16", True) if gpu_available() else ("float32", False)
-    return precision, gpu_available()
+        precision = auto_precision(capability, cpu_info()["isa"] if capability is None else [])
+    return precision, capability is not None
 
 
-def gpu_available() -> bool:
+def gpu_compute_capability() -> tuple[int, int] | None:
+    """CUDA compute capability (major, minor) of the first GPU the backend sees; None without a GPU."""
     if keras.config.backend() == "tensorflow":
         import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU"))
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return None
+        return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
     if keras.config.backend() == "jax":
         import jax
 
-        return jax.default_backend() == "gpu"
-    return False
+        if jax.default_backend() != "gpu":
+            return None
+        major, _, minor = str(getattr(jax.devices()[0], "compute_capability", "0.0")).partition(".")
+        return int(major), int(minor or 0)
+    return None
 
 
 def learning_rate_schedule(config: TrainConfig, total_steps: int):
@@ -102,7 +112,7 @@ def compiled_model(config: TrainConfig, schedule: Schedule | None, data: Dataset
     total_steps = steps_per_epoch(config, data) * (epochs or config.epochs_for(len(data.y_train)))
     optimizer = keras.optimizers.SGD(learning_rate_schedule(config, total_steps), momentum=config.momentum)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=jit)
+                  metrics=["accuracy"], jit_compile=jit, steps_per_execution=config.steps_per_execution)
     return model, policy
 
 
@@ -119,7 +129,7 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     epochs = config.epochs_for(len(data.y_train))
     model, policy = compiled_model(config, schedule, data, epochs)
     result = RunResult(config.depth, data.name, schedule.to_dict(), config.seed, policy, epochs)
-    recorder = _Recorder(result, on_epoch, len(data.y_train))
+    recorder = _Recorder(result, on_epoch, len(data.y_train), policy)
     has_validation = len(data.y_val) > 0
     model.fit(batches(data.x_train, data.y_train, config.batch_size, shuffle_seed=config.seed),
               steps_per_epoch=steps_per_epoch(config, data), epochs=epochs,
@@ -138,9 +148,9 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
 class _Recorder(keras.callbacks.Callback):
     """Keras callback: per-epoch curves, training-only timing, divergence check, and the caller's hook."""
 
-    def __init__(self, result: RunResult, on_epoch: EpochHook | None, images_per_epoch: int):
+    def __init__(self, result: RunResult, on_epoch: EpochHook | None, images_per_epoch: int, policy: str):
         super().__init__()
-        self.result, self.on_epoch, self.images_per_epoch = result, on_epoch, images_per_epoch
+        self.result, self.on_epoch, self.images_per_epoch, self.policy = result, on_epoch, images_per_epoch, policy
         self.train_seconds: list[float] = []
         self._epoch_start = self._last_step_end = 0.0
 
@@ -162,7 +172,7 @@ class _Recorder(keras.callbacks.Callback):
         # the loss to the host every step, and a NaN stays NaN in the epoch's running mean anyway.
         if not math.isfinite(loss):
             self.result.diverged = True
-            self.result.diverged_reason = f"training loss became {loss} in epoch {epoch + 1}"
+            self.result.diverged_reason = f"training loss became {loss} in epoch {epoch + 1}" + self._range_note()
             self.model.stop_training = True
             return
         if "val_accuracy" in logs:
@@ -171,6 +181,14 @@ class _Recorder(keras.callbacks.Callback):
             if self.on_epoch is not None and self.on_epoch(epoch + 1, accuracy):
                 self.result.stopped_early = True
                 self.model.stop_training = True
+
+    def _range_note(self) -> str:
+        """Under float16 a NaN loss is more often the format's range than the schedule: say so."""
+        if "float16" not in self.policy or "bfloat16" in self.policy:
+            return ""
+        return (f" under {self.policy}: activations past float16's largest value {FLOAT16_MAX:g} overflow "
+                f"(shortcut factors above 1 compound over the blocks), so this may be the precision's limit rather "
+                f"than the schedule's; rerun with --precision mixed_bfloat16 or float32 to tell")
 
     def images_per_second(self) -> float:
         steady = self.train_seconds[1:] or self.train_seconds  # the first epoch pays for tracing and compiling

@@ -11,11 +11,13 @@ import json
 import sys
 from typing import Sequence
 
-from common.cli import ArgumentParser, positive_int, quiet_tensorflow, run_command
+from common.cli import ArgumentParser, positive_int, run_command
+from common.machine import prepare_tensorflow
 
 
-def add_training_arguments(parser: ArgumentParser) -> None:
-    """The flags every command that trains shares (train, search.run, search.evaluate, benchmarks)."""
+def add_training_arguments(parser: ArgumentParser, seed: int = 0) -> None:
+    """The flags every command that trains shares (train, search.run, search.evaluate, benchmarks); ``seed`` is
+    the command's default --seed."""
     from training.data import DATASETS
     from training.config import PRECISIONS
 
@@ -30,10 +32,12 @@ def add_training_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, help="epochs to train (default: He et al.'s 64k iterations, "
                         "about 182 epochs on 45k images); learning-rate drops stay at 50 %% and 75 %%")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="images per SGD step (default 128)")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto = mixed_float16 with XLA "
-                        "on a GPU, float32 on CPU (default auto)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds weights, data order and augmentation "
-                        "(default 0)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto = on a GPU mixed_bfloat16 "
+                        "(compute capability >= 8.0) or mixed_float16, with XLA; on a CPU float32 (default auto)")
+    parser.add_argument("--steps-per-execution", type=positive_int, default=1, help="training steps per call into "
+                        "the compiled graph: fewer host round trips for small networks on a GPU (default 1)")
+    parser.add_argument("--seed", type=int, default=seed, help="seeds weights, data order and augmentation "
+                        f"(default {seed})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,10 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     schedule = resolve_schedule(args.schedule)
     config = TrainConfig(depth=args.depth, epochs=args.epochs, batch_size=args.batch_size,
-                         precision=args.precision, seed=args.seed)
+                         precision=args.precision, seed=args.seed, steps_per_execution=args.steps_per_execution)
     data = load_dataset(args.dataset, args.data_dir, args.subset)
     print(f"{data.summary()}; ResNet-{args.depth} with {schedule.describe()}", file=sys.stderr)
-    quiet_tensorflow()
+    prepare_tensorflow()
     from training.loop import run
 
     result = run(config, schedule, data, test=args.test, verbose=2)

@@ -1,0 +1,55 @@
+"""Ctrl-C and SIGTERM during a search or a confirm stage: the running trial is marked failed, the worker exits.
+
+Python runs a signal handler between bytecodes of whatever code is running, and an exception raised inside a
+``__del__`` method or a weakref callback (garbage collection during training) is printed as "Exception ignored"
+and lost. So the handler also records the signal, and ``raise_if_interrupted``, called after every epoch, raises it
+again: an interrupt is never swallowed, at worst it lands one epoch late.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_received: list[int] = []
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: Optuna marks the running trial failed (``fail_reason`` interrupted) and re-raises."""
+
+    def __init__(self, number: int):
+        super().__init__(signal.Signals(number).name)
+        self.signal = number
+
+
+def _raise_interrupted(number, frame):
+    _received.append(number)
+    raise Interrupted(number)
+
+
+def raise_if_interrupted() -> None:
+    """Raise the interrupt whose first raise was swallowed; nothing when no signal came."""
+    if _received:
+        raise Interrupted(_received[-1])
+
+
+@contextlib.contextmanager
+def signals_as_interrupt():
+    """While inside, Ctrl-C and SIGTERM raise ``Interrupted`` (and are remembered for ``raise_if_interrupted``)."""
+    _received.clear()
+    previous = {number: signal.signal(number, _raise_interrupted) for number in EXIT_SIGNAL}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        _received.clear()
+
+
+def interrupted_exit(interrupt: KeyboardInterrupt) -> int:
+    """Say what an interrupt left behind; the exit code 130 (Ctrl-C) or 143 (SIGTERM)."""
+    number = getattr(interrupt, "signal", signal.SIGINT)
+    print(f"interrupted ({signal.Signals(number).name}): the running trial is marked failed; run the same "
+          f"command to resume", file=sys.stderr)
+    return EXIT_SIGNAL.get(number, 130)
