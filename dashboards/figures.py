@@ -125,10 +125,10 @@ def fidelity_figure(study: optuna.Study) -> go.Figure:
         figure.add_annotation(text=f"not enough completed trials with full curves yet ({complete} of "
                                    f"{FIDELITY_MIN_TRIALS})", showarrow=False, x=0.5, y=0.5, xref="paper",
                               yref="paper")
-    trials = f", {rows[0]['trials']} completed trials" if rows else ""
-    figure.update_layout(title=f"Rank fidelity: does epoch e rank trials as the final epoch does?{trials}",
+    trials = f" ({rows[0]['trials']} completed trials)" if rows else ""
+    figure.update_layout(title=f"Rank fidelity: Kendall's tau of each epoch's ranking with the final one{trials}",
                          **LAYOUT)
-    figure.update_xaxes(title="epoch")
+    figure.update_xaxes(title="epoch", dtick=1 if epochs <= 30 else None)
     figure.update_yaxes(title="Kendall's tau with the final accuracy", range=[-1.05, 1.05])
     return figure
 

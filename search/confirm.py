@@ -64,21 +64,25 @@ def open_confirm_study(storage, study, top: int, seeds: int):
 
     settings = study.user_attrs["settings"]
     planned = {"top": top, "seeds": [settings["seed"] + CONFIRM_SEED_OFFSET + i for i in range(seeds)]}
-    confirm = optuna.create_study(storage=storage, study_name=confirm_study_name(study.study_name),
-                                  direction="maximize", sampler=optuna.samplers.RandomSampler(),
-                                  load_if_exists=True)
-    if "plan" not in confirm.user_attrs:
+    name = confirm_study_name(study.study_name)
+    arms = None
+    if name not in optuna.get_all_study_names(storage):  # checked before anything is written
         arms = plan_arms(study, top)
         if not any(arm["candidate"] for arm in arms):
             raise UsageError(f"study: {study.study_name!r} has no completed schedule to confirm yet")
+    confirm = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                  sampler=optuna.samplers.RandomSampler(), load_if_exists=True)
+    if "plan" not in confirm.user_attrs:
         confirm.set_user_attr("plan", planned)
-        confirm.set_user_attr("arms", arms)
+        confirm.set_user_attr("arms", arms or plan_arms(study, top))
         confirm.set_user_attr("source_study", study.study_name)
         confirm.set_metric_names(["val_accuracy"])
         study.set_user_attr("confirm_seeds", planned["seeds"])
     elif confirm.user_attrs["plan"] != planned:
-        raise UsageError(f"confirm: {study.study_name!r} was confirmed with top {confirm.user_attrs['plan']['top']} "
-                         f"and {len(confirm.user_attrs['plan']['seeds'])} seeds; ask for the same")
+        plan = confirm.user_attrs["plan"]
+        raise UsageError(f"confirm: {study.study_name!r} was confirmed with top {plan['top']} and "
+                         f"{len(plan['seeds'])} seeds; ask for the same (--top {plan['top']} --seeds "
+                         f"{len(plan['seeds'])}), or search again under a new --study")
     labels = [arm["label"] for arm in confirm.user_attrs["arms"]]
     for seed in planned["seeds"]:  # seed by seed, so that early results already pair up
         for label in labels:
