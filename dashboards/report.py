@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from common.cli import ArgumentParser, run_command
-from storage.rdb import DEFAULT_URL
+from storage.rdb import add_storage_argument
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -60,7 +60,7 @@ def render(study) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m dashboards.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--storage", default=DEFAULT_URL, help=f"study storage URL (default {DEFAULT_URL})")
+    add_storage_argument(parser)
     parser.add_argument("--study", help="study name (default: the only study in the storage)")
     parser.add_argument("--output", default="report.html", help="HTML file to write (default report.html)")
     args = parser.parse_args(argv)

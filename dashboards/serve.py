@@ -11,21 +11,21 @@ import sys
 from typing import Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
-from storage.rdb import DEFAULT_URL
+from storage.rdb import add_storage_argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m dashboards.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--storage", default=DEFAULT_URL, help=f"study storage URL (default {DEFAULT_URL})")
+    add_storage_argument(parser)
     parser.add_argument("--port", type=positive_int, default=8080, help="port on 127.0.0.1 (default 8080)")
     args = parser.parse_args(argv)
 
     from optuna_dashboard import run_server
 
-    from storage.rdb import open_storage
+    from storage.rdb import open_storage, redacted
 
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False)
-    print(f"optuna-dashboard for {args.storage} at http://127.0.0.1:{args.port}/ (Ctrl-C stops it)",
+    print(f"optuna-dashboard for {redacted(args.storage)} at http://127.0.0.1:{args.port}/ (Ctrl-C stops it)",
           file=sys.stderr, flush=True)
     try:
         run_server(storage, host="127.0.0.1", port=args.port)

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
-from storage.rdb import DEFAULT_URL
+from storage.rdb import add_storage_argument
 
 SUFFIX = ".confirm"
 
@@ -226,7 +226,7 @@ def describe(summary: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m search.confirm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--storage", default=DEFAULT_URL, help=f"study storage URL (default {DEFAULT_URL})")
+    add_storage_argument(parser)
     parser.add_argument("--study", required=True, help="the search study to confirm")
     parser.add_argument("--top", type=positive_int, default=5, help="completed schedules to confirm (default 5)")
     parser.add_argument("--seeds", type=positive_int, default=3, help="fresh seeds per arm (default 3)")

@@ -15,12 +15,12 @@ import sys
 from typing import Sequence
 
 from common.cli import ArgumentParser, run_command
-from storage.rdb import DEFAULT_URL
+from storage.rdb import add_storage_argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m search.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--storage", default=DEFAULT_URL, help=f"study storage URL (default {DEFAULT_URL})")
+    add_storage_argument(parser)
     parser.add_argument("--study", help="study name (default: the only study in the storage)")
     parser.add_argument("--depth", type=int, help="realise the schedule for this depth (default: the searched one)")
     parser.add_argument("--output", default="best.json", help="schedule JSON file to write (default best.json)")

@@ -26,7 +26,7 @@ EXIT_FAILURES = 1
 def build_parser() -> ArgumentParser:
     from search.config import PRUNERS, SAMPLERS
     from search.space import FAMILY_CHOICES
-    from storage.rdb import DEFAULT_URL, HEARTBEAT_SECONDS
+    from storage.rdb import HEARTBEAT_SECONDS, add_storage_argument
     from training.train import add_training_arguments
 
     parser = ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0],
@@ -45,9 +45,7 @@ def build_parser() -> ArgumentParser:
                         help="rungs = keep the top third at 55 %% and 80 %% of the epochs, after the learning-rate "
                              "drops, where accuracy ranks trials as at the end; hyperband = aggressive early "
                              "stopping from epoch 1; median; none (default rungs)")
-    parser.add_argument("--storage", default=DEFAULT_URL,
-                        help=f"SQLAlchemy URL of the study storage (default {DEFAULT_URL}, in this folder; "
-                             "postgresql+psycopg://user:pass@host/db for several machines)")
+    add_storage_argument(parser, "SQLAlchemy URL of the study storage")
     parser.add_argument("--study", help="study name (default <dataset>-resnet<depth>)")
     parser.add_argument("--workers", type=positive_int, default=1,
                         help="worker processes on this machine sharing the study; with several GPUs one GPU each, "
@@ -98,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from search.study import check_existing, finished_count, open_study
-    from storage.rdb import open_storage
+    from storage.rdb import open_storage, redacted
     from training.data import load_dataset
 
     # everything the user can get wrong is checked before the storage is written to
@@ -108,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     resuming = check_existing(storage, config)
     study = open_study(storage, config, epochs)
     done = finished_count(study)
-    print(f"{'resuming' if resuming else 'new'} study {config.study!r} in {config.storage}: {done}/{config.trials} "
+    print(f"{'resuming' if resuming else 'new'} study {config.study!r} in {redacted(config.storage)}: "
+          f"{done}/{config.trials} "
           f"trials finished; ResNet-{config.depth}, {data.summary()}, {epochs} epochs a trial", file=sys.stderr)
     if done >= config.trials and (not config.confirm_top or "confirmation" in study.user_attrs):
         print("target reached; raise --trials to search further", file=sys.stderr)
@@ -193,9 +192,14 @@ def _run_workers(config, epochs: int) -> int:
 
     gpus = gpu_count()
     payload = json.dumps({**config.to_dict(), "epochs_resolved": epochs})
-    children = [subprocess.Popen([sys.executable, "-m", "search.worker", str(rank), payload],
-                                 env=worker_environment(rank, config.workers, gpus))
+    # the configuration (the storage URL with its password among it) travels through a pipe, never on the
+    # command line, where ps shows it to every user of the machine
+    children = [subprocess.Popen([sys.executable, "-m", "search.worker", str(rank)], stdin=subprocess.PIPE,
+                                 env=worker_environment(rank, config.workers, gpus), text=True)
                 for rank in range(config.workers)]
+    for child in children:
+        child.stdin.write(payload)
+        child.stdin.close()
 
     def forward(number, frame):
         for child in children:

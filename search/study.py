@@ -18,6 +18,7 @@ from models.schedules import PAPER_PRESETS, paper_preset_for, preset
 from search.config import SearchConfig, settings_difference
 from search.pruning import HYPERBAND_FACTOR, HYPERBAND_MIN_RESOURCE, RungPruner, rung_epochs
 from search.space import trial_params
+from storage.rdb import storage_flag
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 BASELINE = "baseline"
@@ -190,11 +191,12 @@ def next_commands(study: optuna.Study, storage_url: str) -> tuple[str, str]:
     """The export and evaluate commands a user runs next on this study; evaluate repeats the searched budget."""
     settings = study.user_attrs.get("settings", {})
     name = study.study_name
-    export = f"python -m search.export --storage {storage_url} --study {name} --output best.json"
+    storage = storage_flag(storage_url)  # never the password
+    export = f"python -m search.export {storage} --study {name} --output best.json"
     budget = {"epochs": study.user_attrs.get("epochs", settings.get("epochs")), "subset": settings.get("subset"),
               "batch-size": settings.get("batch_size")}
     flags = "".join(f" --{flag} {value}" for flag, value in budget.items() if value is not None)
     evaluate = (f"python -m search.evaluate --schedule best.json --depth {settings.get('depth', 32)} "
-                f"--dataset {settings.get('dataset', 'cifar10')}{flags} --seeds 5 --storage {storage_url} "
+                f"--dataset {settings.get('dataset', 'cifar10')}{flags} --seeds 5 {storage} "
                 f"--study {name}")
     return export, evaluate

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import warnings
 from pathlib import Path
@@ -23,6 +24,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from common.errors import UsageError
 
 DEFAULT_URL = "sqlite:///search.db"
+STORAGE_ENV = "SEARCH_STORAGE"  # the storage URL, so that a password need not be typed on a command line
 HEARTBEAT_SECONDS = 60
 MAX_RETRY = 3  # a trial killed with its worker is re-run at most this many times
 SQLITE_BUSY_SECONDS = 120
@@ -70,11 +72,11 @@ def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBE
     try:
         storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     except ImportError as error:
-        raise UsageError(f"storage: the database driver for {_redacted(url)} is not installed ({error.name}); "
+        raise UsageError(f"storage: the database driver for {redacted(url)} is not installed ({error.name}); "
                          f"for PostgreSQL run pip install 'psycopg[binary]'") from None
     except Exception as error:  # SQLAlchemy's ArgumentError/OperationalError, Optuna's version errors, ...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"storage: cannot open {_redacted(url)}: {reason[:300]}") from None
+        raise UsageError(f"storage: cannot open {redacted(url)}: {reason[:300]}") from None
     if database is not None:
         with storage.engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA journal_mode=WAL")  # stored in the file: set once, outside BEGIN
@@ -113,13 +115,32 @@ def _check_sqlite_file(path: Path) -> None:
         raise UsageError(f"storage: {path} is not a readable SQLite database ({error})") from None
 
 
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
-    return url
+def redacted(url: str) -> str:
+    """The URL with its password replaced by ``***``, for anything a person or another process may read."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: hide whatever stands between ':' and '@'
+        scheme, _, rest = url.partition("://")
+        credentials, at, host = rest.rpartition("@")
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if at else url
+
+
+def storage_flag(url: str) -> str:
+    """``--storage URL`` for a command shown to the user; ``--storage "$SEARCH_STORAGE"`` when the URL carries a
+    password, which must not be printed or stored."""
+    try:
+        secret = sqlalchemy.engine.make_url(url).password is not None
+    except Exception:
+        secret = redacted(url) != url
+    return f'--storage "${STORAGE_ENV}"' if secret else f"--storage {url}"
+
+
+def add_storage_argument(parser, what: str = "study storage URL") -> None:
+    """``--storage``, whose default is ``$SEARCH_STORAGE`` when set (its value is never shown), else search.db."""
+    parser.add_argument("--storage", default=os.environ.get(STORAGE_ENV, DEFAULT_URL),
+                        help=f"{what} (default: ${STORAGE_ENV} when set, else {DEFAULT_URL} in this folder; "
+                             f"postgresql+psycopg://user:pass@host/db for several machines: put such a URL in "
+                             f"${STORAGE_ENV} to keep its password off the command line)")
 
 
 def load_existing_study(storage: RDBStorage, name: str) -> optuna.Study:

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -181,8 +182,31 @@ def _assert_parallel_study(url, workers, target):
 
 def test_four_workers_share_one_sqlite_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'search.db'}"
+    seen = []  # the workers' command lines, read from /proc while they run, as ps shows them to any user
+    watcher = threading.Thread(target=lambda: seen.extend(_worker_command_lines(wait=120)), daemon=True)
+    watcher.start()
     _parallel_search(url, 4, 16)
+    watcher.join(timeout=10)
     _assert_parallel_study(url, 4, 16)
+    assert seen and not [line for line in seen if str(tmp_path) in line or "storage" in line], seen
+
+
+def _worker_command_lines(wait: float) -> list[str]:
+    """The command lines of this machine's ``search.worker`` processes, once some are running."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        lines = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "search.worker" in line:
+                lines.append(line)
+        if lines:
+            return lines
+        time.sleep(0.1)
+    return []
 
 
 def _assert_each_enqueued_trial_runs_once(url, processes=4, enqueued=40):

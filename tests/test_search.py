@@ -232,6 +232,30 @@ def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_w
     assert evidence["expected_best_of_n_by_chance"] >= 0
 
 
+def test_a_storage_password_never_reaches_messages_commands_or_the_note(tmp_path, monkeypatch, capsys):
+    from dashboards.live import study_note
+    from storage.rdb import add_storage_argument, redacted, storage_flag
+
+    secret = "postgresql+psycopg://alice:s3cr3t-pw@127.0.0.1:9/search"
+    assert redacted(secret) == "postgresql+psycopg://alice:***@127.0.0.1:9/search"
+    assert storage_flag(secret) == '--storage "$SEARCH_STORAGE"' and "s3cr3t" not in storage_flag(secret)
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    assert storage_flag(url) == f"--storage {url}"
+    study = open_study(open_storage(url), SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)
+    study.add_trial(create_trial(value=0.5, user_attrs={"preset": "baseline", "schedule": {
+        "family": "constant", "params": {"value": 1.0}}}))
+    assert not any("s3cr3t" in command for command in next_commands(study, secret))
+    assert "s3cr3t" not in study_note(study, secret, target=10)
+    # the URL may come from $SEARCH_STORAGE, and --help never shows it
+    monkeypatch.setenv("SEARCH_STORAGE", secret)
+    parser = __import__("common.cli", fromlist=["ArgumentParser"]).ArgumentParser(prog="x")
+    add_storage_argument(parser)
+    assert parser.parse_args([]).storage == secret and "s3cr3t" not in parser.format_help()
+    # an unreachable server's error names the host, not the password
+    assert run_command(export.main, ["--study", "x", "--output", str(tmp_path / "b.json")]) == 2
+    assert "s3cr3t" not in capsys.readouterr().err
+
+
 def test_paired_statistics_leave_diverged_pairs_out_and_a_constant_gain_is_certain():
     summary = paired_statistics([0.5, 0.6, None, 0.7], [0.6, None, 0.9, 0.8])
     assert summary["pairs"] == 2 and summary["diverged"] == {"baseline": 1, "schedule": 1}
