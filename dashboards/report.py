@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from storage.rdb import load_existing_study, open_storage, single_study_name
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(args.storage, heartbeat_seconds=None, create=False)
+    storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     study = load_existing_study(storage, args.study or single_study_name(storage))
     path = write_text_atomic(args.output, render(study))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)", file=sys.stderr)

@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from storage.rdb import open_storage, redacted
 
-    storage = open_storage(args.storage, heartbeat_seconds=None, create=False)
+    storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     print(f"optuna-dashboard for {redacted(args.storage)} at http://127.0.0.1:{args.port}/ (Ctrl-C stops it)",
           file=sys.stderr, flush=True)
     try:

@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.depth is not None:
         block_count(args.depth)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(args.storage, heartbeat_seconds=None, create=False)
+    storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     study = load_existing_study(storage, args.study or single_study_name(storage))
     confirmation = study.user_attrs.get("confirmation")
     winner = confirmation and confirmation.get("winner")

@@ -4,7 +4,9 @@
   dashboard) never block the writers, and a long busy timeout so several worker processes on one machine wait
   for the write lock instead of failing with "database is locked". Every transaction of a worker starts with
   ``BEGIN IMMEDIATE``: SQLite ignores Optuna's ``SELECT ... FOR UPDATE``, so without it two workers can both
-  pop the same enqueued trial (optuna/optuna#4002) and one of them crashes telling it.
+  pop the same enqueued trial (optuna/optuna#4002) and one of them crashes telling it. Readers (export, the
+  report, the dashboard: ``reader=True``) begin their transactions as SQLite does by default and never take
+  the write lock for reading, so a dashboard left open never makes a worker wait.
 - PostgreSQL (``postgresql+psycopg://user:pass@host/db``): for workers on several machines.
 - Heartbeat: every running trial writes a heartbeat; a trial whose worker died (kill -9, power loss) is failed
   once its heartbeat is ``grace`` seconds old, and Optuna's ``RetryFailedTrialCallback`` enqueues it again.
@@ -39,7 +41,7 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBEAT_SECONDS,
-                 create: bool = True) -> RDBStorage:
+                 create: bool = True, reader: bool = False) -> RDBStorage:
     """Connect to the study storage at ``url``.
 
     Args:
@@ -47,6 +49,8 @@ def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBE
         heartbeat_seconds: how often a running trial proves it is alive; None turns heartbeats off (for readers
             such as export and the report, which run no trials).
         create: False refuses a SQLite file that does not exist yet instead of creating an empty one (readers).
+        reader: True for commands that read a study and claim no trials (export, report, dashboard): SQLite
+            transactions then take no write lock at BEGIN, and the journal mode is left as the search set it.
 
     Raises:
         UsageError: the URL is malformed, its driver is missing, or the database cannot be reached or read.
@@ -77,7 +81,7 @@ def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBE
     except Exception as error:  # SQLAlchemy's ArgumentError/OperationalError, Optuna's version errors, ...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(f"storage: cannot open {redacted(url)}: {reason[:300]}") from None
-    if database is not None:
+    if database is not None and not reader:
         with storage.engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA journal_mode=WAL")  # stored in the file: set once, outside BEGIN
         _serialise_sqlite_transactions(storage.engine)

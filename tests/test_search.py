@@ -256,6 +256,24 @@ def test_a_storage_password_never_reaches_messages_commands_or_the_note(tmp_path
     assert "s3cr3t" not in capsys.readouterr().err
 
 
+def test_export_reads_while_a_worker_holds_the_write_lock(tmp_path):
+    import time
+
+    db = tmp_path / "search.db"
+    study = open_study(open_storage(f"sqlite:///{db}"), SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)
+    study.add_trial(create_trial(value=0.5, user_attrs={"preset": "baseline", "schedule": {
+        "family": "constant", "params": {"value": 1.0}}}))
+    worker = sqlite3.connect(db, isolation_level=None)
+    worker.execute("BEGIN IMMEDIATE")  # what a worker's transaction holds while it claims or reports a trial
+    started = time.monotonic()
+    try:
+        assert export.main(["--storage", f"sqlite:///{db}", "--output", str(tmp_path / "best.json")]) == 0
+    finally:
+        worker.execute("ROLLBACK")
+        worker.close()
+    assert time.monotonic() - started < 30  # a reader that asked for the write lock would wait out the 120 s
+
+
 def test_paired_statistics_leave_diverged_pairs_out_and_a_constant_gain_is_certain():
     summary = paired_statistics([0.5, 0.6, None, 0.7], [0.6, None, 0.9, 0.8])
     assert summary["pairs"] == 2 and summary["diverged"] == {"baseline": 1, "schedule": 1}
