@@ -38,6 +38,7 @@ class Objective:
         # the search's seed, except for the baseline's replicas, which carry their own (the noise floor)
         seed = trial.user_attrs.get("seed", self.config.seed)
         trial.set_user_attr("seed", seed)
+        trial.set_user_attr("sampler_seed", getattr(trial.study.sampler, "seed_used", None))
 
         def report(epoch: int, accuracy: float) -> bool:
             raise_if_interrupted()

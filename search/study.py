@@ -7,8 +7,13 @@ stored on the study and checked on every later run, before anything is written.
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import socket
+import time
 import warnings
+import zlib
 
+import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
@@ -25,13 +30,30 @@ BASELINE = "baseline"
 PACKAGES = ("keras", "tensorflow", "optuna", "numpy", "jax")
 
 
-def make_sampler(config: SearchConfig, worker: int = 0, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded from ``config.seed``.
+def sampler_seed(config: SearchConfig, worker: int = 0, created: bool = True) -> int:
+    """This process's sampler seed.
 
-    Each worker gets its own stream, and a resumed study one offset by the trials it already holds: re-seeding
-    with the bare seed would replay the random start-up samples that were already tried.
+    The process that created the study (worker 0) uses ``--seed`` itself, so a study searched by one worker from
+    start to end is reproducible from it. Every other process (more workers, other machines joining, a resumed
+    study) draws its seed from NumPy's SeedSequence over ``--seed``, its host, its pid and the clock: two
+    processes on any machines never share a stream, so neither repeats the other's proposals (two machines with
+    the same seed and the same history would otherwise propose the same points). Each trial records the seed
+    of the process that sampled it (``sampler_seed``).
     """
-    seed = config.seed + 1009 * worker + 7919 * resumed_at
+    if created and worker == 0:
+        return config.seed
+    entropy = [config.seed, zlib.crc32(socket.gethostname().encode()), os.getpid(), time.time_ns()]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def make_sampler(config: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with ``seed`` (``sampler_seed``), which it keeps as ``seed_used``."""
+    sampler = _sampler(config, seed)
+    sampler.seed_used = seed  # for the objective to record on every trial
+    return sampler
+
+
+def _sampler(config: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if config.sampler == "tpe":
         # multivariate + group: the family's parameters are modelled jointly, and only with their own family;
@@ -88,12 +110,14 @@ def check_existing(storage: RDBStorage, config: SearchConfig) -> bool:
 
 def open_study(storage: RDBStorage, config: SearchConfig, epochs: int, worker: int = 0) -> optuna.Study:
     """Create the study (settings, warm start) or resume it; call ``check_existing`` first."""
-    existing = 0
-    if config.study in optuna.get_all_study_names(storage):
-        existing = len(storage.get_all_trials(storage.get_study_id_from_name(config.study), deepcopy=False))
-    study = optuna.create_study(storage=storage, study_name=config.study, direction="maximize",
-                                sampler=make_sampler(config, worker, existing), pruner=make_pruner(config, epochs),
-                                load_if_exists=True)
+    try:  # the storage says which of several processes starting at once created the study
+        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], config.study)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        created = False
+    study = optuna.load_study(study_name=config.study, storage=storage,
+                              sampler=make_sampler(config, sampler_seed(config, worker, created)),
+                              pruner=make_pruner(config, epochs))
     if "settings" not in study.user_attrs:
         study.set_user_attr("settings", config.study_settings())
         study.set_user_attr("epochs", epochs)

@@ -53,8 +53,8 @@ def test_search_persists_resumes_to_the_target_and_never_repeats(tmp_path, capsy
     assert baseline.state == TrialState.COMPLETE and baseline.user_attrs["values"] == [1.0, 1.0, 1.0]
     for trial in finished:
         assert len(trial.user_attrs["values"]) == 3 and trial.user_attrs["x"] == [1.0, 8.0, 15.0]
-        assert {"family", "schedule", "seed", "epochs_run", "wall_seconds", "images_per_second"} <= set(
-            trial.user_attrs)
+        assert {"family", "schedule", "seed", "sampler_seed", "epochs_run", "wall_seconds",
+                "images_per_second"} <= set(trial.user_attrs)
     assert study.user_attrs["settings"]["depth"] == 8 and "optuna" in study.user_attrs["versions"]
     # a third run of the same command has nothing left to do
     assert search_run.main([*TINY, "--trials", "6", "--storage", url]) == 0
@@ -272,6 +272,16 @@ def test_export_reads_while_a_worker_holds_the_write_lock(tmp_path):
         worker.execute("ROLLBACK")
         worker.close()
     assert time.monotonic() - started < 30  # a reader that asked for the write lock would wait out the 120 s
+
+
+def test_only_the_process_that_created_a_study_samples_from_the_bare_seed(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    config = SearchConfig(dataset="digits", depth=8, epochs=1, storage=url, seed=7)
+    # the first opener created it: reproducible from --seed; everyone after it (workers, machines, a resumed
+    # search) gets a stream of its own, so two machines started together never propose the same points
+    seeds = [open_study(open_storage(url), config, epochs=1).sampler.seed_used for _ in range(3)]
+    assert seeds[0] == 7 and len(set(seeds)) == 3
+    assert open_study(open_storage(url), config, epochs=1, worker=1).sampler.seed_used not in seeds
 
 
 def test_paired_statistics_leave_diverged_pairs_out_and_a_constant_gain_is_certain():
