@@ -87,8 +87,9 @@ def open_confirm_study(storage, study, top: int, seeds: int):
     for seed in planned["seeds"]:  # seed by seed, so that early results already pair up
         for label in labels:
             confirm.enqueue_trial({"arm": label, "seed": seed}, skip_if_exists=True)
-    from search.study import requeue_interrupted
+    from search.study import clear_zombies, requeue_interrupted
 
+    clear_zombies(storage, confirm)
     requeue_interrupted(confirm)
     return confirm
 
@@ -107,7 +108,9 @@ class ConfirmObjective:
         from models.schedules import Schedule
         from search.interrupts import raise_if_interrupted
         from search.objective import train_trial
+        from search.study import record_process
 
+        record_process(trial)
         label = trial.suggest_categorical("arm", list(self.arms))
         seed = trial.suggest_categorical("seed", self.seeds)
         # a worker that found the queue empty gets a sampled pair: it runs only if no one ran or runs it already

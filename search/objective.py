@@ -9,6 +9,7 @@ import optuna
 from models.schedules import Schedule, positions
 from search.config import SearchConfig
 from search.interrupts import raise_if_interrupted
+from search.study import record_process
 from search.space import suggest_schedule
 from training.config import EpochHook, TrainConfig
 from training.data import Dataset
@@ -29,6 +30,7 @@ class Objective:
         self.config, self.data = config, data
 
     def __call__(self, trial: optuna.Trial) -> float:
+        record_process(trial)
         schedule = suggest_schedule(trial, self.config.family, self.config.scale_range)
         never_prune = "preset" in trial.user_attrs
         trial.set_user_attr("family", schedule.family)

@@ -15,7 +15,7 @@ import zlib
 
 import numpy as np
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
 from common.errors import UsageError
@@ -23,7 +23,7 @@ from models.schedules import PAPER_PRESETS, paper_preset_for, preset
 from search.config import SearchConfig, settings_difference
 from search.pruning import HYPERBAND_FACTOR, HYPERBAND_MIN_RESOURCE, RungPruner, rung_epochs
 from search.space import trial_params
-from storage.rdb import storage_flag
+from storage.rdb import MAX_RETRY, storage_flag
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 BASELINE = "baseline"
@@ -123,11 +123,54 @@ def open_study(storage: RDBStorage, config: SearchConfig, epochs: int, worker: i
         study.set_user_attr("epochs", epochs)
         study.set_metric_names(["val_accuracy"])
     study.set_user_attr("versions", package_versions())
+    clear_zombies(storage, study)
     if not study.user_attrs.get("warm_started"):
         warm_start(study, config)
         study.set_user_attr("warm_started", True)
     requeue_interrupted(study)
     return study
+
+
+def record_process(trial: optuna.Trial) -> None:
+    """Record on a running trial the host and process running it, so that a dead one is recognised at once."""
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+
+
+def clear_zombies(storage: RDBStorage, study: optuna.Study) -> list[int]:
+    """Fail and re-queue, at once, every RUNNING trial whose process ran on this host and no longer exists
+    (``kill -9``, a crash); the numbers of those trials.
+
+    The heartbeat would leave such a trial RUNNING for two intervals (2 minutes by default), long enough for a
+    re-run to reach its target past it. On the same host the tool can know better; other hosts' trials keep the
+    heartbeat rule. The retry is Optuna's ``RetryFailedTrialCallback``, as for a stale heartbeat.
+    """
+    host, cleared = socket.gethostname(), []
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") != host or pid is None or pid == os.getpid() or _process_exists(pid):
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", f"its worker died (pid {pid} on {host})")
+            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another process on this host cleared it first
+            continue
+        RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, storage.get_trial(trial_id))
+        cleared.append(trial.number)
+    return cleared
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def requeue_interrupted(study: optuna.Study) -> None:
