@@ -28,6 +28,7 @@ from storage.rdb import MAX_RETRY, storage_flag
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 BASELINE = "baseline"
 PACKAGES = ("keras", "tensorflow", "optuna", "numpy", "jax")
+CREATION_WAIT_SECONDS = 15  # how long a process joining a study that is being created waits for its warm start
 
 
 def sampler_seed(config: SearchConfig, worker: int = 0, created: bool = True) -> int:
@@ -99,7 +100,8 @@ def check_existing(storage: RDBStorage, config: SearchConfig) -> bool:
     if config.study not in optuna.get_all_study_names(storage):
         return False
     study_id = storage.get_study_id_from_name(config.study)
-    stored = storage.get_study_user_attrs(study_id).get("settings")
+    # a study another process has just created has no settings for a moment: give it time to write them
+    stored = _wait_for(lambda: storage.get_study_user_attrs(study_id).get("settings"), CREATION_WAIT_SECONDS)
     if stored is None:
         raise UsageError(f"study: {config.study!r} exists but was not made by this tool; choose another --study")
     if differences := settings_difference(stored, config.study_settings()):
@@ -118,6 +120,10 @@ def open_study(storage: RDBStorage, config: SearchConfig, epochs: int, worker: i
     study = optuna.load_study(study_name=config.study, storage=storage,
                               sampler=make_sampler(config, sampler_seed(config, worker, created)),
                               pruner=make_pruner(config, epochs))
+    # Only the process that created the study writes its settings and warm start, so machines starting a new
+    # study together queue each warm-start trial once; the others wait for it (and take over if it died).
+    if not created:
+        _wait_for(lambda: study.user_attrs.get("warm_started") or None, CREATION_WAIT_SECONDS)
     if "settings" not in study.user_attrs:
         study.set_user_attr("settings", config.study_settings())
         study.set_user_attr("epochs", epochs)
@@ -129,6 +135,14 @@ def open_study(storage: RDBStorage, config: SearchConfig, epochs: int, worker: i
         study.set_user_attr("warm_started", True)
     requeue_interrupted(study)
     return study
+
+
+def _wait_for(read, seconds: float, step: float = 0.2):
+    """``read()`` once it returns something other than None, or None after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while (value := read()) is None and time.monotonic() < deadline:
+        time.sleep(step)
+    return value
 
 
 def record_process(trial: optuna.Trial) -> None:

@@ -19,3 +19,16 @@ def claim_and_finish(url, start_at, claimed):
         numbers.append(trial.number)
         study.tell(trial, 0.0)  # raises if another process claimed and finished the same trial
     claimed.put(numbers)
+
+
+def open_new_study(url, start_at, opened):
+    """Open (create, warm-start) the search study ``digits-resnet8`` at ``start_at``, as ``search.run`` does."""
+    from search.config import SearchConfig
+    from search.study import check_existing, open_study
+
+    config = SearchConfig(dataset="digits", depth=8, epochs=1, storage=url)
+    storage = open_storage(url, None)
+    while time.time() < start_at:  # every process opens at the same moment
+        pass
+    check_existing(storage, config)
+    opened.put(open_study(storage, config, epochs=1).sampler.seed_used)

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from queue_worker import claim_and_finish
+from queue_worker import claim_and_finish, open_new_study
 from search import objective as objective_module
 from search import run as search_run
 
@@ -230,6 +230,24 @@ def _assert_each_enqueued_trial_runs_once(url, processes=4, enqueued=40):
     numbers = [number for _ in workers for number in claimed.get(timeout=10)]
     assert len(numbers) == len(set(numbers)) >= enqueued  # no trial ran twice (optuna/optuna#4002 on SQLite)
     assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+
+
+def test_processes_starting_a_new_study_together_queue_each_warm_start_trial_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    context = multiprocessing.get_context("spawn")
+    opened = context.Queue()
+    start_at = time.time() + 4
+    processes = [context.Process(target=open_new_study, args=(url, start_at, opened)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0, 0]
+    seeds = [opened.get(timeout=10) for _ in processes]
+    assert len(set(seeds)) == 3 and seeds.count(0) == 1  # only the creator samples from --seed
+    presets = [t.user_attrs["preset"] for t in trials(url)]
+    assert presets == ["baseline", "paper-c10-r32", "baseline", "baseline", "baseline", "paper-c10-r56",
+                       "paper-c100-r32", "paper-c100-r56"]  # the warm start, once
 
 
 def test_workers_on_sqlite_never_claim_the_same_enqueued_trial(tmp_path):
