@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from optuna_dashboard import save_note, save_plotly_graph_object
+from optuna_dashboard import get_note, save_note, save_plotly_graph_object
 
 from dashboards.figures import study_schedule_figure
 from models.schedules import Schedule
@@ -19,6 +19,9 @@ from search.pruning import fidelity, pruner_rungs
 from search.study import baseline_trial, next_commands
 
 FIGURE_ID = "schedules"
+# the tool's part of the study note; a user's own text in optuna-dashboard goes outside these lines and stays
+NOTE_BEGIN = "<!-- shortcut-search: this section is rewritten after every trial; write your own notes outside it -->"
+NOTE_END = "<!-- shortcut-search: end of section -->"
 
 
 def study_note(study: optuna.Study, storage_url: str, target: int | None = None, workers: int = 1) -> str:
@@ -55,9 +58,19 @@ def study_note(study: optuna.Study, storage_url: str, target: int | None = None,
 
 
 def publish(study: optuna.Study, storage_url: str, target: int | None = None, workers: int = 1) -> None:
-    """Store the schedules figure and the note on the study, replacing the previous ones."""
+    """Store the schedules figure on the study, and the tool's section of its note (the rest stays the user's)."""
     save_plotly_graph_object(study, study_schedule_figure(study), graph_object_id=FIGURE_ID)
-    save_note(study, study_note(study, storage_url, target, workers))
+    save_note(study, merged_note(get_note(study), study_note(study, storage_url, target, workers)))
+
+
+def merged_note(current: str, section: str) -> str:
+    """``current`` with the tool's section (between ``NOTE_BEGIN`` and ``NOTE_END``) replaced by ``section``, or
+    put first when it has none: whatever a user wrote in optuna-dashboard outside the section is kept."""
+    block = f"{NOTE_BEGIN}\n{section}\n{NOTE_END}"
+    start, end = current.find(NOTE_BEGIN), current.find(NOTE_END)
+    if start >= 0 and end > start:
+        return current[:start] + block + current[end + len(NOTE_END):]
+    return f"{block}\n\n{current}" if current.strip() else block
 
 
 class LiveDashboard:

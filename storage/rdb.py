@@ -67,7 +67,8 @@ def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBE
             _check_sqlite_file(database)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
     elif url.startswith("postgresql"):
-        engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=2)
+        # at most 2 connections a worker (the trial loop and the heartbeat thread): N workers need 2N
+        engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=0)
     heartbeat: dict[str, Any] = {}
     if heartbeat_seconds:
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)

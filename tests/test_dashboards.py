@@ -109,6 +109,29 @@ def test_fidelity_figure_and_note_show_tau_per_epoch_the_rungs_and_the_noise_flo
     assert any("+- 1 sd over 3 seeds" in (a.text or "") for a in history.layout.annotations)
 
 
+def test_a_note_the_user_wrote_survives_the_searchs_refreshes(tmp_path):
+    from optuna.trial import create_trial
+    from optuna_dashboard import get_note, save_note
+
+    from dashboards.live import NOTE_BEGIN, publish
+    from search.config import SearchConfig
+    from search.study import open_study
+    from storage.rdb import open_storage
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    study = open_study(open_storage(url), SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)
+    study.add_trial(create_trial(value=0.5, user_attrs={"preset": "baseline", "schedule": {
+        "family": "constant", "params": {"value": 1.0}}}))
+    save_note(study, "My remarks: the lr looks too high.")  # typed in optuna-dashboard before the search wrote
+    publish(study, url)
+    publish(study, url)
+    note = get_note(study)
+    assert "My remarks: the lr looks too high." in note and note.count(NOTE_BEGIN) == 1 and "Best:" in note
+    save_note(study, note + "\n\nA second remark.")
+    publish(study, url)
+    assert "A second remark." in get_note(study) and get_note(study).count("Best:") == 1
+
+
 def test_importance_figure_ranks_the_parameters_that_matter():
     study = optuna.create_study(direction="maximize")
     for start in (0.5, 0.7, 0.9, 1.1, 1.3, 1.5):
