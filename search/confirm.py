@@ -113,7 +113,7 @@ class ConfirmObjective:
         record_process(trial)
         label = trial.suggest_categorical("arm", list(self.arms))
         seed = trial.suggest_categorical("seed", self.seeds)
-        # a worker that found the queue empty gets a sampled pair: it runs only if no one ran or runs it already
+        # a worker that found the queue empty gets a sampled pair: it runs only if nobody ran it or is running it
         twins = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
                  if t.number < trial.number and t.params == {"arm": label, "seed": seed}]
         if twins:
