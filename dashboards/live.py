@@ -24,13 +24,14 @@ NOTE_BEGIN = "<!-- shortcut-search: this section is rewritten after every trial;
 NOTE_END = "<!-- shortcut-search: end of section -->"
 
 
-def study_note(study: optuna.Study, storage_url: str, target: int | None = None, workers: int = 1) -> str:
+def study_note(study: optuna.Study, storage_url: str, target: int | None = None, workers: int = 1,
+               confirm_runs: int = 0) -> str:
     """Markdown: the best trial, its gap to the baseline on the same budget, the expected time to the ``target``
     count of finished trials, and the export command."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     lines = [f"# {study.study_name}", f"{finished} trials finished ({len(complete)} complete)."]
-    if target is not None and (cost := remaining_cost(study, target, workers)):
+    if target is not None and (cost := remaining_cost(study, target, workers, confirm_runs)):
         lines += ["", f"**Cost:** {cost}."]
     if complete:
         best = max(complete, key=lambda t: t.value)
@@ -57,10 +58,12 @@ def study_note(study: optuna.Study, storage_url: str, target: int | None = None,
     return "\n".join(lines)
 
 
-def publish(study: optuna.Study, storage_url: str, target: int | None = None, workers: int = 1) -> None:
+def publish(study: optuna.Study, storage_url: str, target: int | None = None, workers: int = 1,
+            confirm_runs: int = 0) -> None:
     """Store the schedules figure on the study, and the tool's section of its note (the rest stays the user's)."""
     save_plotly_graph_object(study, study_schedule_figure(study), graph_object_id=FIGURE_ID)
-    save_note(study, merged_note(get_note(study), study_note(study, storage_url, target, workers)))
+    note = study_note(study, storage_url, target, workers, confirm_runs)
+    save_note(study, merged_note(get_note(study), note))
 
 
 def merged_note(current: str, section: str) -> str:
@@ -76,9 +79,9 @@ def merged_note(current: str, section: str) -> str:
 class LiveDashboard:
     """Optuna callback: ``publish`` after every finished trial."""
 
-    def __init__(self, storage_url: str, target: int | None = None, workers: int = 1):
-        self.storage_url, self.target, self.workers = storage_url, target, workers
+    def __init__(self, storage_url: str, target: int | None = None, workers: int = 1, confirm_runs: int = 0):
+        self.storage_url, self.target, self.workers, self.confirm_runs = storage_url, target, workers, confirm_runs
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            publish(study, self.storage_url, self.target, self.workers)
+            publish(study, self.storage_url, self.target, self.workers, self.confirm_runs)

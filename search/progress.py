@@ -20,8 +20,9 @@ def describe_trial(trial: FrozenTrial) -> str:
     return f"{trial.user_attrs['preset']} = {text}" if "preset" in trial.user_attrs else text
 
 
-def remaining_cost(study: optuna.Study, target: int, workers: int = 1) -> str | None:
-    """The expected wall time of the trials still to run, at the speed the finished ones were trained at.
+def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_runs: int = 0) -> str | None:
+    """The expected wall time of the trials still to run, at the speed the finished ones were trained at, and of
+    the ``confirm_runs`` full runs of the confirm stage after them.
 
     Seconds an epoch: the median over finished trials of wall time / epochs trained (build and compile included).
     The pruner's savings: the share of epochs the searched (non-preset) trials trained so far; None before any
@@ -38,12 +39,22 @@ def remaining_cost(study: optuna.Study, target: int, workers: int = 1) -> str | 
             f"{f' over {workers} workers' if workers > 1 else ''} if none is pruned")
     searched = [t for t in timed if "preset" not in t.user_attrs]
     if isinstance(study.pruner, optuna.pruners.NopPruner):
-        return text + " (no pruner)"
-    if not searched:
-        return text + "; pruning will cut this once searched trials run"
-    share = sum(t.user_attrs["epochs_run"] for t in searched) / (len(searched) * epochs)
-    return text + f", about {duration(full * share)} if the pruner keeps stopping trials as so far " \
-                  f"({100 * share:.0f} % of the epochs trained, {len(searched)} searched trials)"
+        text += " (no pruner)"
+    elif not searched:
+        text += "; pruning will cut this once searched trials run"
+    else:
+        share = sum(t.user_attrs["epochs_run"] for t in searched) / (len(searched) * epochs)
+        text += (f", about {duration(full * share)} if the pruner keeps stopping trials as so far "
+                 f"({100 * share:.0f} % of the epochs trained, {len(searched)} searched trials)")
+    if confirm_runs:
+        text += f"; then the confirm stage, {confirm_runs} full runs: about " \
+                f"{duration(confirm_runs * epochs * per_epoch / workers)}"
+    return text
+
+
+def confirm_runs(config) -> int:
+    """Runs of the confirm stage a search will start: (top K + baseline + paper preset) x seeds, or 0."""
+    return (config.confirm_top + 2) * config.confirm_seeds if config.confirm_top else 0
 
 
 def duration(seconds: float) -> str:
@@ -85,7 +96,9 @@ class TrialReporter:
         line += f" | {finished_count(study)}/{self.target} finished" + self.standing(study)
         self.bar.write(line, file=sys.stderr)
         self.seen += 1
-        if self.seen % self.COST_EVERY == 1 and (cost := remaining_cost(study, self.target, self.config.workers)):
+        cost = remaining_cost(study, self.target, self.config.workers, confirm_runs(self.config)) \
+            if self.seen % self.COST_EVERY == 1 else None
+        if cost:
             self.bar.write(f"cost: {cost}", file=sys.stderr)
 
     @staticmethod
