@@ -47,13 +47,14 @@ def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_r
         text += (f", about {duration(full * share)} if the pruner keeps stopping trials as so far "
                  f"({100 * share:.0f} % of the epochs trained, {len(searched)} searched trials)")
     if confirm_runs:
-        text += f"; then the confirm stage, {confirm_runs} full runs: about " \
+        text += f"; then the confirm stage, up to {confirm_runs} full runs: about " \
                 f"{duration(confirm_runs * epochs * per_epoch / workers)}"
     return text
 
 
 def confirm_runs(config) -> int:
-    """Runs of the confirm stage a search will start: (top K + baseline + paper preset) x seeds, or 0."""
+    """Runs of the confirm stage a search will start, at most: (top K + baseline + paper preset) x seeds, or 0
+    (fewer when the paper preset is among the top K)."""
     return (config.confirm_top + 2) * config.confirm_seeds if config.confirm_top else 0
 
 
