@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import warnings
@@ -30,6 +31,7 @@ STORAGE_ENV = "SEARCH_STORAGE"  # the storage URL, so that a password need not b
 HEARTBEAT_SECONDS = 60
 MAX_RETRY = 3  # a trial killed with its worker is re-run at most this many times
 SQLITE_BUSY_SECONDS = 120
+SCHEMA_LOCK_KEY = 0x5EA2C4  # PostgreSQL advisory lock taken while Optuna's tables are created
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -75,7 +77,8 @@ def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBE
         heartbeat = dict(heartbeat_interval=heartbeat_seconds, grace_period=2 * heartbeat_seconds,
                          heartbeat_stale_trial_callback=retry)
     try:
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        with _schema_lock(url):
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     except ImportError as error:
         raise UsageError(f"storage: the database driver for {redacted(url)} is not installed ({error.name}); "
                          f"for PostgreSQL run pip install 'psycopg[binary]'") from None
@@ -87,6 +90,29 @@ def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBE
             connection.exec_driver_sql("PRAGMA journal_mode=WAL")  # stored in the file: set once, outside BEGIN
         _serialise_sqlite_transactions(storage.engine)
     return storage
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str):
+    """On PostgreSQL, hold an advisory lock while Optuna creates or checks its tables.
+
+    Several machines starting on a new database at once would otherwise all create the tables, and all but one
+    fail with a UniqueViolation on ``pg_type_typname_nsp_index``. With the lock, the first creates them and the
+    others then find them. SQLite needs nothing: its own file lock serialises the writes.
+    """
+    if not url.startswith("postgresql"):
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")
+            try:
+                yield
+            finally:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
+    finally:
+        engine.dispose()
 
 
 def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:

@@ -32,3 +32,16 @@ def open_new_study(url, start_at, opened):
         pass
     check_existing(storage, config)
     opened.put(open_study(storage, config, epochs=1).sampler.seed_used)
+
+
+def open_storage_at(url, start_at, opened):
+    """Open the storage at ``url`` at ``start_at`` (creating Optuna's tables in a new database); report the error."""
+    from common.errors import UsageError
+
+    while time.time() < start_at:
+        pass
+    try:
+        open_storage(url, None)
+        opened.put("ok")
+    except UsageError as error:
+        opened.put(str(error))

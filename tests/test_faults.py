@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from queue_worker import claim_and_finish, open_new_study
+from queue_worker import claim_and_finish, open_new_study, open_storage_at
 from search import objective as objective_module
 from search import run as search_run
 
@@ -264,6 +264,32 @@ def postgres_url():
     yield url
     for name in optuna.get_all_study_names(url):
         optuna.delete_study(study_name=name, storage=url)
+
+
+def test_machines_starting_on_a_new_postgresql_database_together_all_open_it(postgres_url):
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_url)
+    fresh = f"fresh_{os.getpid()}_{int(time.time())}"
+    admin = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {fresh}")
+    try:
+        url = server.set(database=fresh).render_as_string(hide_password=False)
+        context = multiprocessing.get_context("spawn")
+        opened = context.Queue()
+        start_at = time.time() + 3
+        processes = [context.Process(target=open_storage_at, args=(url, start_at, opened)) for _ in range(4)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=120)
+        # without the schema lock, all but one failed with a UniqueViolation on pg_type_typname_nsp_index
+        assert [opened.get(timeout=10) for _ in processes] == ["ok"] * 4
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {fresh} WITH (FORCE)")
 
 
 def test_workers_on_postgresql_never_claim_the_same_enqueued_trial(postgres_url):
