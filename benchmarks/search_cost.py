@@ -36,8 +36,7 @@ def replay(study, pruner_name: str) -> dict:
 
     epochs = study.user_attrs["epochs"]
     trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
-    settings = study.user_attrs["settings"]
-    config = SearchConfig(**{**settings, "scale_range": tuple(settings["scale_range"]), "pruner": pruner_name})
+    config = SearchConfig(**{**study.user_attrs["settings"], "pruner": pruner_name})
     shadow = optuna.create_study(direction="maximize", pruner=make_pruner(config, epochs))
     trained = {}
     for trial in trials:

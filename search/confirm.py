@@ -248,13 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     study = load_existing_study(storage, args.study)
     if "settings" not in study.user_attrs:
         raise UsageError(f"study: {args.study!r} was not made by search.run")
-    settings = {**study.user_attrs["settings"], "scale_range": tuple(study.user_attrs["settings"]["scale_range"])}
+    # the search's own budget, its epochs as resolved when it started
+    settings = {**study.user_attrs["settings"], "epochs": study.user_attrs["epochs"]}
     config = SearchConfig(**settings, storage=args.storage, study=args.study, data_dir=args.data_dir,
                           confirm_top=args.top, confirm_seeds=args.seeds)
     if not any(t.user_attrs.get("preset") == BASELINE for t in study.get_trials(deepcopy=False)):
         raise UsageError(f"study: {args.study!r} has no baseline trial")
     data = load_dataset(config.dataset, config.data_dir, config.subset)
-    config = dataclasses.replace(config, epochs=study.user_attrs["epochs"])
     from search.interrupts import interrupted_exit, signals_as_interrupt
 
     try:

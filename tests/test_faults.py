@@ -211,39 +211,35 @@ def _worker_command_lines(wait: float) -> list[str]:
     return []
 
 
+def _started_together(target, url, count: int) -> list:
+    """Run ``target(url, start_at, results)`` in ``count`` spawned processes that all begin at ``start_at``; each
+    must exit 0. What they put on ``results``, one item each."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    start_at = time.time() + 3
+    processes = [context.Process(target=target, args=(url, start_at, results)) for _ in range(count)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0] * count
+    return [results.get(timeout=10) for _ in processes]
+
+
 def _assert_each_enqueued_trial_runs_once(url, processes=4, enqueued=40):
     from storage.rdb import open_storage
 
     study = optuna.create_study(study_name="queue", storage=open_storage(url, None))
     for value in range(enqueued):
         study.enqueue_trial({"x": float(value)})
-    context = multiprocessing.get_context("spawn")
-    claimed = context.Queue()
-    start_at = time.time() + 3
-    workers = [context.Process(target=claim_and_finish, args=(url, start_at, claimed))
-               for _ in range(processes)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-    assert [worker.exitcode for worker in workers] == [0] * processes
-    numbers = [number for _ in workers for number in claimed.get(timeout=10)]
+    numbers = [number for claimed in _started_together(claim_and_finish, url, processes) for number in claimed]
     assert len(numbers) == len(set(numbers)) >= enqueued  # no trial ran twice (optuna/optuna#4002 on SQLite)
     assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
 
 
 def test_processes_starting_a_new_study_together_queue_each_warm_start_trial_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    context = multiprocessing.get_context("spawn")
-    opened = context.Queue()
-    start_at = time.time() + 4
-    processes = [context.Process(target=open_new_study, args=(url, start_at, opened)) for _ in range(3)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=120)
-    assert [process.exitcode for process in processes] == [0, 0, 0]
-    seeds = [opened.get(timeout=10) for _ in processes]
+    seeds = _started_together(open_new_study, url, 3)
     assert len(set(seeds)) == 3 and seeds.count(0) == 1  # only the creator samples from --seed
     presets = [t.user_attrs["preset"] for t in trials(url)]
     assert presets == ["baseline", "paper-c10-r32", "baseline", "baseline", "baseline", "paper-c10-r56",
@@ -277,16 +273,8 @@ def test_machines_starting_on_a_new_postgresql_database_together_all_open_it(pos
         connection.execute(f"CREATE DATABASE {fresh}")
     try:
         url = server.set(database=fresh).render_as_string(hide_password=False)
-        context = multiprocessing.get_context("spawn")
-        opened = context.Queue()
-        start_at = time.time() + 3
-        processes = [context.Process(target=open_storage_at, args=(url, start_at, opened)) for _ in range(4)]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join(timeout=120)
         # without the schema lock, all but one failed with a UniqueViolation on pg_type_typname_nsp_index
-        assert [opened.get(timeout=10) for _ in processes] == ["ok"] * 4
+        assert _started_together(open_storage_at, url, 4) == ["ok"] * 4
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f"DROP DATABASE IF EXISTS {fresh} WITH (FORCE)")
