@@ -20,6 +20,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -77,7 +82,7 @@ def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBE
         heartbeat = dict(heartbeat_interval=heartbeat_seconds, grace_period=2 * heartbeat_seconds,
                          heartbeat_stale_trial_callback=retry)
     try:
-        with _schema_lock(url):
+        with _schema_lock(url, database):
             storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     except ImportError as error:
         raise UsageError(f"storage: the database driver for {redacted(url)} is not installed ({error.name}); "
@@ -93,13 +98,25 @@ def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBE
 
 
 @contextlib.contextmanager
-def _schema_lock(url: str):
-    """On PostgreSQL, hold an advisory lock while Optuna creates or checks its tables.
+def _schema_lock(url: str, database: Path | None):
+    """Hold a lock while Optuna creates or checks its tables: an advisory lock on PostgreSQL, a lock on the
+    folder of a SQLite file.
 
-    Several machines starting on a new database at once would otherwise all create the tables, and all but one
-    fail with a UniqueViolation on ``pg_type_typname_nsp_index``. With the lock, the first creates them and the
-    others then find them. SQLite needs nothing: its own file lock serialises the writes.
+    Several processes opening a new database at once would otherwise all create the tables, and all but one fail:
+    PostgreSQL with a UniqueViolation on ``pg_type_typname_nsp_index``, SQLite with a UNIQUE constraint on
+    ``alembic_version``. With the lock, the first creates them and the others then find them.
     """
+    if database is not None:
+        if fcntl is None:  # no flock (Windows): one process at a time must create a new file there
+            yield
+            return
+        folder = os.open(database.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(folder)  # and with it the lock
+        return
     if not url.startswith("postgresql"):
         yield
         return

@@ -27,9 +27,9 @@ def open_new_study(url, start_at, opened):
     from search.study import check_existing, open_study
 
     config = SearchConfig(dataset="digits", depth=8, epochs=1, storage=url)
-    storage = open_storage(url, None)
-    while time.time() < start_at:  # every process opens at the same moment
+    while time.time() < start_at:  # every process opens at the same moment, the new file included
         pass
+    storage = open_storage(url, None)
     check_existing(storage, config)
     opened.put(open_study(storage, config, epochs=1).sampler.seed_used)
 
