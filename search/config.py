@@ -6,13 +6,15 @@ name, so a resumed search never mixes trials of different experiments.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from common.errors import UsageError
 from models.schedules import FACTOR_BOUNDS
 from search.space import FAMILY_CHOICES
-from storage.rdb import DEFAULT_URL, HEARTBEAT_SECONDS
+from storage.rdb import DEFAULT_URL, HEARTBEAT_SECONDS, sqlite_path
 from training.config import TrainConfig
 from training.data import DATASETS
 
@@ -27,8 +29,10 @@ VARIABLE_FAMILIES = ("any", "spline", "steps")
 BASELINE_SEED_OFFSET = 1000  # baseline replicas: seed + 1000 + i
 CONFIRM_SEED_OFFSET = 2000  # confirm stage: seed + 2000 + i
 EVALUATION_SEED_START = 10_000  # search.evaluate's default: 10000 + i
+CHECKPOINT_FOLDER = "search-checkpoints"  # beside a SQLite study, else in the working folder
+NO_CHECKPOINTS = "none"
 
-# compared on resume; storage, trials, workers, timeout and data-dir may change between runs
+# compared on resume; storage, trials, workers, timeout, data-dir and checkpoint-dir may change between runs
 COMPARED = ("dataset", "depth", "epochs", "subset", "batch_size", "precision", "family", "scale_range", "sampler",
             "pruner", "seed")
 
@@ -60,6 +64,7 @@ class SearchConfig:
     baseline_seeds: int = 3
     confirm_top: int = 5
     confirm_seeds: int = 3
+    checkpoint_dir: str | None = None
     train: TrainConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +105,19 @@ class SearchConfig:
     def baseline_replica_seeds(self) -> list[int]:
         """Seeds of the baseline's replicas, whose spread is the study's noise floor (disjoint from ``seed``)."""
         return [self.seed + BASELINE_SEED_OFFSET + i for i in range(self.baseline_seeds)]
+
+    def checkpoints(self, study: str) -> Path | None:
+        """Where the trials of ``study`` keep their epoch checkpoints: ``--checkpoint-dir``/study, by default
+        ``search-checkpoints/``/study beside a SQLite file (in the working folder for other databases); None
+        with ``--checkpoint-dir none``."""
+        if self.checkpoint_dir == NO_CHECKPOINTS:
+            return None
+        if self.checkpoint_dir:
+            root = Path(self.checkpoint_dir)
+        else:
+            database = sqlite_path(self.storage)
+            root = (database.parent if database is not None else Path()) / CHECKPOINT_FOLDER
+        return root / re.sub(r"[^\w.-]", "_", study)
 
     def study_settings(self) -> dict[str, Any]:
         """The settings that define the experiment, as stored on the study (JSON-friendly)."""

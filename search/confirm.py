@@ -128,7 +128,8 @@ class ConfirmObjective:
             return False
 
         result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed),
-                             Schedule.from_dict(self.arms[label]["schedule"]), self.data, report)
+                             Schedule.from_dict(self.arms[label]["schedule"]), self.data, report,
+                             self.config.checkpoints(trial.study.study_name))
         return result.final_val_accuracy
 
 

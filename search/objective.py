@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import optuna
 
@@ -47,7 +48,8 @@ class Objective:
             trial.report(accuracy, epoch)
             return not never_prune and trial.should_prune()
 
-        result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data, report)
+        result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data, report,
+                             self.config.checkpoints(trial.study.study_name))
         if result.stopped_early:
             trial.set_user_attr("pruned_at_epoch", result.epochs_run)
             raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
@@ -55,12 +57,14 @@ class Objective:
 
 
 def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, data: Dataset,
-                on_epoch: EpochHook) -> RunResult:
-    """One training run for ``trial``, recorded on it: epochs run, wall seconds, images/s; the reason of a failure
-    (``interrupted`` for Ctrl-C or SIGTERM) before it propagates; a diverged run pruned with its reason."""
+                on_epoch: EpochHook, checkpoints: Path | None = None) -> RunResult:
+    """One training run for ``trial``, recorded on it: epochs run, wall seconds, images/s, the epoch it resumed
+    from (a re-run of a cut-short trial with the same parameters and seed, checkpointed in ``checkpoints``); the
+    reason of a failure (``interrupted`` for Ctrl-C or SIGTERM) before it propagates; a diverged run pruned with
+    its reason."""
     started = time.perf_counter()
     try:
-        result = run(config, schedule, data, on_epoch=on_epoch)
+        result = run(config, schedule, data, on_epoch=on_epoch, checkpoint_dir=checkpoints)
     except KeyboardInterrupt:
         trial.set_user_attr("fail_reason", "interrupted")
         raise
@@ -70,6 +74,8 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
     trial.set_user_attr("epochs_run", result.epochs_run)
     trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 2))
     trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
+    if result.resumed_from_epoch:
+        trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
     if result.diverged:
         trial.set_user_attr("diverged", result.diverged_reason)
         raise optuna.TrialPruned(f"diverged: {result.diverged_reason}")

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Sequence
 
@@ -62,6 +63,11 @@ def build_parser() -> ArgumentParser:
                              "on fresh seeds and name the confirmed winner (search.confirm); 0 = off (default 5)")
     parser.add_argument("--confirm-seeds", type=positive_int, default=3, metavar="S",
                         help="fresh seeds per confirmed schedule, seed + 2000 + i (default 3)")
+    parser.add_argument("--checkpoint-dir", metavar="DIR",
+                        help="where trials save their state after every epoch, so that a trial cut short (kill, "
+                             "crash, Ctrl-C) resumes at its last finished epoch when re-run; a folder on storage "
+                             "every machine mounts for several machines; none = no checkpoints (default: "
+                             "search-checkpoints/ beside a SQLite study, in this folder for other databases)")
     parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     parser.add_argument("--max-failures", type=positive_int, default=5,
                         help="stop after this many trials in a row failed with an error (default 5)")
@@ -87,7 +93,8 @@ def config_from_args(argv: Sequence[str] | None):
         scale_range=tuple(args.scale_range), sampler=args.sampler, pruner=args.pruner, storage=args.storage,
         study=args.study, data_dir=args.data_dir, workers=workers, timeout=args.timeout,
         max_failures=args.max_failures, heartbeat=args.heartbeat, steps_per_execution=args.steps_per_execution,
-        baseline_seeds=args.baseline_seeds, confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds)
+        baseline_seeds=args.baseline_seeds, confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds,
+        checkpoint_dir=args.checkpoint_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # everything the user can get wrong is checked before the storage is written to
     data = load_dataset(config.dataset, config.data_dir, config.subset)
     epochs = config.train.epochs_for(len(data.y_train))
+    check_writable(config.checkpoints(config.study))
     storage = open_storage(config.storage, config.heartbeat)
     resuming = check_existing(storage, config)
     study = open_study(storage, config, epochs)
@@ -115,6 +123,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.workers == 1:
         return search_worker(config, epochs, rank=0, data=data, study=study, storage=storage)
     return _run_workers(config, epochs)
+
+
+def check_writable(folder) -> None:
+    """UsageError now, rather than every trial failing, when the checkpoint folder (None: no checkpoints) cannot
+    be created: a trial folder is made and removed in its nearest existing parent, so nothing is left behind."""
+    if folder is None:
+        return
+    existing = next(parent for parent in (folder.absolute(), *folder.absolute().parents) if parent.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=existing))
+    except OSError as error:
+        raise UsageError(f"checkpoint-dir: cannot create {folder} ({error.strerror} in {existing}); choose "
+                         f"another --checkpoint-dir, or none for no checkpoints") from None
 
 
 def search_worker(config, epochs: int, rank: int = 0, data=None, study=None, storage=None) -> int:

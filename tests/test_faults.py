@@ -71,6 +71,9 @@ def test_kill_9_mid_trial_is_failed_at_once_and_rerun(tmp_path):
     assert len(retries) == 1 and retries[0].state in FINISHED
     assert retries[0].params == victim.params
     assert retries[0].user_attrs.get("preset") == victim.user_attrs.get("preset")
+    # it resumed from the dead worker's last epoch checkpoint, and the finished trial's checkpoint is gone
+    assert retries[0].user_attrs["resumed_from_epoch"] >= 1
+    assert not list((tmp_path / "search-checkpoints").rglob("state.npz"))
     for number, (state, value) in finished_before.items():
         assert (after[number].state, after[number].value) == (state, value)
     assert not any(t.state == TrialState.RUNNING for t in after)
@@ -102,6 +105,7 @@ def test_interrupt_marks_the_trial_failed_exits_with_the_signal_code_and_resumes
     rerun = [t for t in after if t.user_attrs.get("retry_of") == interrupted[0].number]
     assert len(rerun) == 1 and rerun[0].params == interrupted[0].params and rerun[0].state in FINISHED
     assert rerun[0].user_attrs["preset"] == "baseline" and rerun[0].state == TrialState.COMPLETE
+    assert rerun[0].user_attrs["resumed_from_epoch"] >= 1  # from the interrupted attempt's last epoch
     assert sum(t.state in FINISHED for t in after) >= 2
 
 

@@ -351,6 +351,7 @@ def _contents(url):
     (["--storage", "nosuchdb://x"], "storage"),
     (["--storage", "postgresql+psycopg://nobody@127.0.0.1:9/none"], "cannot open"),
     (["--dataset", "cifar10", "--data-dir", "{tmp}/corrupt"], "not a readable tar.gz"),
+    (["--checkpoint-dir", "{tmp}/garbage.db/checkpoints"], "checkpoint-dir: cannot create"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(one_trial_study, tmp_path, capsys,
                                                                            extra, message):

@@ -147,3 +147,24 @@ def test_auto_precision_follows_the_device(monkeypatch):
     monkeypatch.setattr(loop, "gpu_compute_capability", lambda: None)
     monkeypatch.setattr(loop, "cpu_info", lambda: {"model": "x", "cores": 2, "isa": ["avx2", "fma"]})
     assert loop.resolve_precision("auto") == ("float32", False)
+
+
+def test_a_run_cut_short_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(digits, tmp_path):
+    config = TrainConfig(depth=8, epochs=4, batch_size=64, precision="float32", seed=2)
+    whole = run(config, preset("paper-c10-r32"), digits)
+
+    def cut_after_epoch_2(epoch, accuracy):
+        if epoch == 2:
+            raise KeyboardInterrupt  # as Ctrl-C or a dying worker between epochs
+    with pytest.raises(KeyboardInterrupt):
+        run(config, preset("paper-c10-r32"), digits, on_epoch=cut_after_epoch_2, checkpoint_dir=tmp_path)
+    assert len(list(tmp_path.glob("*/state.npz"))) == 1  # kept for the next attempt
+
+    seen = []
+    resumed = run(config, preset("paper-c10-r32"), digits, on_epoch=lambda e, a: seen.append(e),
+                  checkpoint_dir=tmp_path)
+    assert resumed.resumed_from_epoch == 2 and resumed.epochs_run == 4
+    assert seen == [1, 2, 3, 4]  # restored epochs are replayed to the hook, then training goes on
+    np.testing.assert_allclose(resumed.train_loss, whole.train_loss, rtol=1e-4)
+    np.testing.assert_allclose(resumed.val_accuracy, whole.val_accuracy, atol=1 / len(digits.y_val))
+    assert not any(tmp_path.iterdir())  # a finished run leaves no checkpoint

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -17,6 +19,7 @@ import keras
 from common.machine import cpu_info
 from models.resnet import build_resnet
 from models.schedules import Schedule
+from training.checkpoint import CURVES, EpochCheckpoint, run_key
 from training.config import (FLOAT16_MAX, WARMUP_DEPTH, WARMUP_ITERATIONS, WARMUP_LR, EpochHook, TrainConfig,
                              auto_precision)
 from training.data import Dataset
@@ -46,6 +49,7 @@ class RunResult:
     diverged: bool = False
     diverged_reason: str | None = None
     stopped_early: bool = False  # the epoch hook asked to stop (a pruned trial)
+    resumed_from_epoch: int | None = None  # epochs restored from a checkpoint of an earlier, cut-short attempt
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,40 +121,63 @@ def compiled_model(config: TrainConfig, schedule: Schedule | None, data: Dataset
 
 
 def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch: EpochHook | None = None,
-        test: bool = False, verbose: int = 0) -> RunResult:
+        test: bool = False, verbose: int = 0, checkpoint_dir: str | Path | None = None) -> RunResult:
     """Train a ResNet of ``config.depth`` with ``schedule`` on ``data``; validate every epoch.
 
     ``on_epoch(epoch, val_accuracy)`` is called after each epoch with validation data; when it returns True the
     run stops there (``stopped_early``), and an exception it raises propagates. A NaN or infinite loss ends the run with
     ``diverged=True`` instead of raising. ``test=True`` also measures test accuracy at the end.
+
+    With ``checkpoint_dir`` the run saves its whole state there after every epoch (``training.checkpoint``) and
+    first resumes from a state an earlier, cut-short attempt of the same run left: the restored epochs are
+    replayed through ``on_epoch``, training goes on from the next one on the same data stream, and the result is
+    that of an uninterrupted run up to floating-point order. A run that ends (complete, stopped or diverged)
+    removes its checkpoint; one cut short by an exception keeps it.
     """
     schedule = schedule or Schedule("constant", {"value": 1.0})
     started = time.perf_counter()
     epochs = config.epochs_for(len(data.y_train))
     model, policy = compiled_model(config, schedule, data, epochs)
     result = RunResult(config.depth, data.name, schedule.to_dict(), config.seed, policy, epochs)
-    recorder = _Recorder(result, on_epoch, len(data.y_train), policy)
+    checkpoint = None
+    if checkpoint_dir is not None:
+        key = run_key(asdict(config), schedule.to_dict(), data_fingerprint(data))
+        checkpoint = EpochCheckpoint(Path(checkpoint_dir) / key)
+    recorder = _Recorder(result, on_epoch, len(data.y_train), policy, checkpoint)
+    done = recorder.resume(model) if checkpoint is not None else 0
     has_validation = len(data.y_val) > 0
-    model.fit(batches(data.x_train, data.y_train, config.batch_size, shuffle_seed=config.seed),
-              steps_per_epoch=steps_per_epoch(config, data), epochs=epochs,
-              shuffle=False,  # the stream reshuffles itself every pass
-              validation_data=batches(data.x_val, data.y_val, EVALUATION_BATCH) if has_validation else None,
-              callbacks=[recorder], verbose=verbose)
+    if done < epochs and not result.stopped_early:
+        steps = steps_per_epoch(config, data)
+        model.fit(batches(data.x_train, data.y_train, config.batch_size, shuffle_seed=config.seed,
+                          skip=done * steps),
+                  steps_per_epoch=steps, epochs=epochs, initial_epoch=done,
+                  shuffle=False,  # the stream reshuffles itself every pass
+                  validation_data=batches(data.x_val, data.y_val, EVALUATION_BATCH) if has_validation else None,
+                  callbacks=[recorder], verbose=verbose)
     if test and not result.diverged:
         test_batches = batches(data.x_test, data.y_test, EVALUATION_BATCH)
         result.test_accuracy = float(model.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
+    if checkpoint is not None:
+        checkpoint.remove()
     result.wall_seconds = time.perf_counter() - started
     result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
     result.images_per_second = recorder.images_per_second()
     return result
 
 
+def data_fingerprint(data: Dataset) -> list:
+    """What identifies a data set's splits for a checkpoint: name, sizes and a checksum of the labels' order."""
+    return [data.summary(), *(zlib.crc32(labels.tobytes()) for labels in (data.y_train, data.y_val))]
+
+
 class _Recorder(keras.callbacks.Callback):
     """Keras callback: per-epoch curves, training-only timing, divergence check, and the caller's hook."""
 
-    def __init__(self, result: RunResult, on_epoch: EpochHook | None, images_per_epoch: int, policy: str):
+    def __init__(self, result: RunResult, on_epoch: EpochHook | None, images_per_epoch: int, policy: str,
+                 checkpoint: EpochCheckpoint | None = None):
         super().__init__()
         self.result, self.on_epoch, self.images_per_epoch, self.policy = result, on_epoch, images_per_epoch, policy
+        self.checkpoint = checkpoint
         self.train_seconds: list[float] = []
         self._epoch_start = self._last_step_end = 0.0
 
@@ -176,11 +203,34 @@ class _Recorder(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         if "val_accuracy" in logs:
-            accuracy = float(logs["val_accuracy"])
-            self.result.val_accuracy.append(accuracy)
-            if self.on_epoch is not None and self.on_epoch(epoch + 1, accuracy):
-                self.result.stopped_early = True
-                self.model.stop_training = True
+            self.result.val_accuracy.append(float(logs["val_accuracy"]))
+        if self.checkpoint is not None:  # before the hook, which may raise an interrupt
+            self.checkpoint.save(self.model, epoch + 1, {name: getattr(self.result, name) for name in CURVES})
+        if "val_accuracy" in logs and self._stop_requested(epoch + 1, self.result.val_accuracy[-1]):
+            self.model.stop_training = True
+
+    def resume(self, model: keras.Model) -> int:
+        """Restore the checkpoint into ``model`` and replay its epochs through the hook; the epochs restored."""
+        self.set_model(model)
+        record = self.checkpoint.restore(model)
+        if record is None:
+            return 0
+        done = record["epochs"]
+        for name in CURVES:
+            setattr(self.result, name, list(record[name]))
+        self.result.epochs_run = self.result.resumed_from_epoch = done
+        for epoch, accuracy in enumerate(self.result.val_accuracy, start=1):
+            if self._stop_requested(epoch, accuracy):  # the pruner may now stop it where it had let it go on
+                self.result.epochs_run = epoch
+                for name in CURVES:
+                    del getattr(self.result, name)[epoch:]
+                break
+        return done
+
+    def _stop_requested(self, epoch: int, accuracy: float) -> bool:
+        if self.on_epoch is not None and self.on_epoch(epoch, accuracy):
+            self.result.stopped_early = True
+        return self.result.stopped_early
 
     def _range_note(self) -> str:
         """Under float16 a NaN loss is more often the format's range than the schedule: say so."""

@@ -54,13 +54,15 @@ class PadCropFlip(layers.Layer):
         return {**super().get_config(), "pad": self.pad, "seed": self.seed}
 
 
-def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
+def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None,
+            skip: int = 0):
     """A ``tf.data.Dataset`` of ``(uint8 images, labels)`` batches for ``fit`` / ``evaluate``.
 
     With ``shuffle_seed`` (training) it is endless and reshuffled on every pass, last partial batch included: give
     ``fit`` ``steps_per_epoch=math.ceil(len(labels) / batch_size)`` and every epoch is exactly one pass. Without
     it (validation, test) it is one pass in order. Batches are gathered by shuffled index, so the images are held
-    once and never copied through a shuffle buffer.
+    once and never copied through a shuffle buffer. ``skip`` drops that many batches from the start (a resumed
+    run: the stream goes on where the cut-short run stopped; only indices are shuffled, so skipping is cheap).
     """
     import tensorflow as tf
 
@@ -72,6 +74,8 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_see
     order = order.batch(batch_size)
     if shuffle_seed is not None:
         order = order.repeat()
+    if skip:
+        order = order.skip(skip)
     stream = order.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)),
                        num_parallel_calls=2, deterministic=True)
     options = tf.data.Options()
