@@ -1,12 +1,14 @@
 """optuna-dashboard integration while a search runs: the schedules figure and a Markdown note on the study.
 
-Both are stored with optuna-dashboard's own API (``save_plotly_graph_object``, ``save_note``) and refreshed
-by an Optuna callback as trials finish. Building them reads the study once and draws a few curves: milliseconds,
-next to minutes of training per trial.
+Both are made with optuna-dashboard's own API (``save_plotly_graph_object``, ``save_note``) and refreshed by an
+Optuna callback as trials finish, by one worker at a time and in one transaction (``held_back_study_attrs``), so
+neither several workers nor a reader ever see a figure or note half-replaced. Building them reads the study once
+and draws a few curves: milliseconds, next to minutes of training per trial.
 """
 from __future__ import annotations
 
 import optuna
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import get_note, save_note, save_plotly_graph_object
 
@@ -17,6 +19,7 @@ from search.evaluation import gain_in_noise, noise_floor
 from search.progress import remaining_cost
 from search.pruning import fidelity, pruner_rungs
 from search.study import baseline_trial, next_commands
+from storage.rdb import held_back_study_attrs
 
 FIGURE_ID = "schedules"
 # the tool's part of the study note; a user's own text in optuna-dashboard goes outside these lines and stays
@@ -58,12 +61,14 @@ def study_note(study: optuna.Study, storage_url: str, target: int | None = None,
     return "\n".join(lines)
 
 
-def publish(study: optuna.Study, storage_url: str, target: int | None = None, workers: int = 1,
+def publish(storage: RDBStorage, study_name: str, storage_url: str, target: int | None = None, workers: int = 1,
             confirm_runs: int = 0) -> None:
-    """Store the schedules figure on the study, and the tool's section of its note (the rest stays the user's)."""
-    save_plotly_graph_object(study, study_schedule_figure(study), graph_object_id=FIGURE_ID)
-    note = study_note(study, storage_url, target, workers, confirm_runs)
-    save_note(study, merged_note(get_note(study), note))
+    """Store the schedules figure on the study, and the tool's section of its note (the rest stays the user's),
+    atomically and one writer at a time."""
+    with held_back_study_attrs(storage, study_name) as study:
+        save_plotly_graph_object(study, study_schedule_figure(study), graph_object_id=FIGURE_ID)
+        note = study_note(study, storage_url, target, workers, confirm_runs)
+        save_note(study, merged_note(get_note(study), note))
 
 
 def merged_note(current: str, section: str) -> str:
@@ -79,9 +84,11 @@ def merged_note(current: str, section: str) -> str:
 class LiveDashboard:
     """Optuna callback: ``publish`` after every finished trial."""
 
-    def __init__(self, storage_url: str, target: int | None = None, workers: int = 1, confirm_runs: int = 0):
-        self.storage_url, self.target, self.workers, self.confirm_runs = storage_url, target, workers, confirm_runs
+    def __init__(self, storage: RDBStorage, storage_url: str, target: int | None = None, workers: int = 1,
+                 confirm_runs: int = 0):
+        self.storage, self.storage_url = storage, storage_url
+        self.target, self.workers, self.confirm_runs = target, workers, confirm_runs
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            publish(study, self.storage_url, self.target, self.workers, self.confirm_runs)
+            publish(self.storage, study.study_name, self.storage_url, self.target, self.workers, self.confirm_runs)

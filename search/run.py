@@ -162,7 +162,7 @@ def search_worker(config, epochs: int, rank: int = 0, data=None, study=None, sto
         study = open_study(storage, config, epochs, worker=rank)
     reporter = TrialReporter(config, show_bar=config.workers == 1, initial=finished_count(study))
     guard = FailureGuard(config.max_failures)
-    live = LiveDashboard(config.storage, config.trials, config.workers, confirm_runs(config))
+    live = LiveDashboard(storage, config.storage, config.trials, config.workers, confirm_runs(config))
     callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=FINISHED), reporter, guard, live]
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     try:
@@ -184,7 +184,7 @@ def search_worker(config, epochs: int, rank: int = 0, data=None, study=None, sto
             reporter.summary(study)
             if config.confirm_top and finished_count(study) >= config.trials:
                 run_confirm(config, study, storage, data)
-                publish(study, config.storage, config.trials, config.workers, confirm_runs(config))
+                publish(storage, study.study_name, config.storage, config.trials, config.workers, confirm_runs(config))
     except KeyboardInterrupt as interrupt:
         reporter.close()
         return interrupted_exit(interrupt)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import warnings
@@ -107,15 +108,8 @@ def _schema_lock(url: str, database: Path | None):
     ``alembic_version``. With the lock, the first creates them and the others then find them.
     """
     if database is not None:
-        if fcntl is None:  # no flock (Windows): one process at a time must create a new file there
+        with _flock(database.parent):  # the folder: the file may not exist yet
             yield
-            return
-        folder = os.open(database.parent, os.O_RDONLY)
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(folder)  # and with it the lock
         return
     if not url.startswith("postgresql"):
         yield
@@ -130,6 +124,79 @@ def _schema_lock(url: str, database: Path | None):
                 connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def held_back_study_attrs(storage: RDBStorage, study_name: str):
+    """Yield the study ``study_name`` loaded through a stand-in of ``storage`` that holds back every study system
+    attribute written to it; when the block ends they are all written in one transaction, so a reader sees
+    either all of them or none (optuna-dashboard's notes and figures are stored in 2 kB chunks, one attribute
+    each, which a reader could otherwise see half-replaced). The block runs while no other process does the same
+    for this study (a transaction-scoped advisory lock on PostgreSQL, a lock on the SQLite file): one writer at a
+    time, each reading the study as the previous one left it. Nothing is written if the block raises.
+    """
+    stand_in = _HoldBack(storage)
+    study = optuna.load_study(study_name=study_name, storage=stand_in)
+    database = sqlite_path(storage.url)
+    if database is not None:
+        with _flock(database):  # not SQLite's own lock: reads inside the block begin transactions too
+            yield study
+            with storage.engine.begin() as connection:
+                _write_study_system_attrs(connection, study._study_id, stand_in.pending)
+        return
+    with storage.engine.begin() as connection:
+        if storage.engine.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY}, {int(study._study_id)})")
+        yield study
+        _write_study_system_attrs(connection, study._study_id, stand_in.pending)
+
+
+class _HoldBack:
+    """A storage that passes everything through except study system attribute writes, which it keeps."""
+
+    def __init__(self, storage: RDBStorage):
+        self._storage, self.pending = storage, {}
+
+    def __getattr__(self, name):
+        return getattr(self._storage, name)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self.pending[key] = value
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return {**self._storage.get_study_system_attrs(study_id), **self.pending}
+
+
+# Optuna's table of study system attributes (its RDB schema since v1); the test of the dashboard note reads
+# what this writes back through Optuna and optuna-dashboard, so a change of schema fails loudly there
+_STUDY_SYSTEM_ATTRS = sqlalchemy.table("study_system_attributes", sqlalchemy.column("study_id"),
+                                       sqlalchemy.column("key"), sqlalchemy.column("value_json"))
+
+
+def _write_study_system_attrs(connection, study_id: int, attrs: dict[str, Any]) -> None:
+    table = _STUDY_SYSTEM_ATTRS
+    existing = set(connection.execute(sqlalchemy.select(table.c.key).where(table.c.study_id == study_id)).scalars())
+    for key, value in attrs.items():
+        if key in existing:
+            connection.execute(sqlalchemy.update(table).where(table.c.study_id == study_id, table.c.key == key)
+                               .values(value_json=json.dumps(value)))
+        else:
+            connection.execute(sqlalchemy.insert(table).values(study_id=study_id, key=key,
+                                                               value_json=json.dumps(value)))
+
+
+@contextlib.contextmanager
+def _flock(path: Path):
+    """An exclusive flock on ``path`` (none on Windows, which has no flock)."""
+    if fcntl is None:
+        yield
+        return
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # and with it the lock
 
 
 def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:

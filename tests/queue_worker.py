@@ -45,3 +45,36 @@ def open_storage_at(url, start_at, opened):
         opened.put("ok")
     except UsageError as error:
         opened.put(str(error))
+
+
+def publish_and_read(url, start_at, results):
+    """Add a trial and publish the dashboard figure and note, 6 times, reading both back 5 times after each, from
+    ``start_at``; put the count of reads that found them half-written (or the user's text lost) on ``results``."""
+    import json
+    import random
+
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    from dashboards.live import FIGURE_ID, NOTE_BEGIN, publish
+
+    storage = open_storage(url, None)
+    study = optuna.load_study(study_name="digits-resnet8", storage=storage)
+    while time.time() < start_at:
+        pass
+    broken = 0
+    for _ in range(6):
+        start, end = random.uniform(0.5, 1.5), random.uniform(0.5, 1.5)
+        study.add_trial(optuna.trial.create_trial(value=random.random(), user_attrs={"schedule": {
+            "family": "linear", "params": {"start": start, "end": end}}}))
+        publish(storage, study.study_name, url)
+        for _ in range(5):
+            attrs = storage.get_study_system_attrs(study._study_id)  # one query: what a dashboard reads
+            note = get_note_from_system_attrs(attrs, None)["body"]
+            try:
+                json.loads(get_plotly_graph_objects(attrs)[FIGURE_ID])
+            except ValueError:
+                broken += 1
+                continue
+            broken += note.count(NOTE_BEGIN) != 1 or note.count("Best:") != 1 or "My remarks" not in note
+    results.put(broken)

@@ -119,16 +119,17 @@ def test_a_note_the_user_wrote_survives_the_searchs_refreshes(tmp_path):
     from storage.rdb import open_storage
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    study = open_study(open_storage(url), SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)
+    storage = open_storage(url)
+    study = open_study(storage, SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)
     study.add_trial(create_trial(value=0.5, user_attrs={"preset": "baseline", "schedule": {
         "family": "constant", "params": {"value": 1.0}}}))
     save_note(study, "My remarks: the lr looks too high.")  # typed in optuna-dashboard before the search wrote
-    publish(study, url)
-    publish(study, url)
+    publish(storage, study.study_name, url)
+    publish(storage, study.study_name, url)
     note = get_note(study)
     assert "My remarks: the lr looks too high." in note and note.count(NOTE_BEGIN) == 1 and "Best:" in note
     save_note(study, note + "\n\nA second remark.")
-    publish(study, url)
+    publish(storage, study.study_name, url)
     assert "A second remark." in get_note(study) and get_note(study).count("Best:") == 1
 
 

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from queue_worker import claim_and_finish, open_new_study, open_storage_at
+from queue_worker import claim_and_finish, open_new_study, open_storage_at, publish_and_read
 from search import objective as objective_module
 from search import run as search_run
 
@@ -250,6 +250,24 @@ def test_processes_starting_a_new_study_together_queue_each_warm_start_trial_onc
                        "paper-c100-r32", "paper-c100-r56"]  # the warm start, once
 
 
+def _assert_dashboard_writes_are_whole(url):
+    from optuna_dashboard import save_note
+
+    from search.config import SearchConfig
+    from search.study import open_study
+    from storage.rdb import open_storage
+
+    study = open_study(open_storage(url, None), SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)
+    save_note(study, "My remarks: typed in optuna-dashboard.")
+    # three workers refresh the figure and the note as their trials finish, reading them back as a dashboard does;
+    # written chunk by chunk, reads caught half-replaced figures (invalid JSON) or two tool sections
+    assert _started_together(publish_and_read, url, 3) == [0, 0, 0]
+
+
+def test_workers_refreshing_the_dashboard_never_leave_it_half_written_on_sqlite(tmp_path):
+    _assert_dashboard_writes_are_whole(f"sqlite:///{tmp_path / 'search.db'}")
+
+
 def test_workers_on_sqlite_never_claim_the_same_enqueued_trial(tmp_path):
     _assert_each_enqueued_trial_runs_once(f"sqlite:///{tmp_path / 'queue.db'}")
 
@@ -282,6 +300,10 @@ def test_machines_starting_on_a_new_postgresql_database_together_all_open_it(pos
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f"DROP DATABASE IF EXISTS {fresh} WITH (FORCE)")
+
+
+def test_workers_refreshing_the_dashboard_never_leave_it_half_written_on_postgresql(postgres_url):
+    _assert_dashboard_writes_are_whole(postgres_url)
 
 
 def test_workers_on_postgresql_never_claim_the_same_enqueued_trial(postgres_url):
