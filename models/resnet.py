@@ -5,7 +5,10 @@
 Depth 6n+2: a 3x3 stem of 16 filters, three stages of n blocks at 16/32/64 filters (stride 2 entering stages 2
 and 3), global average pooling and a dense layer of logits. Shortcuts are He et al.'s option A: stride-2
 subsampling plus zero-padded channels, no parameters. f_l is a Python float baked into the graph, so a scaled
-network has exactly the weights of the plain one. Keras 3 API only: it runs under TensorFlow and JAX.
+network has exactly the weights of the plain one. The learned arms add one trainable scalar per block instead
+(``LearnedScale``): ``learned`` on the shortcut (f_l from 1), ``skipinit`` on the branch F(x) (from 0).
+Weight decay 1e-4 on every parameter, BatchNorm's and the dense bias included, as in fb.resnet.torch; never on
+the learned scalars. Keras 3 API only: it runs under TensorFlow and JAX.
 """
 from __future__ import annotations
 
@@ -59,6 +62,28 @@ class ScaledShortcut(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="resnet_shortcut")
+class LearnedScale(layers.Layer):
+    """``scale * x`` with ``scale`` one trainable scalar starting at ``initial``, free of weight decay (a learned
+    f_l, or SkipInit's branch multiplier)."""
+
+    def __init__(self, initial: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = float(initial)
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.initial), name="scale")
+
+    def call(self, x):
+        return x * ops.cast(self.scale, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "initial": self.initial}
+
+
+@keras.saving.register_keras_serializable(package="resnet_shortcut")
 class BatchNorm(layers.BatchNormalization):
     """BatchNormalization over the last axis that trains through TensorFlow's fused kernel under that backend.
 
@@ -98,18 +123,24 @@ def _conv(filters: int, stride: int, name: str) -> layers.Conv2D:
 
 
 def _batch_norm(name: str) -> layers.BatchNormalization:
-    return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name,
+                     gamma_regularizer=keras.regularizers.L2(_L2), beta_regularizer=keras.regularizers.L2(_L2))
 
 
-def basic_block(x, filters: int, stride: int, scale: float, name: str):
-    """One residual block: ReLU(scale * shortcut(x) + conv-BN-ReLU-conv-BN(x))."""
+def basic_block(x, filters: int, stride: int, scale: float, name: str, learned: str | None = None):
+    """One residual block: ReLU(scale * shortcut(x) + conv-BN-ReLU-conv-BN(x)); ``learned`` = ``learned`` makes
+    the shortcut's factor a trainable scalar from 1, ``skipinit`` multiplies the branch by one from 0."""
     shortcut = x
     if stride != 1 or scale != 1.0 or x.shape[-1] != filters:
         shortcut = ScaledShortcut(filters, stride, scale, name=f"{name}_shortcut")(x)
+    if learned == "learned":
+        shortcut = LearnedScale(1.0, name=f"{name}_shortcut_scale")(shortcut)
     y = layers.ZeroPadding2D(1, name=f"{name}_pad")(x) if stride != 1 else x
     y = _conv(filters, stride, f"{name}_conv1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(_batch_norm(f"{name}_bn1")(y))
     y = _batch_norm(f"{name}_bn2")(_conv(filters, 1, f"{name}_conv2")(y))
+    if learned == "skipinit":
+        y = LearnedScale(0.0, name=f"{name}_branch_scale")(y)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
@@ -118,10 +149,12 @@ def build_resnet(depth: int, num_classes: int, schedule: Schedule | Sequence[flo
     """A CIFAR ResNet of ``depth`` = 6n+2 whose block l scales its shortcut by ``schedule.values(depth)[l-1]``.
 
     ``schedule=None`` is the baseline (every factor 1): the plain ResNet of He et al. A sequence of L raw factors
-    (>= 0) is taken as is, for ablations such as f = 0 (no shortcut at all). Inputs are normalised images;
-    outputs are float32 logits, also under a mixed-precision policy.
+    (>= 0) is taken as is, for ablations such as f = 0 (no shortcut at all). The ``learned`` and ``skipinit``
+    schedules give each block a trainable scalar (``LearnedScale``). Inputs are normalised images; outputs are
+    float32 logits, also under a mixed-precision policy.
     """
     blocks = block_count(depth)
+    learned = schedule.family if isinstance(schedule, Schedule) and schedule.learned else None
     factors = list(schedule.values(depth) if isinstance(schedule, Schedule) else schedule or [1.0] * blocks)
     if len(factors) != blocks or not all(math.isfinite(f) and f >= 0 for f in factors):
         raise UsageError(f"schedule: ResNet-{depth} needs {blocks} finite factors >= 0, got {factors}")
@@ -133,11 +166,11 @@ def build_resnet(depth: int, num_classes: int, schedule: Schedule | Sequence[flo
         for index in range(blocks_per_stage):
             l = stage * blocks_per_stage + index  # noqa: E741 - the paper's block index (0-based here)
             stride = 2 if stage > 0 and index == 0 else 1
-            x = basic_block(x, filters, stride, factors[l], name=f"block{l + 1}")
+            x = basic_block(x, filters, stride, factors[l], name=f"block{l + 1}", learned=learned)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     # float32 logits: a softmax cross-entropy in float16 loses precision and can overflow
     logits = layers.Dense(num_classes, dtype="float32", name="logits",
-                          kernel_regularizer=keras.regularizers.L2(_L2))(x)
+                          kernel_regularizer=keras.regularizers.L2(_L2), bias_regularizer=keras.regularizers.L2(_L2))(x)
     return keras.Model(inputs, logits, name=name or f"resnet{depth}")
 
 
@@ -146,3 +179,17 @@ def shortcut_factors(model: keras.Model) -> list[float]:
     by_name = {layer.name: layer for layer in model.layers}
     adds = [name.removesuffix("_add") for name in by_name if name.endswith("_add")]
     return [getattr(by_name.get(f"{block}_shortcut"), "scale", 1.0) for block in adds]
+
+
+def learned_values(model: keras.Model) -> list[float] | None:
+    """The trained per-block scalars of a ``learned`` (shortcut factors) or ``skipinit`` (branch multipliers)
+    network, block 1 first, also inside a wrapping model (the input pipeline); None for a fixed schedule."""
+    scales = [layer for layer in _all_layers(model) if isinstance(layer, LearnedScale)]
+    return [float(ops.convert_to_numpy(layer.scale)) for layer in scales] if scales else None
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)

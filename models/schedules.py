@@ -17,6 +17,13 @@ Families (every factor is > 0; default search bounds in ``FACTOR_BOUNDS`` / ``PO
   interpolation, which never overshoots the control values
 - ``steps(v1..vM)``, M = 1..15: piecewise constant over M equal bins of [1, 15]; a block takes its bin's value
 
+Two more, not searched but compared against (``LEARNED``): the network learns its own factors while it trains.
+
+- ``learned()``: every block's shortcut factor is a trainable scalar starting at 1 (``values`` are these starting
+  values); weight decay does not pull it towards 0
+- ``skipinit()``: shortcut factor 1, and every block's residual branch F(x) is multiplied by a trainable scalar
+  starting at 0 (De & Smith 2020), so the network starts as the identity function of its stem
+
 Pure NumPy on purpose: the search, the exports and the dashboards use schedules without loading TensorFlow.
 """
 from __future__ import annotations
@@ -67,6 +74,10 @@ def _linear(x: np.ndarray, p: Mapping[str, float]) -> np.ndarray:
 
 def _peak(x: np.ndarray, p: Mapping[str, float]) -> np.ndarray:
     return np.interp(x, [AXIS[0], p["position"], AXIS[1]], [p["left"], p["height"], p["right"]])
+
+
+def _constant_one(x: np.ndarray, p: Mapping[str, float]) -> np.ndarray:
+    return np.ones_like(x)
 
 
 def _control_values(p: Mapping[str, float]) -> np.ndarray:
@@ -170,8 +181,11 @@ FAMILIES: dict[str, Family] = {
         Family("peak", _peak, ("position", "height", "left", "right")),
         Family("spline", _spline, control_points=SPLINE_POINTS),
         Family("steps", _steps, control_points=STEP_BINS),
+        Family("learned", _constant_one, ()),
+        Family("skipinit", _constant_one, ()),
     )
 }
+LEARNED = ("learned", "skipinit")  # families whose factors the network learns; their values are the start
 
 
 @dataclass(frozen=True)
@@ -196,8 +210,17 @@ class Schedule:
         """The L = (depth - 2) / 2 per-block factors of a ResNet of this depth, block 1 first."""
         return [float(v) for v in self(positions(depth))]
 
+    @property
+    def learned(self) -> bool:
+        """True for ``learned`` and ``skipinit``: the network trains its own per-block scalars."""
+        return self.family in LEARNED
+
     def describe(self) -> str:
         """Short human form, e.g. ``linear(start=1.3, end=0.9)``."""
+        if self.family == "learned":
+            return "learned(trainable shortcut factor per block, from 1)"
+        if self.family == "skipinit":
+            return "skipinit(trainable branch scalar per block, from 0)"
         return f"{self.family}(" + ", ".join(f"{k}={v:.4g}" for k, v in self.params.items()) + ")"
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,12 +263,15 @@ PRESETS: dict[str, Schedule] = {
     "paper-c10-r56": linear(1.3, 0.9),
     "paper-c100-r32": steps(1, 1, 1, 1, 1, 0.75, 0.75, 1.45, 1.45, 1.45, 0.8, 0.8, 1, 1, 1),
     "paper-c100-r56": linear(1.25, 0.85),
+    "learned": Schedule("learned"),
+    "skipinit": Schedule("skipinit"),
 }
 PAPER_PRESETS = ("paper-c10-r32", "paper-c10-r56", "paper-c100-r32", "paper-c100-r56")
 
 
 def preset(name: str) -> Schedule:
-    """A named schedule: ``baseline``, ``he-half`` or one of the paper's four (``paper-c10-r32``, ...)."""
+    """A named schedule: ``baseline``, ``he-half``, one of the paper's four (``paper-c10-r32``, ...), or one of
+    the learned arms ``learned`` and ``skipinit``."""
     if name not in PRESETS:
         raise UsageError(f"preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]

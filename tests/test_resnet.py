@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from models.resnet import ScaledShortcut, build_resnet, shortcut_factors
+from models.resnet import WEIGHT_DECAY, LearnedScale, ScaledShortcut, build_resnet, learned_values, shortcut_factors
 from models.schedules import PRESETS, Schedule, preset
 from training.config import FLOAT16_MAX
 
@@ -18,8 +18,9 @@ def test_parameter_counts_equal_the_baseline_for_every_schedule(depth, approx_pa
     trainable = sum(int(np.prod(w.shape)) for w in baseline.trainable_weights)
     for name in PRESETS:
         model = build_resnet(depth, 10, preset(name))
-        assert model.count_params() == baseline.count_params()
-        assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == trainable
+        extra = (depth - 2) // 2 if preset(name).learned else 0  # one learned scalar per block
+        assert model.count_params() == baseline.count_params() + extra
+        assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == trainable + extra
 
 
 def test_model_carries_the_schedule_values():
@@ -85,6 +86,52 @@ def test_keras_file_round_trip_keeps_the_schedule(tmp_path):
     assert shortcut_factors(loaded) == pytest.approx(preset("paper-c10-r32").values(20))
 
 
+@pytest.mark.parametrize("name", ["baseline", "learned", "skipinit"])
+def test_weight_decay_reaches_every_parameter_but_the_learned_scalars(name):
+    import tensorflow as tf
+
+    model = build_resnet(8, 10, preset(name))
+    rng = np.random.default_rng(0)
+    for variable in model.trainable_variables:  # away from the initial zeros and ones
+        variable.assign(rng.normal(size=variable.shape).astype("float32"))
+    with tf.GradientTape() as tape:
+        penalty = tf.add_n(model.losses)
+    gradients = tape.gradient(penalty, model.trainable_variables)
+    learned = {id(layer.scale) for layer in model.layers if isinstance(layer, LearnedScale)}
+    assert len(learned) == (3 if preset(name).learned else 0)
+    kinds = set()
+    for variable, gradient in zip(model.trainable_variables, gradients):
+        if id(variable) in learned:
+            assert gradient is None  # SGD's coupled decay is weight_decay * w; the learned scalars have none
+        else:
+            np.testing.assert_allclose(gradient, WEIGHT_DECAY * variable.numpy(), rtol=1e-5, atol=1e-9)
+            kinds.add(variable.path.rsplit("/", 1)[-1])
+    assert {"kernel", "gamma", "beta", "bias"} <= kinds  # convolutions, BatchNorm and the dense layer
+
+
+def test_skipinit_starts_as_its_stem_passed_through_the_shortcuts():
+    model = build_resnet(8, 10, preset("skipinit"))
+    assert learned_values(model) == [0.0, 0.0, 0.0]
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    stem, last = keras.Model(model.input, [model.get_layer("stem_relu").output,
+                                           model.get_layer("block3_out").output])(x, training=False)
+    expected = np.asarray(stem)[:, ::2, ::2, :][:, ::2, ::2, :]  # blocks 2 and 3 enter stages 2 and 3: stride 2
+    expected = np.pad(expected, [(0, 0), (0, 0), (0, 0), (24, 24)])  # option A: 16 -> 32 -> 64 channels
+    np.testing.assert_allclose(np.asarray(last), expected, atol=1e-6)
+
+
+def test_keras_file_round_trip_of_a_learned_model_keeps_its_scalars(tmp_path):
+    for name in ("learned", "skipinit"):
+        model = build_resnet(8, 10, preset(name))
+        for index, layer in enumerate(layer for layer in model.layers if isinstance(layer, LearnedScale)):
+            layer.scale.assign(0.7 + 0.1 * index)  # as after training
+        model.save(tmp_path / f"{name}.keras")
+        loaded = keras.saving.load_model(tmp_path / f"{name}.keras")
+        x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
+        np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+        assert learned_values(loaded) == pytest.approx([0.7, 0.8, 0.9])
+
+
 def test_logits_are_float32_under_mixed_precision():
     previous = keras.config.dtype_policy()
     try:
@@ -130,19 +177,22 @@ def test_bad_factor_lists_are_refused():
 JAX_STEP = """
 import numpy as np, keras
 assert keras.config.backend() == "jax"
-from models.resnet import build_resnet
+from models.resnet import build_resnet, learned_values
 from models.schedules import preset
 from training.pipeline import with_input_pipeline
-net = build_resnet(8, 10, preset("paper-c10-r32"))
-model = with_input_pipeline(net, np.full(3, 127.0), np.full(3, 64.0), seed=0)
-model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
-              keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
-y = np.arange(16) % 10
-before = [np.array(w) for w in model.trainable_weights]
-logs = model.train_on_batch(x, y, return_dict=True)
-assert np.isfinite(logs["loss"]), logs
-assert any(not np.allclose(a, np.array(b)) for a, b in zip(before, model.trainable_weights))
+for name in ("paper-c10-r32", "learned", "skipinit"):
+    net = build_resnet(8, 10, preset(name))
+    model = with_input_pipeline(net, np.full(3, 127.0), np.full(3, 64.0), seed=0)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(16) % 10
+    before = [np.array(w) for w in model.trainable_weights]
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"]), logs
+    assert any(not np.allclose(a, np.array(b)) for a, b in zip(before, model.trainable_weights)), name
+    if name != "paper-c10-r32":  # the learned scalars train under JAX too
+        assert learned_values(model) != [{"learned": 1.0, "skipinit": 0.0}[name]] * 3, learned_values(model)
 print("jax step ok", logs["loss"])
 """
 

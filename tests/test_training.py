@@ -7,7 +7,7 @@ import pytest
 from models.schedules import Schedule, preset
 from training.data import load_dataset
 from training.config import TrainConfig
-from training.loop import learning_rate_schedule, run
+from training.loop import learning_rate_at, learning_rate_schedule, run
 from training.pipeline import batches
 from training.train import main
 
@@ -97,6 +97,18 @@ def test_learning_rate_drops_at_half_and_three_quarters_and_warms_up_deep_nets()
         [0.01, 0.01, 0.1, 0.1, 0.01, 0.001])
 
 
+@pytest.mark.parametrize("total", [401, 500, 533, 600, 700, 800])
+def test_a_short_deep_run_never_goes_back_up_to_the_full_rate_inside_its_warm_up(total):
+    # 401-800 steps put the /10 drop at 50 % inside the 400-step warm-up; values stay paired with their steps
+    config = TrainConfig(depth=110)
+    lr = learning_rate_schedule(config, total)
+    rates = [float(lr(iteration)) for iteration in range(total)]  # Keras's iteration = SGD step - 1
+    assert rates == pytest.approx([learning_rate_at(config, total, step) for step in range(1, total + 1)])
+    assert max(rates[:400]) <= 0.01 and rates[0] == pytest.approx(0.01)
+    assert rates[400:] == sorted(rates[400:], reverse=True)  # after the warm-up, only drops
+    assert rates[-1] == pytest.approx(0.001)
+
+
 def test_default_length_is_he_et_al_64k_iterations():
     assert TrainConfig().epochs_for(45000) == 182
     assert TrainConfig(epochs=3).epochs_for(45000) == 3
@@ -168,3 +180,15 @@ def test_a_run_cut_short_resumes_from_its_checkpoint_and_ends_as_an_uninterrupte
     np.testing.assert_allclose(resumed.train_loss, whole.train_loss, rtol=1e-4)
     np.testing.assert_allclose(resumed.val_accuracy, whole.val_accuracy, atol=1 / len(digits.y_val))
     assert not any(tmp_path.iterdir())  # a finished run leaves no checkpoint
+
+
+def test_learned_arms_train_their_scalars_and_report_them(digits):
+    config = TrainConfig(depth=8, epochs=2, batch_size=32, precision="float32")
+    learned = run(config, preset("learned"), digits)
+    skipinit = run(config, preset("skipinit"), digits)
+    fixed = run(config, preset("paper-c10-r32"), digits)
+    assert fixed.learned_values is None
+    assert len(learned.learned_values) == 3 and all(abs(v - 1.0) > 1e-3 for v in learned.learned_values)
+    assert len(skipinit.learned_values) == 3 and all(v != 0 for v in skipinit.learned_values)
+    assert skipinit.train_loss[-1] < skipinit.train_loss[0] and not learned.diverged  # both train
+    assert json.loads(json.dumps(learned.to_dict()))["learned_values"] == learned.learned_values

@@ -1,8 +1,11 @@
 """One training run with He et al.'s CIFAR recipe, as a plain function: config + schedule + data -> RunResult.
 
-Recipe (He et al. 2015): SGD, momentum 0.9, batch 128, weight decay 1e-4, learning rate 0.1 divided by 10 at 50 %
-and 75 % of the run, 64k iterations (about 182 epochs on 45k images). ``epochs`` and ``subset`` shorten a run; the
-milestones scale along. Depth >= 110 warms up at 0.01 for the first 400 iterations, as He et al. did.
+Recipe (He et al. 2015): SGD, momentum 0.9, batch 128, weight decay 1e-4 (every parameter, in the network),
+learning rate 0.1 divided by 10 at 50 % and 75 % of the run, 64k iterations (about 182 epochs on 45k images).
+``epochs`` shortens a run; the milestones scale along. Without ``epochs`` a run keeps the 64k iterations whatever
+``subset`` and ``batch_size`` are (more passes over fewer images; a larger batch sees more images), and the
+learning rate stays 0.1 at any batch size. Depth >= 110 warms up at 0.01 for the first 400 iterations, as He et
+al. did.
 Knows Keras, not Optuna: the search sees a run only through ``on_epoch`` and the returned record.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import keras
 
 from common.machine import cpu_info
-from models.resnet import build_resnet
+from models.resnet import build_resnet, learned_values
 from models.schedules import Schedule
 from training.checkpoint import CURVES, EpochCheckpoint, run_key
 from training.config import (FLOAT16_MAX, WARMUP_DEPTH, WARMUP_ITERATIONS, WARMUP_LR, EpochHook, TrainConfig,
@@ -50,6 +53,7 @@ class RunResult:
     diverged_reason: str | None = None
     stopped_early: bool = False  # the epoch hook asked to stop (a pruned trial)
     resumed_from_epoch: int | None = None  # epochs restored from a checkpoint of an earlier, cut-short attempt
+    learned_values: list[float] | None = None  # learned / skipinit: the per-block scalars after training
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,15 +86,32 @@ def gpu_compute_capability() -> tuple[int, int] | None:
     return None
 
 
+def learning_rate_at(config: TrainConfig, total_steps: int, step: int) -> float:
+    """The recipe's learning rate for SGD step ``step`` (1-based) of ``total_steps``: ``learning_rate``, /10 after
+    50 % and again after 75 % of the steps; at depth >= 110 at most 0.01 for the first 400 steps (a warm-up that
+    caps whatever the drops say, so a short run never goes back up to 0.1 inside it)."""
+    drops = sum(step > boundary for boundary in _drops(total_steps))
+    value = config.learning_rate / 10 ** drops
+    if _warms_up(config, total_steps) and step <= WARMUP_ITERATIONS:
+        value = min(value, WARMUP_LR)
+    return value
+
+
 def learning_rate_schedule(config: TrainConfig, total_steps: int):
-    """Piecewise-constant learning rate over iterations: /10 at 50 % and 75 %, warm-up for depth >= 110."""
-    base = config.learning_rate
-    boundaries = [round(total_steps * 0.5), round(total_steps * 0.75)]
-    values = [base, base / 10, base / 100]
-    if config.depth >= WARMUP_DEPTH and total_steps > WARMUP_ITERATIONS:
-        boundaries, values = [WARMUP_ITERATIONS, *boundaries], [WARMUP_LR, *values]
-    boundaries = sorted(set(max(1, b) for b in boundaries))
-    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values[-len(boundaries) - 1:])
+    """``learning_rate_at`` as a Keras schedule: piecewise constant, each value paired with the step it starts
+    after (Keras counts steps from 0: step s of ``learning_rate_at`` is optimizer iteration s - 1)."""
+    changes = {*_drops(total_steps), *([WARMUP_ITERATIONS] if _warms_up(config, total_steps) else [])}
+    boundaries = sorted(b for b in changes if b >= 1)
+    values = [learning_rate_at(config, total_steps, step) for step in (1, *(b + 1 for b in boundaries))]
+    return keras.optimizers.schedules.PiecewiseConstantDecay([b - 1 for b in boundaries], values)
+
+
+def _drops(total_steps: int) -> list[int]:
+    return [round(total_steps * 0.5), round(total_steps * 0.75)]
+
+
+def _warms_up(config: TrainConfig, total_steps: int) -> bool:
+    return config.depth >= WARMUP_DEPTH and total_steps > WARMUP_ITERATIONS
 
 
 def steps_per_epoch(config: TrainConfig, data: Dataset) -> int:
@@ -157,6 +178,7 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     if test and not result.diverged:
         test_batches = batches(data.x_test, data.y_test, EVALUATION_BATCH)
         result.test_accuracy = float(model.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
+    result.learned_values = learned_values(model)
     if checkpoint is not None:
         checkpoint.remove()
     result.wall_seconds = time.perf_counter() - started

@@ -28,10 +28,13 @@ def add_training_arguments(parser: ArgumentParser, seed: int = 0) -> None:
                         "or cifar-100-python.tar.gz) or its extracted folder; default: the Keras cache, "
                         "else a download")
     parser.add_argument("--subset", type=positive_int, help="train on a stratified part of this many images of the "
-                        "training split (default: all 45k)")
+                        "training split (default: all 45k); without --epochs the run keeps He et al.'s 64k "
+                        "iterations, i.e. many more passes over the N images")
     parser.add_argument("--epochs", type=positive_int, help="epochs to train (default: He et al.'s 64k iterations, "
                         "about 182 epochs on 45k images); learning-rate drops stay at 50 %% and 75 %%")
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per SGD step (default 128)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per SGD step (default 128); "
+                        "changes neither the learning rate (0.1) nor the 64k iterations of a run without --epochs, "
+                        "so a larger batch sees more images: scale the rest yourself if you change it")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto = on a GPU mixed_bfloat16 "
                         "(compute capability >= 8.0) or mixed_float16, with XLA; on a CPU float32 (default auto)")
     parser.add_argument("--steps-per-execution", type=positive_int, default=1, help="training steps per call into "
@@ -44,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     add_training_arguments(parser)
     parser.add_argument("--schedule", default="baseline", help="a preset (baseline, he-half, paper-c10-r32, "
-                        "paper-c10-r56, paper-c100-r32, paper-c100-r56) or a schedule JSON file (default baseline)")
+                        "paper-c10-r56, paper-c100-r32, paper-c100-r56), a learned arm (learned: a trainable shortcut "
+                        "factor per block from 1; skipinit: a trainable branch scalar per block from 0; the record's "
+                        "learned_values holds them after training) or a schedule JSON file (default baseline)")
     parser.add_argument("--test", action="store_true", help="also report test-set accuracy at the end")
     args = parser.parse_args(argv)
 
