@@ -202,35 +202,49 @@ def _importances(trials: list[FrozenTrial], only: str | None = None) -> dict[str
 
 
 def evaluation_figure(record: dict[str, Any]) -> go.Figure:
-    """A multi-seed evaluation: per-seed test accuracy of baseline and schedule, and the mean paired difference
-    with its 95 % confidence interval."""
-    figure = make_subplots(rows=1, cols=2, column_widths=[0.7, 0.3],
-                           subplot_titles=("test accuracy per seed", "schedule - baseline"))
+    """A multi-seed evaluation: per-seed test accuracy of the baseline and each arm, and each arm's mean paired
+    difference with the baseline with its 95 % confidence interval (and Holm's p with several arms)."""
+    arms = record.get("arms") or [{  # a record written before evaluations had several arms
+        "name": "schedule", "test_accuracy": record["schedule_test_accuracy"],
+        **{key: record.get(key) for key in ("difference_mean", "difference_ci95", "p_value")}}]
+    figure = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4],
+                           subplot_titles=("test accuracy per seed", "arm - baseline"))
     seeds = [str(s) for s in record["seeds_used"]]
     percent = lambda values: [None if v is None else 100 * v for v in values]  # noqa: E731 - None: diverged
-    for arm, color in (("baseline", "#555"), ("schedule", "#1f77b4")):
-        figure.add_trace(go.Bar(x=seeds, y=percent(record[f"{arm}_test_accuracy"]), name=arm,
-                                marker_color=color), row=1, col=1)
-    if record.get("difference_mean") is None:
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    for index, (name, accuracy) in enumerate([("baseline", record["baseline_test_accuracy"]),
+                                              *((arm["name"], arm["test_accuracy"]) for arm in arms)]):
+        figure.add_trace(go.Bar(x=seeds, y=percent(accuracy), name=name,
+                                marker_color="#555" if index == 0 else colors[(index - 1) % len(colors)]),
+                         row=1, col=1)
+    title = f"Multi-seed evaluation, ResNet-{record['depth']} on {record['dataset']}"
+    compared = [arm for arm in arms if arm.get("difference_mean") is not None]
+    if not compared:
         figure.add_annotation(text="not enough finished pairs: every seed had a diverged run", showarrow=False,
                               x=0.85, y=0.5, xref="paper", yref="paper")
-        figure.update_layout(title=f"Multi-seed evaluation, ResNet-{record['depth']} on {record['dataset']}",
-                             barmode="group", **LAYOUT)
+        figure.update_layout(title=title, barmode="group", **LAYOUT)
         return figure
-    mean = 100 * record["difference_mean"]
-    ci = record.get("difference_ci95")
-    error = dict(type="data", symmetric=False, array=[100 * ci[1] - mean], arrayminus=[mean - 100 * ci[0]]) \
-        if ci else None
-    figure.add_trace(go.Scatter(x=["mean"], y=[mean], error_y=error, mode="markers", marker=dict(size=12),
-                                name="mean difference (95 % CI)"), row=1, col=2)
+    means = [100 * arm["difference_mean"] for arm in compared]
+    intervals = [arm.get("difference_ci95") or [arm["difference_mean"]] * 2 for arm in compared]
+    figure.add_trace(go.Scatter(
+        x=[arm["name"] for arm in compared], y=means, mode="markers", marker=dict(size=12),
+        name="mean difference (95 % CI)",
+        error_y=dict(type="data", symmetric=False, array=[100 * hi - m for (_, hi), m in zip(intervals, means)],
+                     arrayminus=[m - 100 * lo for (lo, _), m in zip(intervals, means)])), row=1, col=2)
     figure.add_hline(y=0, line=BASELINE_STYLE, row=1, col=2)
-    low = min(v for v in percent(record["baseline_test_accuracy"] + record["schedule_test_accuracy"]) if v is not None)
-    figure.update_yaxes(title="test accuracy (%)", range=[max(0, low - 2), None], row=1, col=1)
+    every = record["baseline_test_accuracy"] + [a for arm in arms for a in arm["test_accuracy"]]
+    figure.update_yaxes(title="test accuracy (%)", range=[max(0, min(v for v in percent(every) if v is not None) - 2),
+                                                         None], row=1, col=1)
     figure.update_yaxes(title="points", row=1, col=2)
-    p = record.get("p_value")
-    summary = f"{mean:+.2f} pt" + (f", 95 % CI [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}], p = {p:.3g}" if ci else "")
-    figure.update_layout(title=f"Multi-seed evaluation, ResNet-{record['depth']} on {record['dataset']}: {summary}",
-                         barmode="group", **LAYOUT)
+    if len(arms) == 1:
+        arm, ci = compared[0], compared[0].get("difference_ci95")
+        p = arm.get("p_value")
+        title += f": {means[0]:+.2f} pt" + (f", 95 % CI [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}], p = {p:.3g}"
+                                            if ci else "")
+    else:
+        title += f" ({len(arms)} arms; p corrected by Holm: " + ", ".join(
+            f"{arm['name']} {arm['p_holm']:.3g}" for arm in compared if arm.get("p_holm") is not None) + ")"
+    figure.update_layout(title=title, barmode="group", **LAYOUT)
     return figure
 
 

@@ -1,10 +1,11 @@
-"""Train the baseline and a schedule with the same seeds on the full training set, and test both.
+"""Train the baseline and one or more schedules with the same seeds on the full training set, and test them all.
 
-    python -m search.evaluate --schedule best.json --depth 32 --dataset cifar10 --seeds 5
+    python -m search.evaluate --schedule best.json --schedule learned --depth 32 --dataset cifar10 --seeds 5
 
-Prints per-seed test accuracies, mean +- std of both, the mean difference with a 95 % confidence interval and
-a paired t-test's p-value; writes them to --output, and with --storage/--study records them on the study, where
-search.export and the dashboards show them. One run's test accuracy moves by ~0.25 pt on CIFAR-10 from the seed
+Each arm (a schedule file, a preset, or a learned arm: learned, skipinit) is paired with the baseline seed by seed:
+mean +- std, the mean difference with a 95 % confidence interval, a paired t-test's p-value, and Holm's
+correction of those p-values across the arms; one table row per arm. Writes them to --output, and with
+--storage/--study records them on the study, where search.export and the dashboards show them. One run's test accuracy moves by ~0.25 pt on CIFAR-10 from the seed
 alone: a single-run gain of ~1 pt is not evidence, this is. The default seeds (10000, 10001, ...) are disjoint
 from the search's, the baseline replicas' and the confirm stage's; with --study a seed the study used is refused.
 A run that diverges is counted and left out of the paired statistics with its partner, never scored 0.
@@ -25,7 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = ArgumentParser(prog="python -m search.evaluate", description=__doc__.split("\n\n")[0])
     add_training_arguments(parser, seed=EVALUATION_SEED_START)
-    parser.add_argument("--schedule", required=True, help="schedule JSON file (from search.export) or a preset")
+    parser.add_argument("--schedule", required=True, action="append", metavar="SCHEDULE",
+                        help="an arm to test against the baseline: a schedule JSON file (from search.export), a "
+                             "preset (paper-c10-r32, ...) or a learned arm (learned, skipinit); give it several "
+                             "times for several arms, which share the baseline's seeds")
     parser.add_argument("--seeds", type=positive_int, default=5, help="seeds per arm, 0..N-1 after --seed "
                         "(default 5; at least 2 for a confidence interval)")
     parser.add_argument("--output", default="evaluation.json", help="JSON file to write (default evaluation.json)")
@@ -36,12 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.errors import UsageError
     from common.files import write_json_atomic
     from models.schedules import resolve_schedule
-    from search.evaluation import paired_statistics, record_evaluation
+    from search.evaluation import holm, paired_statistics, record_evaluation
     from search.study import study_seeds
     from training.config import TrainConfig
     from training.data import load_dataset
 
-    schedule = resolve_schedule(args.schedule)
+    if len(set(args.schedule)) < len(args.schedule):
+        raise UsageError("schedule: an arm is given twice; give each --schedule once")
+    arms = [Arm(name, resolve_schedule(name)) for name in args.schedule]
     configs = [TrainConfig(depth=args.depth, epochs=args.epochs, batch_size=args.batch_size,
                            precision=args.precision, seed=args.seed + i, steps_per_execution=args.steps_per_execution)
                for i in range(args.seeds)]
@@ -62,49 +68,80 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_tensorflow()
     from training.loop import run
 
-    print(f"{data.summary()}; ResNet-{args.depth}; baseline vs {schedule.describe()}, {args.seeds} seeds",
-          file=sys.stderr)
-    arms = {"baseline": [], "schedule": []}
+    print(f"{data.summary()}; ResNet-{args.depth}; baseline vs {', '.join(arm.name for arm in arms)}, "
+          f"{args.seeds} seeds, {configs[0].epochs_for(len(data.y_train))} epochs", file=sys.stderr)
+    baseline = Arm("baseline", None)
     for config in configs:
-        for arm, arm_schedule in (("baseline", None), ("schedule", schedule)):
-            result = run(config, arm_schedule, data, test=True)
-            arms[arm].append(None if result.diverged else result.test_accuracy)
-            print(f"seed {config.seed} {arm:>8}: "
+        for arm in (baseline, *arms):
+            result = run(config, arm.schedule, data, test=True)
+            arm.test_accuracy.append(None if result.diverged else result.test_accuracy)
+            arm.learned_values.append(result.learned_values)
+            print(f"seed {config.seed} {arm.name:>16}: "
                   + (f"diverged ({result.diverged_reason})" if result.diverged else f"test {result.test_accuracy:.4f}")
                   + f"  [{result.epochs_run} epochs, {result.wall_seconds:.0f} s]", file=sys.stderr)
-    summary = paired_statistics(arms["baseline"], arms["schedule"])
+    rows = [arm.compare(baseline.test_accuracy) for arm in arms]
+    for row, p_holm in zip(rows, holm([row["p_value"] for row in rows])):
+        row["p_holm"] = p_holm
+    first = paired_statistics(baseline.test_accuracy, arms[0].test_accuracy)
     record = {
-        "schedule": schedule.to_dict(), "depth": args.depth, "dataset": args.dataset,
+        "schedule": rows[0]["schedule"], "depth": args.depth, "dataset": args.dataset,
         "epochs": configs[0].epochs_for(len(data.y_train)), "subset": args.subset,
-        "seeds_used": [c.seed for c in configs], "baseline_test_accuracy": arms["baseline"],
-        "schedule_test_accuracy": arms["schedule"], **summary,
+        "seeds_used": [c.seed for c in configs], "baseline_test_accuracy": baseline.test_accuracy,
+        "schedule_test_accuracy": arms[0].test_accuracy, **first, "arms": rows,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     write_json_atomic(args.output, record)
     if study is not None:
         record_evaluation(study, record)
-    print(report_lines(record), file=sys.stderr)
+    print(arm_table(record), file=sys.stderr)
     print(f"wrote {args.output}" + (f" and recorded it on study {args.study!r}" if study else ""), file=sys.stderr)
     return 0
 
 
-def report_lines(record: dict) -> str:
-    if record["pairs"] == 0:
-        return f"no seed gave two finished runs (diverged: {record['diverged']}): nothing to compare"
-    pct = lambda value: f"{100 * value:.2f}"  # noqa: E731
-    std = lambda value: f" +- {pct(value)}" if value is not None else ""  # noqa: E731
-    left_out = sum(record["diverged"].values())
-    lines = [f"baseline  {pct(record['baseline_mean'])}{std(record['baseline_std'])} % test accuracy",
-             f"schedule  {pct(record['schedule_mean'])}{std(record['schedule_std'])} %",
-             f"difference {100 * record['difference_mean']:+.2f} pt over {record['pairs']} seeds"]
-    if left_out:
-        lines.insert(0, f"diverged: {record['diverged']['baseline']} baseline and {record['diverged']['schedule']} "
-                        f"schedule runs, left out with their partners")
-    if record["difference_ci95"]:
-        lo, hi = record["difference_ci95"]
-        lines[-1] += f", 95 % CI [{100 * lo:+.2f}, {100 * hi:+.2f}] pt, paired t-test p = {record['p_value']:.3g}"
-    else:
-        lines[-1] += " (one seed: no confidence interval; use --seeds 5)"
+class Arm:
+    """One arm of an evaluation: its name as given, its schedule (None: the baseline), its runs seed by seed."""
+
+    def __init__(self, name: str, schedule):
+        self.name, self.schedule = name, schedule
+        self.test_accuracy: list[float | None] = []  # None: diverged
+        self.learned_values: list[list[float] | None] = []
+
+    def compare(self, baseline: list[float | None]) -> dict:
+        """This arm's row of the record: its runs and its paired difference with the baseline."""
+        from search.evaluation import paired_statistics
+
+        summary = paired_statistics(baseline, self.test_accuracy)
+        row = {"name": self.name, "schedule": self.schedule.to_dict(), "test_accuracy": self.test_accuracy,
+               "diverged": summary["diverged"]["schedule"], "mean": summary["schedule_mean"],
+               "std": summary["schedule_std"], "pairs": summary["pairs"],
+               **{key: summary[key] for key in ("difference_mean", "difference_ci95", "p_value")}}
+        if self.schedule.learned:
+            row["learned_values"] = self.learned_values
+        return row
+
+
+def arm_table(record: dict) -> str:
+    """The terminal's table: the baseline, then one row per arm with its paired difference, CI, p and Holm's p."""
+    pct = lambda value: "-" if value is None else f"{100 * value:.2f}"  # noqa: E731
+    signed = lambda value: "-" if value is None else f"{100 * value:+.2f}"  # noqa: E731
+    p = lambda value: "-" if value is None else f"{value:.3g}"  # noqa: E731
+    base = [a for a in record["baseline_test_accuracy"] if a is not None]
+    mean = sum(base) / len(base) if base else None
+    std = record.get("baseline_std")
+    width = max(16, *(len(row["name"]) for row in record["arms"]))
+    lines = [f"{'arm':<{width}}  {'test acc (%)':>15}  {'diff (pt)':>9}  {'95 % CI (pt)':>17}  {'p':>7}  "
+             f"{'p Holm':>7}  diverged",
+             f"{'baseline':<{width}}  {pct(mean) + ' +- ' + pct(std):>15}  {'':>9}  {'':>17}  {'':>7}  {'':>7}  "
+             f"{record['diverged']['baseline']}"]
+    for row in record["arms"]:
+        ci = row["difference_ci95"]
+        interval = f"[{signed(ci[0])}, {signed(ci[1])}]" if ci else "(one pair)"
+        lines.append(f"{row['name']:<{width}}  {pct(row['mean']) + ' +- ' + pct(row['std']):>15}  "
+                     f"{signed(row['difference_mean']):>9}  {interval:>17}  {p(row['p_value']):>7}  "
+                     f"{p(row['p_holm']):>7}  {row['diverged']}")
+    lines.append(f"test accuracy over seeds {', '.join(map(str, record['seeds_used']))} at {record['epochs']} epochs; "
+                 f"differences paired by seed with the baseline (pairs with a diverged run left out); Holm's p "
+                 f"corrects for the {len(record['arms'])} arm(s) tested together")
     return "\n".join(lines)
 
 

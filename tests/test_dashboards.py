@@ -159,7 +159,7 @@ def test_evaluation_figure_shows_seeds_and_the_interval(searched):
     record = json.loads((folder / "evaluation.json").read_text())
     figure = figures.evaluation_figure(record)
     bars = [trace for trace in figure.data if trace.type == "bar"]
-    assert [trace.name for trace in bars] == ["baseline", "schedule"]
+    assert [trace.name for trace in bars] == ["baseline", record["arms"][0]["name"]]
     assert list(bars[1].y) == pytest.approx([100 * v for v in record["schedule_test_accuracy"]])
     mean = figure.data[-1]
     assert mean.y[0] == pytest.approx(100 * record["difference_mean"])

@@ -176,6 +176,27 @@ def test_export_and_evaluate(tmp_path, capsys):
     assert attached["seeds"] == 2 and attached["epochs"] == 1
 
 
+def test_evaluate_compares_several_arms_with_the_baseline_and_corrects_their_p_values(tmp_path, capsys):
+    report = tmp_path / "arms.json"
+    argv = ["--schedule", "paper-c10-r32", "--schedule", "learned", "--schedule", "skipinit", "--depth", "8",
+            "--dataset", "digits", "--subset", "200", "--epochs", "1", "--batch-size", "50", "--precision",
+            "float32", "--seeds", "2", "--output", str(report)]
+    assert evaluate.main(argv) == 0
+    record = json.loads(report.read_text())
+    assert [arm["name"] for arm in record["arms"]] == ["paper-c10-r32", "learned", "skipinit"]
+    for arm in record["arms"]:
+        assert len(arm["test_accuracy"]) == 2 and arm["diverged"] == 0 and len(arm["difference_ci95"]) == 2
+        assert arm["p_value"] <= arm["p_holm"] <= 1
+        paired = [a - b for a, b in zip(arm["test_accuracy"], record["baseline_test_accuracy"])]
+        assert arm["difference_mean"] == pytest.approx(sum(paired) / 2)
+    first = record["arms"][0]  # the first arm keeps the top-level keys existing readers use
+    assert record["schedule"] == first["schedule"] and record["p_value"] == first["p_value"]
+    assert [len(values) for values in record["arms"][1]["learned_values"]] == [3, 3]
+    table = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("skipinit ") and "[" in line for line in table)  # one row per arm, with its CI
+    assert run_command(evaluate.main, [*argv, "--schedule", "learned"]) == 2  # an arm given twice
+
+
 def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_winner(tmp_path):
     import signal
     import subprocess
