@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from models.schedules import AXIS, Schedule, paper_preset_for, positions, preset
 from search.evaluation import noise_floor
 from search.pruning import FIDELITY_MIN_TRIALS, fidelity, pruner_rungs
-from search.study import baseline_trial
+from search.study import baseline_trial, is_learned_arm
 
 BASELINE_STYLE = dict(color="black", dash="dash", width=1.5)
 LAYOUT = dict(template="plotly_white", height=420, margin=dict(l=60, r=20, t=60, b=50),
@@ -79,15 +79,24 @@ def schedule_figure(curves: Sequence[tuple[str, Schedule]], depth: int | None = 
 
 
 def study_schedule_figure(study: optuna.Study, top: int = 5) -> go.Figure:
-    """The best ``top`` completed trials' schedules next to the baseline and the paper's preset for the study."""
+    """The best ``top`` completed trials' schedules next to the baseline and the paper's preset for the study,
+    and what the learned arms learned: ``learned``'s shortcut factors and ``skipinit``'s branch scalars, per
+    block on the same axis (the searched f is fixed, theirs is what training made of it)."""
     settings = _settings(study)
     depth = settings.get("depth", 32)
-    best = sorted(_complete(study), key=lambda t: -t.value)[:top]
+    best = sorted((t for t in _complete(study) if not is_learned_arm(t)), key=lambda t: -t.value)[:top]
     curves = [(f"{_label(t)} ({100 * t.value:.2f} %)", Schedule.from_dict(t.user_attrs["schedule"])) for t in best
               if "schedule" in t.user_attrs]
     paper = paper_preset_for(settings.get("dataset", "cifar10"), depth)
     curves.append((paper, preset(paper)))
-    return schedule_figure(curves, depth, title=f"Best schedules of {study.study_name}")
+    figure = schedule_figure(curves, depth, title=f"Best schedules of {study.study_name}")
+    for trial in _complete(study):
+        values = trial.user_attrs.get("learned_values")
+        if is_learned_arm(trial) and values and len(values) == len(positions(depth)):
+            meaning = "shortcut factor" if trial.user_attrs["preset"] == "learned" else "branch scalar (not f)"
+            figure.add_trace(go.Scatter(x=positions(depth), y=values, mode="lines+markers", line=dict(dash="dash"),
+                                        name=f"{_label(trial)}: learned {meaning} ({100 * trial.value:.2f} %)"))
+    return figure
 
 
 def history_figure(study: optuna.Study) -> go.Figure:

@@ -18,7 +18,7 @@ from search.confirm import describe
 from search.evaluation import gain_in_noise, noise_floor
 from search.progress import remaining_cost
 from search.pruning import fidelity, pruner_rungs
-from search.study import baseline_trial, next_commands
+from search.study import baseline_trial, is_learned_arm, next_commands
 from storage.rdb import held_back_study_attrs
 
 FIGURE_ID = "schedules"
@@ -36,8 +36,9 @@ def study_note(study: optuna.Study, storage_url: str, target: int | None = None,
     lines = [f"# {study.study_name}", f"{finished} trials finished ({len(complete)} complete)."]
     if target is not None and (cost := remaining_cost(study, target, workers, confirm_runs)):
         lines += ["", f"**Cost:** {cost}."]
-    if complete:
-        best = max(complete, key=lambda t: t.value)
+    schedules = [t for t in complete if not is_learned_arm(t)]
+    if schedules:
+        best = max(schedules, key=lambda t: t.value)
         schedule = Schedule.from_dict(best.user_attrs["schedule"]).describe() if "schedule" in best.user_attrs \
             else str(best.params)
         lines += ["", f"**Best:** trial {best.number}, `{schedule}`, validation accuracy {100 * best.value:.2f} %."]
@@ -46,6 +47,9 @@ def study_note(study: optuna.Study, storage_url: str, target: int | None = None,
             gap = gain_in_noise(best.value - baseline.value, noise_floor(study))
             lines.append(f"Baseline (f = 1, same budget and seed): {100 * baseline.value:.2f} % (gap {gap}; "
                          f"single runs on the validation split: a best-of-N figure until the confirm stage).")
+        if learned := [t for t in complete if is_learned_arm(t)]:
+            lines.append("Learned arms (the network trains its own per-block scalars; same budget and seed): "
+                         + ", ".join(f"{t.user_attrs['preset']} {100 * t.value:.2f} %" for t in learned) + ".")
         if rows := fidelity(study):
             epochs = study.user_attrs.get("epochs", 0)
             rungs = pruner_rungs(study.user_attrs.get("settings", {}).get("pruner", ""), epochs)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from models.schedules import Schedule, positions
+from models.schedules import LEARNED, Schedule, positions, preset
 from search.config import SearchConfig
 from search.interrupts import raise_if_interrupted
 from search.study import record_process
@@ -23,8 +23,9 @@ class Objective:
     Every trial uses the study's seed, so schedules are compared on the same initial weights and data order
     (common random numbers: less noise between trials than independent seeds). The warm-start presets (the
     baseline and the paper's schedules) are never pruned: they are the references every study keeps on the full
-    budget. A diverged run is pruned with
-    ``diverged`` recorded: it counts as finished, never as a good result.
+    budget; so are the learned arms (``learned``, ``skipinit``), which have no search parameters and record the
+    scalars they learned (``learned_values``). A diverged run is pruned with ``diverged`` recorded: it counts as
+    finished, never as a good result.
     """
 
     def __init__(self, config: SearchConfig, data: Dataset):
@@ -32,7 +33,9 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         record_process(trial)
-        schedule = suggest_schedule(trial, self.config.family, self.config.scale_range)
+        arm = trial.user_attrs.get("preset")
+        schedule = preset(arm) if arm in LEARNED else suggest_schedule(trial, self.config.family,
+                                                                       self.config.scale_range)
         never_prune = "preset" in trial.user_attrs
         trial.set_user_attr("family", schedule.family)
         trial.set_user_attr("schedule", schedule.to_dict())
@@ -76,6 +79,8 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
     trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
     if result.resumed_from_epoch:
         trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
+    if result.learned_values is not None:
+        trial.set_user_attr("learned_values", [round(v, 6) for v in result.learned_values])
     if result.diverged:
         trial.set_user_attr("diverged", result.diverged_reason)
         raise optuna.TrialPruned(f"diverged: {result.diverged_reason}")

@@ -1,7 +1,8 @@
 """The study: samplers, pruners, the configuration guard and the warm start.
 
 A new study is warm-started with the baseline (f = 1) and the paper's schedules, so that every search has a
-reference trained on the same budget and starts from what the authors found by hand. The configuration is
+reference trained on the same budget and starts from what the authors found by hand; then with the learned arms
+(``learned``, ``skipinit``), which show where a network that learns its own factors lands on the same budget. The configuration is
 stored on the study and checked on every later run, before anything is written.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
 from common.errors import UsageError
-from models.schedules import PAPER_PRESETS, paper_preset_for, preset
+from models.schedules import LEARNED, PAPER_PRESETS, paper_preset_for, preset
 from search.config import SearchConfig, settings_difference
 from search.pruning import HYPERBAND_FACTOR, HYPERBAND_MIN_RESOURCE, RungPruner, rung_epochs
 from search.space import trial_params
@@ -212,8 +213,14 @@ def warm_start_presets(config: SearchConfig) -> list[str]:
 
 def warm_start(study: optuna.Study, config: SearchConfig) -> None:
     """Enqueue the baseline, the paper's schedule for this study, the baseline's replicas on seeds of their own
-    (``--baseline-seeds``: the study's noise floor on its own budget, known early), then the paper's other
-    schedules; presets that do not fit the study's family or bounds are left out (the baseline never)."""
+    (``--baseline-seeds``: the study's noise floor on its own budget, known early), the paper's other
+    schedules, then the learned arms; presets that do not fit the study's family or bounds are left out (the
+    baseline never).
+
+    A learned arm has no search parameters (it is not a point of the search space, and must not teach the sampler
+    anything about one). TPE and random sampling take such a trial in their stride; GP and CMA-ES model the
+    parameters every completed trial shares, which it would make none, so with them the learned arms are left out.
+    """
     lo, hi = config.scale_range
     baseline = trial_params(preset(BASELINE), config.family)
     for index, name in enumerate(warm_start_presets(config)):
@@ -225,6 +232,9 @@ def warm_start(study: optuna.Study, config: SearchConfig) -> None:
         if index == 1:
             for seed in config.baseline_replica_seeds():
                 study.enqueue_trial(baseline, user_attrs={"preset": BASELINE, "seed": seed, "replica": True})
+    if config.sampler in ("tpe", "random"):
+        for name in LEARNED:
+            study.enqueue_trial({}, user_attrs={"preset": name})
     study.set_user_attr("baseline_seeds", [config.seed, *config.baseline_replica_seeds()])
 
 
@@ -252,9 +262,15 @@ def baseline_trials(study: optuna.Study, replicas: bool = True) -> list[optuna.t
             if t.user_attrs.get("preset") == BASELINE and (replicas or not t.user_attrs.get("replica"))]
 
 
+def is_learned_arm(trial: optuna.trial.FrozenTrial) -> bool:
+    """A ``learned`` or ``skipinit`` trial: a reference on the study's budget, not a schedule to hand over."""
+    return trial.user_attrs.get("preset") in LEARNED
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    """The completed trial with the highest validation accuracy, or UsageError when none finished."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The completed schedule trial (learned arms aside) with the highest validation accuracy, or UsageError
+    when none finished."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not is_learned_arm(t)]
     if not complete:
         raise UsageError(f"study: {study.study_name!r} has no completed trial yet; run the search first")
     return max(complete, key=lambda t: (t.value, -t.number))

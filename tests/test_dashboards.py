@@ -26,10 +26,11 @@ TINY = ["--depth", "8", "--dataset", "digits", "--subset", "200", "--epochs", "2
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """A real search of 8 trials (hyperband prunes some searched ones) with a recorded 2-seed evaluation."""
+    """A real search of 11 trials (8 of the warm start, the learned arms among them, then 3 searched, of which
+    hyperband prunes some) with a recorded 2-seed evaluation."""
     folder = tmp_path_factory.mktemp("study")
     url = f"sqlite:///{folder / 'search.db'}"
-    assert search_run.main([*TINY, "--trials", "8", "--baseline-seeds", "1", "--storage", url]) == 0
+    assert search_run.main([*TINY, "--trials", "11", "--baseline-seeds", "1", "--storage", url]) == 0
     assert evaluate.main(["--schedule", "paper-c10-r32", "--depth", "8", "--dataset", "digits", "--epochs", "1",
                           "--batch-size", "50", "--precision", "float32", "--seeds", "2",
                           "--output", str(folder / "evaluation.json"), "--storage", url,
@@ -63,6 +64,13 @@ def test_study_figures_show_the_study(searched):
     names = [trace.name for trace in schedules.data]
     assert "baseline f = 1" in names and "paper-c10-r32" in names
     assert any(name.startswith(f"#{max(complete, key=lambda t: t.value).number} ") for name in names)
+    # the learned arms ran on the full budget, recorded what they learned, and the figure draws it per block
+    arms = {t.user_attrs["preset"]: t for t in complete if t.user_attrs.get("preset") in ("learned", "skipinit")}
+    assert set(arms) == {"learned", "skipinit"} and all(t.user_attrs["epochs_run"] == 2 for t in arms.values())
+    learned = next(trace for trace in schedules.data if "learned shortcut factor" in trace.name)
+    assert list(learned.x) == [1.0, 8.0, 15.0] and list(learned.y) == arms["learned"].user_attrs["learned_values"]
+    assert any("learned branch scalar" in name for name in names)
+    assert not arms["learned"].params  # no point of the search space: the sampler learns nothing from it
 
     history = figures.history_figure(study)
     baseline = next(t for t in complete if t.user_attrs.get("preset") == "baseline")

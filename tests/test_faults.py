@@ -247,7 +247,7 @@ def test_processes_starting_a_new_study_together_queue_each_warm_start_trial_onc
     assert len(set(seeds)) == 3 and seeds.count(0) == 1  # only the creator samples from --seed
     presets = [t.user_attrs["preset"] for t in trials(url)]
     assert presets == ["baseline", "paper-c10-r32", "baseline", "baseline", "baseline", "paper-c10-r56",
-                       "paper-c100-r32", "paper-c100-r56"]  # the warm start, once
+                       "paper-c100-r32", "paper-c100-r56", "learned", "skipinit"]  # the warm start, once
 
 
 def _assert_dashboard_writes_are_whole(url):

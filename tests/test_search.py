@@ -88,7 +88,7 @@ def test_remaining_cost_extrapolates_the_epoch_time_and_the_pruners_savings(tmp_
 def test_trials_are_pruned_only_at_the_rungs_and_never_the_presets(tmp_path):
     url = f"sqlite:///{tmp_path / 'search.db'}"
     # 3 epochs: the default pruner decides at epoch 2 only (55 % of the run, after the learning-rate drop)
-    argv = [*TINY, "--epochs", "3", "--family", "linear", "--trials", "10", "--baseline-seeds", "0", "--storage", url]
+    argv = [*TINY, "--epochs", "3", "--family", "linear", "--trials", "12", "--baseline-seeds", "0", "--storage", url]
     config = search_run.config_from_args(argv)
     assert config.pruner == "rungs"
     study = open_study(open_storage(url), config, epochs=3)
@@ -101,8 +101,9 @@ def test_trials_are_pruned_only_at_the_rungs_and_never_the_presets(tmp_path):
     assert search_run.main(argv) == 0
     real = [t for t in load(url).get_trials() if not t.user_attrs.get("reference")]
     presets = [t for t in real if "preset" in t.user_attrs]
-    assert len(presets) >= 2 and all(t.state == TrialState.COMPLETE and t.user_attrs["epochs_run"] == 3
+    assert len(presets) >= 4 and all(t.state == TrialState.COMPLETE and t.user_attrs["epochs_run"] == 3
                                      for t in presets)
+    assert {"learned", "skipinit"} <= {t.user_attrs["preset"] for t in presets}  # never pruned either
     searched = [t for t in real if "preset" not in t.user_attrs]
     assert searched and all(t.state == TrialState.PRUNED for t in searched), [(t.number, t.state) for t in real]
     for trial in searched:  # nothing is decided on the noisy epochs before the first rung
