@@ -18,6 +18,7 @@ from search.evaluation import noise_floor
 from search.pruning import FIDELITY_MIN_TRIALS, fidelity, pruner_rungs
 from search.study import baseline_trial, is_learned_arm
 
+IMPORTANCE_EVALUATOR = optuna.importance.PedAnovaImportanceEvaluator
 BASELINE_STYLE = dict(color="black", dash="dash", width=1.5)
 LAYOUT = dict(template="plotly_white", height=420, margin=dict(l=60, r=20, t=60, b=50),
               legend=dict(font=dict(size=10)))
@@ -176,7 +177,8 @@ def family_figure(study: optuna.Study) -> go.Figure:
 
 
 def importance_figure(study: optuna.Study) -> go.Figure:
-    """fANOVA parameter importances, per family (each family's parameters exist only in its own trials)."""
+    """Parameter importances by Optuna's PED-ANOVA evaluator (Optuna 5's default: how much each parameter
+    sets the best trials apart from the rest), per family (each family's parameters exist only in its trials)."""
     figure = go.Figure()
     families: dict[str, list[FrozenTrial]] = {}
     for trial in _complete(study):
@@ -191,8 +193,9 @@ def importance_figure(study: optuna.Study) -> go.Figure:
     if not figure.data:
         figure.add_annotation(text="not enough completed trials yet: importances need 3 complete trials of a family", showarrow=False,
                               x=0.5, y=0.5, xref="paper", yref="paper")
-    figure.update_layout(title="Parameter importances (fANOVA, per family)", barmode="group", **LAYOUT)
-    figure.update_xaxes(title="importance (share of variance)")
+    figure.update_layout(title=f"Parameter importances ({IMPORTANCE_EVALUATOR.__name__}, per family)",
+                         barmode="group", **LAYOUT)
+    figure.update_xaxes(title="importance (normalised to sum to 1 within a family)")
     return figure
 
 
@@ -205,7 +208,8 @@ def _importances(trials: list[FrozenTrial], only: str | None = None) -> dict[str
     subset = optuna.create_study(direction="maximize")
     subset.add_trials([t for t in trials if common <= set(t.params)])
     try:
-        return optuna.importance.get_param_importances(subset, params=sorted(common))
+        return optuna.importance.get_param_importances(subset, evaluator=IMPORTANCE_EVALUATOR(),
+                                                       params=sorted(common))
     except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. a parameter that never varied
         return {}
 

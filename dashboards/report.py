@@ -30,9 +30,11 @@ def report_figures(study) -> list:
     from dashboards import figures
     from search.evaluation import evaluations
 
+    import optuna
+
     built = [figures.study_schedule_figure(study), figures.history_figure(study),
              figures.learning_curves_figure(study), figures.fidelity_figure(study), figures.family_figure(study),
-             figures.importance_figure(study)]
+             figures.importance_figure(study), optuna.visualization.plot_timeline(study)]
     built += [figures.evaluation_figure(record) for record in evaluations(study)]
     built.append(figures.top_trials_table(study))
     return built

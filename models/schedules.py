@@ -24,7 +24,8 @@ Two more, not searched but compared against (``LEARNED``): the network learns it
 - ``skipinit()``: shortcut factor 1, and every block's residual branch F(x) is multiplied by a trainable scalar
   starting at 0 (De & Smith 2020), so the network starts as the identity function of its stem
 
-Pure NumPy on purpose: the search, the exports and the dashboards use schedules without loading TensorFlow.
+NumPy and SciPy only, on purpose: the search, the exports and the dashboards use schedules without loading
+TensorFlow.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from scipy.interpolate import PchipInterpolator
 
 from common.errors import UsageError
 from common.files import write_json_atomic
@@ -85,48 +87,16 @@ def _control_values(p: Mapping[str, float]) -> np.ndarray:
 
 
 def _spline(x: np.ndarray, p: Mapping[str, float]) -> np.ndarray:
+    # shape-preserving (Fritsch-Carlson) cubic: slopes are zero where the data turns, so the curve stays within
+    # each interval's end values and a factor never overshoots the control values the search chose
     y = _control_values(p)
-    return pchip(np.linspace(*AXIS, len(y)), y, x)
+    return PchipInterpolator(np.linspace(*AXIS, len(y)), y)(x)
 
 
 def _steps(x: np.ndarray, p: Mapping[str, float]) -> np.ndarray:
     y = _control_values(p)
     bins = np.floor((x - AXIS[0]) / (AXIS[1] - AXIS[0]) * len(y)).astype(int)
     return y[np.clip(bins, 0, len(y) - 1)]
-
-
-def pchip(xk: np.ndarray, yk: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Monotone piecewise cubic Hermite interpolation (Fritsch-Carlson, as SciPy's PchipInterpolator).
-
-    Slopes are weighted harmonic means of the neighbouring secants, zero where the data turns, so the curve stays
-    within each interval's end values: a factor never overshoots the control values the search chose.
-    """
-    h = np.diff(xk)
-    delta = np.diff(yk) / h
-    slopes = np.zeros_like(yk)
-    w1, w2 = 2 * h[1:] + h[:-1], h[1:] + 2 * h[:-1]
-    same_sign = delta[:-1] * delta[1:] > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        harmonic = (w1 + w2) / (w1 / delta[:-1] + w2 / delta[1:])
-    slopes[1:-1] = np.where(same_sign, harmonic, 0.0)
-    slopes[0] = _end_slope(h[0], h[1], delta[0], delta[1])
-    slopes[-1] = _end_slope(h[-1], h[-2], delta[-1], delta[-2])
-
-    i = np.clip(np.searchsorted(xk, x, side="right") - 1, 0, len(xk) - 2)
-    t = (x - xk[i]) / h[i]
-    h00, h10 = (1 + 2 * t) * (1 - t) ** 2, t * (1 - t) ** 2
-    h01, h11 = t**2 * (3 - 2 * t), t**2 * (t - 1)
-    return h00 * yk[i] + h10 * h[i] * slopes[i] + h01 * yk[i + 1] + h11 * h[i] * slopes[i + 1]
-
-
-def _end_slope(h0: float, h1: float, d0: float, d1: float) -> float:
-    """SciPy's one-sided three-point end slope, clipped so the end keeps the data's shape."""
-    slope = ((2 * h0 + h1) * d0 - h0 * d1) / (h0 + h1)
-    if np.sign(slope) != np.sign(d0):
-        return 0.0
-    if np.sign(d0) != np.sign(d1) and abs(slope) > abs(3 * d0):
-        return 3 * d0
-    return slope
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -39,12 +38,12 @@ def paired_statistics(baseline: Sequence[float | None], schedule: Sequence[float
         "difference_mean": mean(diff), "difference_ci95": None, "p_value": None,
     }
     if n > 1:
-        spread = diff.std(ddof=1)
-        half = float(stats.t.ppf(0.975, n - 1) * spread / math.sqrt(n))
-        summary["difference_ci95"] = [float(diff.mean() - half), float(diff.mean() + half)]
-        if spread > 1e-12:  # accuracies are counts / N: a smaller spread is rounding
-            summary["p_value"] = float(stats.ttest_rel(sched, base).pvalue)
+        if diff.std(ddof=1) > 1e-12:  # accuracies are counts / N: a smaller spread is rounding
+            test = stats.ttest_rel(sched, base)
+            summary["difference_ci95"] = [float(bound) for bound in test.confidence_interval(0.95)]
+            summary["p_value"] = float(test.pvalue)
         else:  # the same difference every seed: none at all is no evidence, a constant non-zero one is certain
+            summary["difference_ci95"] = [float(diff.mean())] * 2
             summary["p_value"] = 1.0 if abs(diff.mean()) <= 1e-12 else 0.0
     return summary
 
