@@ -14,6 +14,13 @@ EXIT_USAGE = 2
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of printing usage and exiting, so errors stay one line."""
 
+    invoked_as: str | None = None  # set by ``shortcut-search``: its subcommand replaces "python -m ..." in usage
+
+    def __init__(self, *args, **kwargs):
+        if ArgumentParser.invoked_as:
+            kwargs["prog"] = ArgumentParser.invoked_as
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
         raise UsageError(message)
 

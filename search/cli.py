@@ -1,0 +1,52 @@
+"""shortcut-search: every command of the tool under one name, e.g. ``shortcut-search run --depth 32``.
+
+Each subcommand is its module's own command (same flags, same help, same exit codes): ``shortcut-search run`` is
+``python -m search.run``, and the ``python -m`` forms keep working.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Sequence
+
+from common.cli import EXIT_USAGE, ArgumentParser, run_command
+
+COMMANDS = {
+    "run": "search.run",
+    "confirm": "search.confirm",
+    "export": "search.export",
+    "evaluate": "search.evaluate",
+    "train": "training.train",
+    "report": "dashboards.report",
+    "serve": "dashboards.serve",
+}
+
+
+def usage() -> str:
+    """The top-level help: one line per subcommand, the first line of its module's description."""
+    lines = ["usage: shortcut-search COMMAND [ARGS ...]   (shortcut-search COMMAND --help for its flags)", "",
+             __doc__.split("\n\n")[0], "", "commands:"]
+    for name, module in COMMANDS.items():
+        summary = (importlib.import_module(module).__doc__ or "").strip().splitlines()[0]
+        lines.append(f"  {name:<9} {summary}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else EXIT_USAGE
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return EXIT_USAGE
+    ArgumentParser.invoked_as = f"shortcut-search {name}"
+    try:
+        return run_command(importlib.import_module(COMMANDS[name]).main, rest)
+    finally:
+        ArgumentParser.invoked_as = None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
