@@ -100,11 +100,15 @@ class BatchNorm(layers.BatchNormalization):
         fused = (training and self.trainable and mask is None and keras.config.backend() == "tensorflow"
                  and len(inputs.shape) == 4 and self.axis in (-1, 3) and self.scale and self.center
                  and keras.backend.standardize_dtype(inputs.dtype) in self._FUSED_DTYPES)
-        if not fused:
-            return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
+        if fused:
+            import tensorflow as tf
 
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            # tf.compat.v1 is not TensorFlow's public API any more: if a release drops it, Keras's path (same
+            # function, slower) takes over, and tests/test_resnet.py's fused test fails to say so
+            fused_batch_norm = getattr(getattr(getattr(tf.compat, "v1", None), "nn", None), "fused_batch_norm", None)
+        if not fused or fused_batch_norm is None:
+            return super().call(inputs, training=training, mask=mask)
+        outputs, mean, variance = fused_batch_norm(
             inputs, ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32"), epsilon=self.epsilon,
             data_format="NHWC", is_training=True)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
