@@ -64,18 +64,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m dashboards.report", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--study", help="study name (default: the only study in the storage)")
-    parser.add_argument("--output", default="report.html", help="HTML file to write (default report.html)")
+    parser.add_argument("--output", default="report.html", help="HTML file to write (default report.html); it is "
+                        "also attached to the study as an artifact")
+    parser.add_argument("--artifact-dir", metavar="DIR", help="the study's artifact store (default: "
+                        "search-artifacts/ beside a SQLite study, in this folder for other databases)")
     args = parser.parse_args(argv)
 
     import optuna
 
     from common.files import write_text_atomic
+    from storage.artifacts import artifact_store, attach
     from storage.rdb import load_existing_study, open_storage, single_study_name
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     study = load_existing_study(storage, args.study or single_study_name(storage))
     path = write_text_atomic(args.output, render(study))
+    attach(study, artifact_store(args.storage, args.artifact_dir), path)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)", file=sys.stderr)
     return 0
 

@@ -2,7 +2,7 @@
 
     python -m dashboards.serve [--storage sqlite:///search.db] [--port 8080]
 
-The same as `optuna-dashboard sqlite:///search.db`, bound to loopback; the study's schedules figure and note
+The same as `optuna-dashboard sqlite:///search.db --artifact-dir search-artifacts`, bound to loopback; the study's schedules figure and note
 appear on its page while a search runs. Reading a SQLite study while workers write is safe (WAL journal).
 """
 from __future__ import annotations
@@ -18,17 +18,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m dashboards.serve", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--port", type=positive_int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    parser.add_argument("--artifact-dir", metavar="DIR", help="the study's artifact store, whose models and files "
+                        "the dashboard lists and serves (default: search-artifacts/ beside a SQLite study)")
     args = parser.parse_args(argv)
 
     from optuna_dashboard import run_server
 
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from storage.artifacts import ARTIFACT_FOLDER, beside_storage
     from storage.rdb import open_storage, redacted
 
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
+    folder = beside_storage(args.storage, args.artifact_dir, ARTIFACT_FOLDER)
+    store = FileSystemArtifactStore(str(folder)) if folder.is_dir() else None
     print(f"optuna-dashboard for {redacted(args.storage)} at http://127.0.0.1:{args.port}/ (Ctrl-C stops it)",
           file=sys.stderr, flush=True)
     try:
-        run_server(storage, host="127.0.0.1", port=args.port)
+        run_server(storage, host="127.0.0.1", port=args.port, artifact_store=store)
     except KeyboardInterrupt:
         pass
     return 0

@@ -14,7 +14,8 @@ from typing import Any
 from common.errors import UsageError
 from models.schedules import FACTOR_BOUNDS
 from search.space import FAMILY_CHOICES
-from storage.rdb import DEFAULT_URL, HEARTBEAT_SECONDS, sqlite_path
+from storage.artifacts import beside_storage
+from storage.rdb import DEFAULT_URL, HEARTBEAT_SECONDS
 from training.config import TrainConfig
 from training.data import DATASETS
 
@@ -65,6 +66,8 @@ class SearchConfig:
     confirm_top: int = 5
     confirm_seeds: int = 3
     checkpoint_dir: str | None = None
+    keep_models: int = 5
+    artifact_dir: str | None = None
     train: TrainConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -90,7 +93,7 @@ class SearchConfig:
         for name in ("workers", "max_failures", "heartbeat", "confirm_seeds"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name.replace('_', '-')}: must be > 0, got {getattr(self, name)}")
-        for name in ("baseline_seeds", "confirm_top"):
+        for name in ("baseline_seeds", "confirm_top", "keep_models"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name.replace('_', '-')}: must be >= 0, got {getattr(self, name)}")
         if self.timeout is not None and self.timeout <= 0:
@@ -112,12 +115,7 @@ class SearchConfig:
         with ``--checkpoint-dir none``."""
         if self.checkpoint_dir == NO_CHECKPOINTS:
             return None
-        if self.checkpoint_dir:
-            root = Path(self.checkpoint_dir)
-        else:
-            database = sqlite_path(self.storage)
-            root = (database.parent if database is not None else Path()) / CHECKPOINT_FOLDER
-        return root / re.sub(r"[^\w.-]", "_", study)
+        return beside_storage(self.storage, self.checkpoint_dir, CHECKPOINT_FOLDER) / re.sub(r"[^\w.-]", "_", study)
 
     def study_settings(self) -> dict[str, Any]:
         """The settings that define the experiment, as stored on the study (JSON-friendly)."""

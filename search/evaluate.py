@@ -34,7 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(default 5; at least 2 for a confidence interval)")
     parser.add_argument("--output", default="evaluation.json", help="JSON file to write (default evaluation.json)")
     parser.add_argument("--storage", help="study storage URL to record the evaluation on (with --study)")
-    parser.add_argument("--study", help="study to record the evaluation on")
+    parser.add_argument("--study", help="study to record the evaluation on (the JSON is attached to it too)")
+    parser.add_argument("--artifact-dir", metavar="DIR", help="the study's artifact store (default: "
+                        "search-artifacts/ beside a SQLite study, in this folder for other databases)")
     args = parser.parse_args(argv)
 
     from common.errors import UsageError
@@ -92,7 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     write_json_atomic(args.output, record)
     if study is not None:
+        from storage.artifacts import artifact_store, attach
+
         record_evaluation(study, record)
+        attach(study, artifact_store(args.storage, args.artifact_dir), args.output)
     print(arm_table(record), file=sys.stderr)
     print(f"wrote {args.output}" + (f" and recorded it on study {args.study!r}" if study else ""), file=sys.stderr)
     return 0

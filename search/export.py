@@ -7,14 +7,22 @@ dataset, depth searched, epochs), its validation accuracy next to the baseline's
 noise floor (the baseline's spread over seeds, and the gain the best of N equal schedules would show by chance),
 the confirm stage's paired statistics on fresh seeds when the stage ran, and the multi-seed test evaluation of
 search.evaluate on the same budget where one was recorded. Without a confirmation it exports the single-seed best
-of N trials and warns that this is what it is.
+of N trials and warns that this is what it is. The file is also attached to the study as an artifact.
+
+    python -m search.export --output best.json --model best.keras
+
+``--model`` also hands over the trained network of the exported trial (kept by the search: --keep-models), a
+``.keras`` file that ``keras.saving.load_model`` reads once ``training.loop`` is imported; it takes uint8 images.
 """
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from common.cli import ArgumentParser, run_command
+from common.errors import UsageError
 from storage.rdb import add_storage_argument
 
 
@@ -24,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--study", help="study name (default: the only study in the storage)")
     parser.add_argument("--depth", type=int, help="realise the schedule for this depth (default: the searched one)")
     parser.add_argument("--output", default="best.json", help="schedule JSON file to write (default best.json)")
+    parser.add_argument("--model", metavar="PATH", help="also write the exported trial's trained model (.keras), as "
+                        "the search kept it: trained on the searched budget and the trial's seed")
+    parser.add_argument("--artifact-dir", metavar="DIR", help="the study's artifact store (default: "
+                        "search-artifacts/ beside a SQLite study, in this folder for other databases)")
     args = parser.parse_args(argv)
 
     import optuna
@@ -32,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from optuna.trial import TrialState
 
     from search.evaluation import evaluation_for, gain_in_noise, noise_floor
+    from optuna.artifacts import download_artifact
+
     from search.study import baseline_trial, best_trial, next_commands
+    from storage.artifacts import artifact_store, attach
     from storage.rdb import load_existing_study, open_storage, single_study_name
 
     if args.depth is not None:
@@ -74,8 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             "significant_after_holm")}}
     if evaluation := evaluation_for(study, schedule):
         extra["evaluation"] = evaluation
+    store = artifact_store(args.storage, args.artifact_dir)
+    model = args.model and _check_model(args.model, best, study, provenance, args.output)
     path = save_schedule(schedule, args.output, depth=args.depth or searched_depth, provenance=provenance,
                          evidence=evidence, **extra)
+    attach(study, store, path)
+    if model:
+        partial = Path(f"{args.model}.partial")
+        partial.unlink(missing_ok=True)
+        download_artifact(artifact_store=store, file_path=str(partial), artifact_id=model)
+        os.replace(partial, args.model)
+        print(f"wrote {args.model}: the trained model of trial {best.number} (seed {best.user_attrs.get('seed')}, "
+              f"{provenance['epochs']} epochs, validation accuracy {best.value:.4f})", file=sys.stderr)
     if winner:
         ci = winner["difference_ci95"]
         print(f"wrote {path}: confirmed winner {winner['label']} {schedule.describe()}, "
@@ -92,6 +117,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not evaluation:
         print(f"next: {next_commands(study, args.storage)[1].replace('best.json', str(path))}", file=sys.stderr)
     return 0
+
+
+def _check_model(path: str, trial, study, provenance: dict, output: str) -> str:
+    """The artifact id of ``trial``'s kept model, or UsageError (with the command that trains it) before anything
+    is written."""
+    from storage.artifacts import kept_model
+
+    if not path.endswith(".keras"):
+        raise UsageError(f"model: {path!r} must end in .keras (Keras's file format)")
+    if (artifact := kept_model(trial)) is None:
+        settings = study.user_attrs.get("settings", {})
+        budget = "".join(f" --{flag} {settings[key]}" for flag, key in (("subset", "subset"),
+                                                                        ("batch-size", "batch_size"))
+                         if settings.get(key) is not None)
+        raise UsageError(f"model: the search did not keep trial {trial.number}'s model (it keeps the --keep-models "
+                         f"best completed trials); train it: shortcut-search train --schedule {output} --depth "
+                         f"{provenance['depth_searched']} --dataset {provenance['dataset']} --epochs "
+                         f"{provenance['epochs']}{budget} --seed {trial.user_attrs.get('seed')} --save-model {path}")
+    return artifact
 
 
 if __name__ == "__main__":

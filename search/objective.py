@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import optuna
 from models.schedules import LEARNED, Schedule, positions, preset
 from search.config import SearchConfig
 from search.interrupts import raise_if_interrupted
+from search.keep import ModelKeeper
 from search.study import record_process
 from search.space import suggest_schedule
 from training.config import EpochHook, TrainConfig
@@ -28,8 +30,8 @@ class Objective:
     finished, never as a good result.
     """
 
-    def __init__(self, config: SearchConfig, data: Dataset):
-        self.config, self.data = config, data
+    def __init__(self, config: SearchConfig, data: Dataset, keeper: ModelKeeper | None = None):
+        self.config, self.data, self.keeper = config, data, keeper
 
     def __call__(self, trial: optuna.Trial) -> float:
         record_process(trial)
@@ -51,23 +53,28 @@ class Objective:
             trial.report(accuracy, epoch)
             return not never_prune and trial.should_prune()
 
-        result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data, report,
-                             self.config.checkpoints(trial.study.study_name))
-        if result.stopped_early:
-            trial.set_user_attr("pruned_at_epoch", result.epochs_run)
-            raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
+        keep = self.keeper is not None and not schedule.learned
+        with tempfile.TemporaryDirectory() as folder:
+            model_file = Path(folder) / f"trial-{trial.number:04d}.keras" if keep else None
+            result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data,
+                                 report, self.config.checkpoints(trial.study.study_name), save_model=model_file)
+            if result.stopped_early:
+                trial.set_user_attr("pruned_at_epoch", result.epochs_run)
+                raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
+            if keep:
+                self.keeper.offer(trial, result.final_val_accuracy, model_file)
         return result.final_val_accuracy
 
 
 def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, data: Dataset,
-                on_epoch: EpochHook, checkpoints: Path | None = None) -> RunResult:
+                on_epoch: EpochHook, checkpoints: Path | None = None, save_model: Path | None = None) -> RunResult:
     """One training run for ``trial``, recorded on it: epochs run, wall seconds, images/s, the epoch it resumed
     from (a re-run of a cut-short trial with the same parameters and seed, checkpointed in ``checkpoints``); the
     reason of a failure (``interrupted`` for Ctrl-C or SIGTERM) before it propagates; a diverged run pruned with
     its reason."""
     started = time.perf_counter()
     try:
-        result = run(config, schedule, data, on_epoch=on_epoch, checkpoint_dir=checkpoints)
+        result = run(config, schedule, data, on_epoch=on_epoch, checkpoint_dir=checkpoints, save_model=save_model)
     except KeyboardInterrupt:
         trial.set_user_attr("fail_reason", "interrupted")
         raise

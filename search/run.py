@@ -68,6 +68,13 @@ def build_parser() -> ArgumentParser:
                              "crash, Ctrl-C) resumes at its last finished epoch when re-run; a folder on storage "
                              "every machine mounts for several machines; none = no checkpoints (default: "
                              "search-checkpoints/ beside a SQLite study, in this folder for other databases)")
+    parser.add_argument("--keep-models", type=int, default=5, metavar="K",
+                        help="keep the trained models (.keras) of the K best completed schedule trials as Optuna "
+                             "artifacts; the rest are deleted as they fall out; 0 = none (default 5)")
+    parser.add_argument("--artifact-dir", metavar="DIR",
+                        help="the study's artifact store (models, exports, evaluations, reports), for optuna-dashboard "
+                             "--artifact-dir; a folder every machine mounts for several machines (default: "
+                             "search-artifacts/ beside a SQLite study, in this folder for other databases)")
     parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     parser.add_argument("--max-failures", type=positive_int, default=5,
                         help="stop after this many trials in a row failed with an error (default 5)")
@@ -94,7 +101,7 @@ def config_from_args(argv: Sequence[str] | None):
         study=args.study, data_dir=args.data_dir, workers=workers, timeout=args.timeout,
         max_failures=args.max_failures, heartbeat=args.heartbeat, steps_per_execution=args.steps_per_execution,
         baseline_seeds=args.baseline_seeds, confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds,
-        checkpoint_dir=args.checkpoint_dir)
+        checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models, artifact_dir=args.artifact_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,9 +156,11 @@ def search_worker(config, epochs: int, rank: int = 0, data=None, study=None, sto
 
     from dashboards.live import LiveDashboard, publish
     from search.confirm import run_confirm
+    from search.keep import ModelKeeper
     from search.objective import Objective
     from search.progress import FailureGuard, TrialReporter, confirm_runs
     from search.study import FINISHED, baseline_pending, finished_count, open_study
+    from storage.artifacts import artifact_store
     from storage.rdb import open_storage
     from training.data import load_dataset
 
@@ -160,6 +169,8 @@ def search_worker(config, epochs: int, rank: int = 0, data=None, study=None, sto
     if study is None:
         storage = open_storage(config.storage, config.heartbeat)
         study = open_study(storage, config, epochs, worker=rank)
+    keeper = ModelKeeper(storage, artifact_store(config.storage, config.artifact_dir), config.keep_models) \
+        if config.keep_models else None
     reporter = TrialReporter(config, show_bar=config.workers == 1, initial=finished_count(study))
     guard = FailureGuard(config.max_failures)
     live = LiveDashboard(storage, config.storage, config.trials, config.workers, confirm_runs(config))
@@ -174,7 +185,7 @@ def search_worker(config, epochs: int, rank: int = 0, data=None, study=None, sto
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                study.optimize(Objective(config, data), n_trials=max(remaining, 1), timeout=left,
+                study.optimize(Objective(config, data, keeper), n_trials=max(remaining, 1), timeout=left,
                                callbacks=callbacks if remaining > 0 else [reporter, guard, live],
                                catch=(Exception,), gc_after_trial=True)
             reporter.close()

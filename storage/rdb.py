@@ -185,6 +185,18 @@ def _write_study_system_attrs(connection, study_id: int, attrs: dict[str, Any]) 
                                                                value_json=json.dumps(value)))
 
 
+_TRIAL_SYSTEM_ATTRS = sqlalchemy.table("trial_system_attributes", sqlalchemy.column("trial_id"),
+                                       sqlalchemy.column("key"))
+
+
+def forget_trial_system_attr(storage: RDBStorage, trial_id: int, key: str) -> None:
+    """Delete one system attribute of a trial, finished or not: how a removed artifact leaves a trial (Optuna has
+    no API to delete an attribute, and refuses any change to a finished trial)."""
+    table = _TRIAL_SYSTEM_ATTRS
+    with storage.engine.begin() as connection:
+        connection.execute(sqlalchemy.delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
+
+
 @contextlib.contextmanager
 def _flock(path: Path):
     """An exclusive flock on ``path`` (none on Windows, which has no flock)."""

@@ -200,6 +200,7 @@ def test_report_renders_every_figure_offline_in_chromium(searched, tmp_path):
     url, _ = searched
     output = tmp_path / "report.html"
     assert report.main(["--storage", url, "--output", str(output)]) == 0
+    assert "report.html" in [meta.filename for meta in optuna.artifacts.get_all_artifact_meta(study_of(url))]
     page_html = output.read_text()
     assert not re.search(r"<script[^>]*\bsrc=", page_html)  # plotly.js is inline, nothing is fetched
     drawn = report.report_figures(study_of(url))
@@ -266,6 +267,14 @@ def test_optuna_dashboard_serves_the_study_and_its_figure(searched):
         assert "Best:" in detail["note"]["body"]
         trial = next(t for t in detail["trials"] if t["state"] == "Complete")
         assert any(attr["key"] == "values" for attr in trial["user_attrs"])
+        # the study's files and its best trials' models, listed and served from the artifact store
+        assert "evaluation.json" in [a["filename"] for a in detail["artifacts"]]  # (and the report, once written)
+        models = [(t["trial_id"], a) for t in detail["trials"] for a in t["artifacts"]]
+        assert len(models) == 5 and all(re.fullmatch(r"trial-\d{4}\.keras", a["filename"]) for _, a in models)
+        trial_id, model = models[0]
+        address = f"http://127.0.0.1:{port}/artifacts/{summary['study_id']}/{trial_id}/{model['artifact_id']}"
+        with urllib.request.urlopen(address) as response:
+            assert response.read(2) == b"PK"  # a .keras file is a zip archive
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -332,7 +332,8 @@ def test_two_machines_starting_a_new_study_together_share_it_and_never_show_its_
         url = url.render_as_string(hide_password=False)
         target = 8
         argv = [*TINY, "--family", "any", "--baseline-seeds", "1", "--confirm-top", "1", "--confirm-seeds", "1",
-                "--trials", str(target), "--pruner", "none", "--checkpoint-dir", str(tmp_path / "checkpoints")]
+                "--trials", str(target), "--pruner", "none", "--checkpoint-dir", str(tmp_path / "checkpoints"),
+                "--artifact-dir", str(tmp_path / "artifacts")]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEARCH_STORAGE": url}
         machines = [subprocess.Popen([sys.executable, "-m", "search.run", *argv], cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]

@@ -3,10 +3,13 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 from optuna.distributions import FloatDistribution
 
 from common.cli import run_command
@@ -15,13 +18,14 @@ from search import run as search_run
 from search.config import SearchConfig
 from search.evaluation import holm, paired_statistics, record_evaluation
 from search.study import next_commands, open_study
+from storage.artifacts import kept_model
 from storage.rdb import open_storage
 
 TINY = ["--depth", "8", "--dataset", "digits", "--subset", "200", "--epochs", "1", "--batch-size", "64",
         "--precision", "float32", "--heartbeat", "5", "--confirm-top", "0"]
 # the warm start: baseline, this data set's paper schedule, the baseline's 3 replicas, the paper's other three
 PRESETS_IN_ORDER = ["baseline", "paper-c10-r32", "baseline", "baseline", "baseline", "paper-c10-r56",
-                    "paper-c100-r32", "paper-c100-r56"]
+                    "paper-c100-r32", "paper-c100-r56", "learned", "skipinit"]
 
 
 def load(url, name="digits-resnet8"):
@@ -136,13 +140,43 @@ def test_rung_pruner_keeps_the_top_third_at_its_rungs_only():
     assert run_curve({e: 0.95 for e in range(1, 11)}) is None
 
 
+LOAD_AND_VALIDATE = """
+import sys, keras
+import training.loop  # registers the project's layers with Keras
+from training.data import load_dataset
+from training.pipeline import batches
+data = load_dataset("digits", subset=200)
+for path in sys.argv[1:]:
+    model = keras.saving.load_model(path)
+    print(model.evaluate(batches(data.x_val, data.y_val, 500), verbose=0, return_dict=True)["accuracy"])
+"""
+
+
 def test_export_and_evaluate(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    assert search_run.main([*TINY, "--trials", "3", "--storage", url, "--pruner", "none"]) == 0
-    out = tmp_path / "best.json"
-    assert export.main(["--storage", url, "--study", "digits-resnet8", "--output", str(out)]) == 0
-    document = json.loads(out.read_text())
+    assert search_run.main([*TINY, "--trials", "3", "--storage", url, "--pruner", "none", "--keep-models", "2"]) == 0
+    # the two best trials keep their trained models as artifacts; each loads in a fresh process and gives its
+    # trial's validation accuracy again
     study = load(url)
+    complete = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+    assert len(complete) == 3 and [kept_model(t) is not None for t in complete] == [True, True, False]
+    store = FileSystemArtifactStore(str(tmp_path / "search-artifacts"))
+    assert len(list((tmp_path / "search-artifacts").iterdir())) == 2
+    models = [tmp_path / f"kept-{t.number}.keras" for t in complete[:2]]
+    for trial, path in zip(complete, models):
+        download_artifact(artifact_store=store, file_path=str(path), artifact_id=kept_model(trial))
+    loaded = subprocess.run([sys.executable, "-c", LOAD_AND_VALIDATE, *map(str, models)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert [float(v) for v in loaded.stdout.split()] == pytest.approx([t.value for t in complete[:2]], abs=1e-6)
+
+    out = tmp_path / "best.json"
+    assert export.main(["--storage", url, "--study", "digits-resnet8", "--output", str(out), "--model",
+                        str(tmp_path / "best.keras")]) == 0
+    assert (tmp_path / "best.keras").read_bytes() == models[0].read_bytes()  # the best trial's own network
+    assert "trained model of trial" in capsys.readouterr().err
+    assert [meta.filename for meta in get_all_artifact_meta(load(url))] == ["best.json"]  # attached to the study
+    document = json.loads(out.read_text())
     assert document["format"] == "resnet-shortcut-schedule" and document["depth"] == 8
     assert len(document["values"]) == len(document["x"]) == 3
     assert document["provenance"]["trial"] == study.best_trial.number

@@ -142,7 +142,8 @@ def compiled_model(config: TrainConfig, schedule: Schedule | None, data: Dataset
 
 
 def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch: EpochHook | None = None,
-        test: bool = False, verbose: int = 0, checkpoint_dir: str | Path | None = None) -> RunResult:
+        test: bool = False, verbose: int = 0, checkpoint_dir: str | Path | None = None,
+        save_model: str | Path | None = None) -> RunResult:
     """Train a ResNet of ``config.depth`` with ``schedule`` on ``data``; validate every epoch.
 
     ``on_epoch(epoch, val_accuracy)`` is called after each epoch with validation data; when it returns True the
@@ -154,6 +155,10 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     replayed through ``on_epoch``, training goes on from the next one on the same data stream, and the result is
     that of an uninterrupted run up to floating-point order. A run that ends (complete, stopped or diverged)
     removes its checkpoint; one cut short by an exception keeps it.
+
+    ``save_model``: where a run that trained to its end (neither stopped nor diverged) saves its model, a
+    ``.keras`` file of the network behind its input pipeline (uint8 images in, logits out), with the schedule in
+    its config and the optimizer's state; ``keras.saving.load_model`` reads it once ``training.loop`` is imported.
     """
     schedule = schedule or Schedule("constant", {"value": 1.0})
     started = time.perf_counter()
@@ -179,6 +184,8 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
         test_batches = batches(data.x_test, data.y_test, EVALUATION_BATCH)
         result.test_accuracy = float(model.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
     result.learned_values = learned_values(model)
+    if save_model is not None and not (result.diverged or result.stopped_early):
+        model.save(save_model)
     if checkpoint is not None:
         checkpoint.remove()
     result.wall_seconds = time.perf_counter() - started

@@ -51,12 +51,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "factor per block from 1; skipinit: a trainable branch scalar per block from 0; the record's "
                         "learned_values holds them after training) or a schedule JSON file (default baseline)")
     parser.add_argument("--test", action="store_true", help="also report test-set accuracy at the end")
+    parser.add_argument("--save-model", metavar="PATH", help="save the trained model there (.keras: uint8 images in, "
+                        "logits out; keras.saving.load_model reads it once training.loop is imported)")
     args = parser.parse_args(argv)
 
+    from common.errors import UsageError
     from models.schedules import resolve_schedule
     from training.config import TrainConfig
     from training.data import load_dataset
 
+    if args.save_model and not args.save_model.endswith(".keras"):
+        raise UsageError(f"save-model: {args.save_model!r} must end in .keras (Keras's file format)")
     schedule = resolve_schedule(args.schedule)
     config = TrainConfig(depth=args.depth, epochs=args.epochs, batch_size=args.batch_size,
                          precision=args.precision, seed=args.seed, steps_per_execution=args.steps_per_execution)
@@ -65,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_tensorflow()
     from training.loop import run
 
-    result = run(config, schedule, data, test=args.test, verbose=2)
+    result = run(config, schedule, data, test=args.test, verbose=2, save_model=args.save_model)
     print(json.dumps(result.to_dict()))
     return 0
 

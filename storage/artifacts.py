@@ -1,0 +1,64 @@
+"""A study's files, kept as Optuna artifacts: the trained models of its best trials, its exports, evaluations and
+reports, browsable and downloadable in ``optuna-dashboard STORAGE --artifact-dir FOLDER``.
+
+The store is Optuna's ``FileSystemArtifactStore``: by default the folder ``search-artifacts/`` beside a SQLite
+study (in the working folder for other databases), otherwise ``--artifact-dir`` (storage every machine mounts,
+for several machines). The study records which artifact is which; the folder holds the files under their ids.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna.storages import RDBStorage
+
+from storage.rdb import forget_trial_system_attr, sqlite_path
+
+ARTIFACT_FOLDER = "search-artifacts"
+ARTIFACT_PREFIX = "artifacts:"  # Optuna's system-attribute prefix of an artifact record
+
+
+def beside_storage(storage_url: str, folder: str | os.PathLike | None, default_name: str) -> Path:
+    """``folder`` when given, else ``default_name`` beside a SQLite file, else in the working folder."""
+    if folder:
+        return Path(folder)
+    database = sqlite_path(storage_url)
+    return (database.parent if database is not None else Path()) / default_name
+
+
+def artifact_store(storage_url: str, folder: str | os.PathLike | None = None) -> FileSystemArtifactStore:
+    """The study's artifact store (the folder is created on first use)."""
+    path = beside_storage(storage_url, folder, ARTIFACT_FOLDER)
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+def attach(study_or_trial, store: FileSystemArtifactStore, path: str | os.PathLike, storage=None) -> str:
+    """Upload the file at ``path`` as an artifact of the study or (running) trial; its artifact id."""
+    return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study_or_trial, storage=storage)
+
+
+def kept_model(trial: optuna.trial.FrozenTrial) -> str | None:
+    """The artifact id of the trained model a trial keeps, or None (never kept, or removed since)."""
+    for key, value in trial.system_attrs.items():
+        if key.startswith(ARTIFACT_PREFIX) and (json.loads(value) or {}).get("filename", "").endswith(".keras"):
+            return key[len(ARTIFACT_PREFIX):]
+    return None
+
+
+def forget(storage: RDBStorage, store: FileSystemArtifactStore, trial: optuna.trial.FrozenTrial,
+           artifact_id: str) -> None:
+    """Remove a trial's artifact: its file from the store and its record from the trial."""
+    try:
+        store.remove(artifact_id)
+    except Exception:  # already gone (another worker removed it first)
+        pass
+    forget_trial_system_attr(storage, trial._trial_id, ARTIFACT_PREFIX + artifact_id)
+
+
+def study_files(study: optuna.Study) -> list:
+    """The artifacts attached to the study itself (exports, evaluations, reports), as Optuna's ArtifactMeta."""
+    return get_all_artifact_meta(study)
