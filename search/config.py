@@ -68,6 +68,7 @@ class SearchConfig:
     checkpoint_dir: str | None = None
     keep_models: int = 5
     artifact_dir: str | None = None
+    tensorboard: str | None = None
     train: TrainConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

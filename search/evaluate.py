@@ -13,7 +13,9 @@ A run that diverges is counted and left out of the paired statistics with its pa
 from __future__ import annotations
 
 import datetime
+import re
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
@@ -34,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(default 5; at least 2 for a confidence interval)")
     parser.add_argument("--output", default="evaluation.json", help="JSON file to write (default evaluation.json)")
     parser.add_argument("--storage", help="study storage URL to record the evaluation on (with --study)")
+    parser.add_argument("--tensorboard", metavar="DIR", help="log every run for TensorBoard, one run folder each "
+                        "(DIR/seed-10000-ARM)")
     parser.add_argument("--study", help="study to record the evaluation on (the JSON is attached to it too)")
     parser.add_argument("--artifact-dir", metavar="DIR", help="the study's artifact store (default: "
                         "search-artifacts/ beside a SQLite study, in this folder for other databases)")
@@ -75,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline = Arm("baseline", None)
     for config in configs:
         for arm in (baseline, *arms):
-            result = run(config, arm.schedule, data, test=True)
+            board = args.tensorboard and Path(args.tensorboard) / f"seed-{config.seed}-{arm.folder}"
+            result = run(config, arm.schedule, data, test=True, tensorboard=board or None)
             arm.test_accuracy.append(None if result.diverged else result.test_accuracy)
             arm.learned_values.append(result.learned_values)
             print(f"seed {config.seed} {arm.name:>16}: "
@@ -108,6 +113,7 @@ class Arm:
 
     def __init__(self, name: str, schedule):
         self.name, self.schedule = name, schedule
+        self.folder = re.sub(r"[^\w.-]", "_", Path(name).stem)  # a TensorBoard run folder's name
         self.test_accuracy: list[float | None] = []  # None: diverged
         self.learned_values: list[list[float] | None] = []
 

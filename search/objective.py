@@ -57,7 +57,8 @@ class Objective:
         with tempfile.TemporaryDirectory() as folder:
             model_file = Path(folder) / f"trial-{trial.number:04d}.keras" if keep else None
             result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data,
-                                 report, self.config.checkpoints(trial.study.study_name), save_model=model_file)
+                                 report, self.config.checkpoints(trial.study.study_name), save_model=model_file,
+                                 tensorboard=self.config.tensorboard)
             if result.stopped_early:
                 trial.set_user_attr("pruned_at_epoch", result.epochs_run)
                 raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
@@ -67,14 +68,19 @@ class Objective:
 
 
 def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, data: Dataset,
-                on_epoch: EpochHook, checkpoints: Path | None = None, save_model: Path | None = None) -> RunResult:
+                on_epoch: EpochHook, checkpoints: Path | None = None, save_model: Path | None = None,
+                tensorboard: Path | None = None) -> RunResult:
     """One training run for ``trial``, recorded on it: epochs run, wall seconds, images/s, the epoch it resumed
     from (a re-run of a cut-short trial with the same parameters and seed, checkpointed in ``checkpoints``); the
     reason of a failure (``interrupted`` for Ctrl-C or SIGTERM) before it propagates; a diverged run pruned with
-    its reason."""
+    its reason. The run's per-epoch training loss and accuracy are kept on the trial (``train_loss``,
+    ``train_accuracy``) beside the validation accuracy its intermediate values hold; with ``tensorboard`` the run
+    also logs to ``tensorboard/trial-NNNN``."""
     started = time.perf_counter()
+    board = Path(tensorboard) / f"trial-{trial.number:04d}" if tensorboard else None
     try:
-        result = run(config, schedule, data, on_epoch=on_epoch, checkpoint_dir=checkpoints, save_model=save_model)
+        result = run(config, schedule, data, on_epoch=on_epoch, checkpoint_dir=checkpoints, save_model=save_model,
+                     tensorboard=board)
     except KeyboardInterrupt:
         trial.set_user_attr("fail_reason", "interrupted")
         raise
@@ -82,6 +88,8 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
         trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:500])
         raise
     trial.set_user_attr("epochs_run", result.epochs_run)
+    trial.set_user_attr("train_loss", [round(v, 5) for v in result.train_loss])
+    trial.set_user_attr("train_accuracy", [round(v, 5) for v in result.train_accuracy])
     trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 2))
     trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
     if result.resumed_from_epoch:

@@ -75,6 +75,8 @@ def build_parser() -> ArgumentParser:
                         help="the study's artifact store (models, exports, evaluations, reports), for optuna-dashboard "
                              "--artifact-dir; a folder every machine mounts for several machines (default: "
                              "search-artifacts/ beside a SQLite study, in this folder for other databases)")
+    parser.add_argument("--tensorboard", metavar="DIR", help="log every trial for TensorBoard, one run folder each "
+                        "(DIR/trial-0007): loss, accuracy, validation accuracy and learning rate per epoch")
     parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     parser.add_argument("--max-failures", type=positive_int, default=5,
                         help="stop after this many trials in a row failed with an error (default 5)")
@@ -101,7 +103,8 @@ def config_from_args(argv: Sequence[str] | None):
         study=args.study, data_dir=args.data_dir, workers=workers, timeout=args.timeout,
         max_failures=args.max_failures, heartbeat=args.heartbeat, steps_per_execution=args.steps_per_execution,
         baseline_seeds=args.baseline_seeds, confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds,
-        checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models, artifact_dir=args.artifact_dir)
+        checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models, artifact_dir=args.artifact_dir,
+        tensorboard=args.tensorboard)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

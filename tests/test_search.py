@@ -59,6 +59,8 @@ def test_search_persists_resumes_to_the_target_and_never_repeats(tmp_path, capsy
         assert len(trial.user_attrs["values"]) == 3 and trial.user_attrs["x"] == [1.0, 8.0, 15.0]
         assert {"family", "schedule", "seed", "sampler_seed", "epochs_run", "wall_seconds",
                 "images_per_second"} <= set(trial.user_attrs)
+        assert len(trial.user_attrs["train_loss"]) == len(trial.user_attrs["train_accuracy"]) == len(
+            trial.intermediate_values)  # the training curves beside the validation curve
     assert study.user_attrs["settings"]["depth"] == 8 and "optuna" in study.user_attrs["versions"]
     # a third run of the same command has nothing left to do
     assert search_run.main([*TINY, "--trials", "6", "--storage", url]) == 0
@@ -154,7 +156,9 @@ for path in sys.argv[1:]:
 
 def test_export_and_evaluate(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    assert search_run.main([*TINY, "--trials", "3", "--storage", url, "--pruner", "none", "--keep-models", "2"]) == 0
+    assert search_run.main([*TINY, "--trials", "3", "--storage", url, "--pruner", "none", "--keep-models", "2",
+                            "--tensorboard", str(tmp_path / "board")]) == 0
+    assert sorted(path.name for path in (tmp_path / "board").iterdir()) == ["trial-0000", "trial-0001", "trial-0002"]
     # the two best trials keep their trained models as artifacts; each loads in a fresh process and gives its
     # trial's validation accuracy again
     study = load(url)

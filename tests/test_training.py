@@ -17,10 +17,19 @@ def digits():
     return load_dataset("digits", subset=400)
 
 
-def test_short_run_on_real_digits_beats_chance_and_reports_every_epoch(digits):
+def test_short_run_on_real_digits_beats_chance_and_reports_every_epoch(digits, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     seen = []
     result = run(TrainConfig(depth=8, epochs=6, batch_size=32, precision="float32"), preset("paper-c10-r32"),
-                 digits, on_epoch=lambda epoch, acc: seen.append((epoch, acc)))
+                 digits, on_epoch=lambda epoch, acc: seen.append((epoch, acc)), tensorboard=tmp_path / "run")
+    scalars = {}
+    for split in ("train", "validation"):  # TensorBoard's event files, per epoch
+        events = EventAccumulator(str(tmp_path / "run" / split), size_guidance={"tensors": 0})
+        events.Reload()
+        scalars[split] = {tag: len(events.Tensors(tag)) for tag in events.Tags()["tensors"]}
+    assert {"epoch_loss": 6, "epoch_accuracy": 6, "epoch_learning_rate": 6}.items() <= scalars["train"].items()
+    assert scalars["validation"]["epoch_accuracy"] == 6
     assert [e for e, _ in seen] == [1, 2, 3, 4, 5, 6] and [a for _, a in seen] == result.val_accuracy
     assert result.epochs_run == 6 and not result.diverged
     assert result.final_val_accuracy > 0.3  # chance is 0.1

@@ -143,7 +143,7 @@ def compiled_model(config: TrainConfig, schedule: Schedule | None, data: Dataset
 
 def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch: EpochHook | None = None,
         test: bool = False, verbose: int = 0, checkpoint_dir: str | Path | None = None,
-        save_model: str | Path | None = None) -> RunResult:
+        save_model: str | Path | None = None, tensorboard: str | Path | None = None) -> RunResult:
     """Train a ResNet of ``config.depth`` with ``schedule`` on ``data``; validate every epoch.
 
     ``on_epoch(epoch, val_accuracy)`` is called after each epoch with validation data; when it returns True the
@@ -155,6 +155,9 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     replayed through ``on_epoch``, training goes on from the next one on the same data stream, and the result is
     that of an uninterrupted run up to floating-point order. A run that ends (complete, stopped or diverged)
     removes its checkpoint; one cut short by an exception keeps it.
+
+    ``tensorboard``: a run folder for TensorBoard (Keras's callback): loss, accuracy, validation loss and
+    accuracy, and the learning rate, per epoch.
 
     ``save_model``: where a run that trained to its end (neither stopped nor diverged) saves its model, a
     ``.keras`` file of the network behind its input pipeline (uint8 images in, logits out), with the schedule in
@@ -179,7 +182,7 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
                   steps_per_epoch=steps, epochs=epochs, initial_epoch=done,
                   shuffle=False,  # the stream reshuffles itself every pass
                   validation_data=batches(data.x_val, data.y_val, EVALUATION_BATCH) if has_validation else None,
-                  callbacks=[recorder], verbose=verbose)
+                  callbacks=[recorder, *_tensorboard(tensorboard)], verbose=verbose)
     if test and not result.diverged:
         test_batches = batches(data.x_test, data.y_test, EVALUATION_BATCH)
         result.test_accuracy = float(model.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
@@ -192,6 +195,12 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
     result.images_per_second = recorder.images_per_second()
     return result
+
+
+def _tensorboard(folder: str | Path | None) -> list[keras.callbacks.Callback]:
+    if folder is None:
+        return []
+    return [keras.callbacks.TensorBoard(str(folder), write_graph=False, update_freq="epoch", profile_batch=0)]
 
 
 def data_fingerprint(data: Dataset) -> list:

@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test", action="store_true", help="also report test-set accuracy at the end")
     parser.add_argument("--save-model", metavar="PATH", help="save the trained model there (.keras: uint8 images in, "
                         "logits out; keras.saving.load_model reads it once training.loop is imported)")
+    parser.add_argument("--tensorboard", metavar="DIR", help="log the run for TensorBoard in DIR: loss, accuracy, "
+                        "validation accuracy and learning rate per epoch")
     args = parser.parse_args(argv)
 
     from common.errors import UsageError
@@ -70,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_tensorflow()
     from training.loop import run
 
-    result = run(config, schedule, data, test=args.test, verbose=2, save_model=args.save_model)
+    result = run(config, schedule, data, test=args.test, verbose=2, save_model=args.save_model,
+                 tensorboard=args.tensorboard)
     print(json.dumps(result.to_dict()))
     return 0
 
