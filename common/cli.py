@@ -1,14 +1,52 @@
-"""What every ``python -m ...`` command shares: TensorFlow's settings, exit codes, argparse helpers."""
+"""What every ``python -m ...`` command shares: TensorFlow's settings, exit codes, argparse helpers, and how much
+it says (``-q`` / ``-v``).
+
+Verbosity: ``-q`` = no progress bar or per-trial lines, only results, warnings and errors; default = those lines
+too; ``-v`` = also Optuna's own INFO lines (and its warnings with tracebacks for failed trials), TensorFlow's start-up
+messages, and the traceback of an interrupt. Worker processes inherit it through ``$SHORTCUT_SEARCH_VERBOSITY``.
+"""
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from typing import Callable, Sequence
 
 from common.errors import UsageError
-from common.machine import prepare_tensorflow
+from common.machine import VERBOSITY_ENV, prepare_tensorflow
 
 EXIT_USAGE = 2
+
+
+def verbosity() -> int:
+    """-1 with -q, 0 by default, 1 or more with -v (as the running command, or the command that started this
+    worker process, was given)."""
+    try:
+        return int(os.environ.get(VERBOSITY_ENV, "0"))
+    except ValueError:
+        return 0
+
+
+def _verbosity_in(argv: Sequence[str]) -> int:
+    """-v / -vv / --verbose and -q / --quiet among a command's arguments, read before anything is imported."""
+    level = 0
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg in ("-q", "--quiet"):
+            level = -1
+        elif arg == "--verbose" or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
+            level = max(level, 0) + (1 if arg == "--verbose" else len(arg) - 1)
+    return level
+
+
+def quiet_optuna() -> None:
+    """Optuna's own logging: INFO with -v; otherwise ERROR, since the tool reports each trial itself (a failed
+    trial's warning would repeat its line, with a traceback on top)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbosity() > 0 else optuna.logging.ERROR)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -20,6 +58,11 @@ class ArgumentParser(argparse.ArgumentParser):
         if ArgumentParser.invoked_as:
             kwargs["prog"] = ArgumentParser.invoked_as
         super().__init__(*args, **kwargs)
+        talk = self.add_mutually_exclusive_group()
+        talk.add_argument("-v", "--verbose", action="count", default=0,
+                          help="say more: Optuna's own log, TensorFlow's start-up messages, tracebacks (-vv: more)")
+        talk.add_argument("-q", "--quiet", action="store_true",
+                          help="say less: no progress bar or per-trial lines; results, warnings and errors only")
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
         raise UsageError(message)
@@ -28,9 +71,14 @@ class ArgumentParser(argparse.ArgumentParser):
 def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run a command's ``main`` and map UsageError to one line on stderr and exit code 2.
 
-    TensorFlow's settings are made first, so they hold wherever the command imports it (and in its children).
+    TensorFlow's settings and the verbosity (-q / -v) are made first, so they hold wherever the command imports
+    TensorFlow, and in its worker processes.
     """
-    prepare_tensorflow()
+    level = _verbosity_in(sys.argv[1:] if argv is None else argv)
+    os.environ[VERBOSITY_ENV] = str(level)
+    logging.basicConfig(level=logging.DEBUG if level > 1 else logging.INFO if level > 0 else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    prepare_tensorflow(verbose=level > 0)
     try:
         return main(argv)
     except UsageError as error:

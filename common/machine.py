@@ -7,11 +7,14 @@ project asks for oneDNN on every x86 CPU; a user's explicit ``TF_ENABLE_ONEDNN_O
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
 import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 # instruction sets that decide speed and precision: FMA/AVX2 (Eigen's and oneDNN's float32 kernels), AVX-512,
@@ -21,6 +24,7 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 X86 = ("x86_64", "amd64", "i386", "i686")
 # compute capability from which a GPU has bfloat16 tensor cores (A100 and later: A10, L4, H100, H200, ...)
 BF16_COMPUTE_CAPABILITY = (8, 0)
+VERBOSITY_ENV = "SHORTCUT_SEARCH_VERBOSITY"  # -1 (-q), 0, 1.. (-v): set by common.cli for a command and its workers
 
 
 def is_x86() -> bool:
@@ -62,13 +66,60 @@ def gpu_count() -> int:
     return sum(line.startswith("GPU ") for line in listing.splitlines())
 
 
-def prepare_tensorflow() -> None:
-    """Settings that must precede TensorFlow's import: oneDNN on x86, quiet C++ start-up (oneDNN notices, CUDA
-    probing), and no Python warnings about retracing (expected when every trial builds a new model)."""
+def prepare_tensorflow(verbose: bool | None = None) -> None:
+    """Settings that must precede TensorFlow's import: oneDNN on x86, and, unless ``verbose`` (default: the
+    command was given -v, ``$SHORTCUT_SEARCH_VERBOSITY`` > 0), a quiet start-up and no Python warnings about
+    retracing (expected when every trial builds a new model).
+
+    TensorFlow 2.21 writes its start-up notices (absl's "All log messages before absl::InitializeLog()", oneDNN's,
+    "Could not find cuda drivers") to the process's stderr while it is imported, before any log level it reads
+    applies; so the import itself runs with file descriptor 2 on /dev/null (``_QuietImport``). A failed import
+    still raises its Python exception, printed after stderr is back. ``verbose`` shows everything.
+    """
     if is_x86():
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    if verbose is None:
+        level = os.environ.get(VERBOSITY_ENV, "0")
+        verbose = level.lstrip("-").isdigit() and int(level) > 0
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` as Python would, then runs its first import with stderr on /dev/null."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: later imports are cached anyway
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            self.loader.exec_module(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 def onednn_enabled() -> bool:

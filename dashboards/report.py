@@ -12,7 +12,7 @@ import html
 import sys
 from typing import Sequence
 
-from common.cli import ArgumentParser, run_command
+from common.cli import ArgumentParser, quiet_optuna, run_command
 from storage.rdb import add_storage_argument
 
 PAGE = """<!DOCTYPE html>
@@ -70,13 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "search-artifacts/ beside a SQLite study, in this folder for other databases)")
     args = parser.parse_args(argv)
 
-    import optuna
 
     from common.files import write_text_atomic
     from storage.artifacts import artifact_store, attach
     from storage.rdb import load_existing_study, open_storage, single_study_name
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     study = load_existing_study(storage, args.study or single_study_name(storage))
     path = write_text_atomic(args.output, render(study))

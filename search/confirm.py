@@ -19,7 +19,7 @@ import dataclasses
 import sys
 from typing import Any, Sequence
 
-from common.cli import ArgumentParser, positive_int, run_command
+from common.cli import ArgumentParser, positive_int, quiet_optuna, run_command
 from common.errors import UsageError
 from storage.rdb import add_storage_argument
 
@@ -238,14 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder of the CIFAR archive, as for the search")
     args = parser.parse_args(argv)
 
-    import optuna
 
     from search.config import SearchConfig
     from search.study import BASELINE
     from storage.rdb import HEARTBEAT_SECONDS, load_existing_study, open_storage
     from training.data import load_dataset
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     storage = open_storage(args.storage, HEARTBEAT_SECONDS, create=False)
     study = load_existing_study(storage, args.study)
     if "settings" not in study.user_attrs:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from common.cli import ArgumentParser, positive_int, run_command
+from common.cli import ArgumentParser, positive_int, quiet_optuna, run_command
 from common.machine import prepare_tensorflow
 
 
@@ -61,11 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.storage or args.study:
         if not (args.storage and args.study):
             raise UsageError("study: --storage and --study go together; give both to record the evaluation")
-        import optuna
 
         from storage.rdb import load_existing_study, open_storage
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        quiet_optuna()
         study = load_existing_study(open_storage(args.storage, heartbeat_seconds=None, create=False), args.study)
         if reused := sorted(set(study_seeds(study)) & {config.seed for config in configs}):
             raise UsageError(f"seed: the study already trained with seed(s) {', '.join(map(str, reused))}; test "

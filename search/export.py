@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from common.cli import ArgumentParser, run_command
+from common.cli import ArgumentParser, quiet_optuna, run_command
 from common.errors import UsageError
 from storage.rdb import add_storage_argument
 
@@ -38,7 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "search-artifacts/ beside a SQLite study, in this folder for other databases)")
     args = parser.parse_args(argv)
 
-    import optuna
 
     from models.schedules import Schedule, block_count, save_schedule
     from optuna.trial import TrialState
@@ -52,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.depth is not None:
         block_count(args.depth)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     study = load_existing_study(storage, args.study or single_study_name(storage))
     confirmation = study.user_attrs.get("confirmation")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import traceback
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _received: list[int] = []
@@ -49,7 +50,11 @@ def signals_as_interrupt():
 
 def interrupted_exit(interrupt: KeyboardInterrupt) -> int:
     """Say what an interrupt left behind; the exit code 130 (Ctrl-C) or 143 (SIGTERM)."""
+    from common.cli import verbosity
+
     number = getattr(interrupt, "signal", signal.SIGINT)
+    if verbosity() > 0:  # where it was interrupted, for -v; by default the line below says all a user needs
+        traceback.print_exception(interrupt)
     print(f"interrupted ({signal.Signals(number).name}): the running trial is marked failed; run the same "
           f"command to resume", file=sys.stderr)
     return EXIT_SIGNAL.get(number, 130)

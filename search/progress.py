@@ -9,6 +9,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from common.cli import verbosity
+
 from models.schedules import Schedule
 from search.evaluation import gain_in_noise, noise_floor
 from search.study import FINISHED, baseline_trial, finished_count, is_learned_arm, next_commands
@@ -79,12 +81,15 @@ class TrialReporter:
 
     def __init__(self, config, show_bar: bool = True, initial: int = 0):
         self.config, self.target, self.seen = config, config.trials, 0
+        self.quiet = verbosity() < 0  # -q: neither the bar nor the per-trial lines
         self.bar = tqdm(total=config.trials, initial=initial, unit="trial", file=sys.stderr, dynamic_ncols=True,
-                        disable=not show_bar)
+                        disable=not show_bar or self.quiet)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state in FINISHED:
             self.bar.update(1)
+        if self.quiet:
+            return
         if trial.state == TrialState.COMPLETE:
             outcome = f"val {trial.value:.4f}"
         elif trial.state == TrialState.PRUNED:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Sequence
 
-from common.cli import ArgumentParser, positive_int, run_command
+from common.cli import ArgumentParser, positive_int, quiet_optuna, run_command
 from common.errors import UsageError
 from common.machine import gpu_count, prepare_tensorflow
 from search.interrupts import EXIT_SIGNAL, interrupted_exit, signals_as_interrupt
@@ -109,9 +109,8 @@ def config_from_args(argv: Sequence[str] | None):
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(argv)
-    import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     from search.study import check_existing, finished_count, open_study
     from storage.rdb import open_storage, redacted
     from training.data import load_dataset
@@ -167,7 +166,7 @@ def search_worker(config, epochs: int, rank: int = 0, data=None, study=None, sto
     from storage.rdb import open_storage
     from training.data import load_dataset
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     data = data if data is not None else load_dataset(config.dataset, config.data_dir, config.subset)
     if study is None:
         storage = open_storage(config.storage, config.heartbeat)

@@ -13,7 +13,9 @@ def test_every_subcommand_has_its_modules_help(name, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main([name, "--help"])
     assert exit_.value.code == 0
-    assert capsys.readouterr().out.startswith(f"usage: shortcut-search {name} ")
+    help_text = capsys.readouterr().out
+    assert help_text.startswith(f"usage: shortcut-search {name} ")
+    assert "-q, --quiet" in help_text and "-v, --verbose" in help_text
 
 
 def test_the_installed_command_lists_its_subcommands_and_refuses_unknown_ones():

@@ -41,3 +41,21 @@ def test_gpu_check_on_a_machine_without_a_gpu_exits_2_with_one_line(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and "needs a GPU" in lines[0], done.stderr
     assert not output.exists()
+
+
+def test_tensorflow_starts_quietly_unless_asked_to_talk():
+    code = "from common.machine import prepare_tensorflow; prepare_tensorflow(); import tensorflow as tf; tf.constant(1)"
+    env = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL",)}
+    quiet = subprocess.run([sys.executable, "-c", code], env={**env, "SHORTCUT_SEARCH_VERBOSITY": "0"},
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr  # absl, oneDNN, CUDA notices: gone
+    loud = subprocess.run([sys.executable, "-c", code + "; print(tf.__version__)"],
+                          env={**env, "SHORTCUT_SEARCH_VERBOSITY": "1"}, capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0 and loud.stdout.strip()  # -v imports the same TensorFlow, with its notices
+
+
+def test_every_command_takes_quiet_and_verbose():
+    from common.cli import _verbosity_in
+
+    assert [_verbosity_in(argv) for argv in (["--depth", "8"], ["-v"], ["-vv", "--x"], ["-q"], ["--verbose"])] == [
+        0, 1, 2, -1, 1]
