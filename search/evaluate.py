@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.errors import UsageError
     from common.files import write_json_atomic
     from models.schedules import resolve_schedule
-    from search.evaluation import holm, paired_statistics, record_evaluation
+    from search.evaluation import record_evaluation
     from search.study import study_seeds
     from training.config import TrainConfig
     from training.data import load_dataset
@@ -70,32 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"seed: the study already trained with seed(s) {', '.join(map(str, reused))}; test "
                              f"with seeds it never used (the default --seed {EVALUATION_SEED_START} does)")
     data = load_dataset(args.dataset, args.data_dir, args.subset, validation=False)
-    prepare_tensorflow()
-    from training.loop import run
-
-    print(f"{data.summary()}; ResNet-{args.depth}; baseline vs {', '.join(arm.name for arm in arms)}, "
-          f"{args.seeds} seeds, {configs[0].epochs_for(len(data.y_train))} epochs", file=sys.stderr)
-    baseline = Arm("baseline", None)
-    for config in configs:
-        for arm in (baseline, *arms):
-            board = args.tensorboard and Path(args.tensorboard) / f"seed-{config.seed}-{arm.folder}"
-            result = run(config, arm.schedule, data, test=True, tensorboard=board or None)
-            arm.test_accuracy.append(None if result.diverged else result.test_accuracy)
-            arm.learned_values.append(result.learned_values)
-            print(f"seed {config.seed} {arm.name:>16}: "
-                  + (f"diverged ({result.diverged_reason})" if result.diverged else f"test {result.test_accuracy:.4f}")
-                  + f"  [{result.epochs_run} epochs, {result.wall_seconds:.0f} s]", file=sys.stderr)
-    rows = [arm.compare(baseline.test_accuracy) for arm in arms]
-    for row, p_holm in zip(rows, holm([row["p_value"] for row in rows])):
-        row["p_holm"] = p_holm
-    first = paired_statistics(baseline.test_accuracy, arms[0].test_accuracy)
-    record = {
-        "schedule": rows[0]["schedule"], "depth": args.depth, "dataset": args.dataset,
-        "epochs": configs[0].epochs_for(len(data.y_train)), "subset": args.subset,
-        "seeds_used": [c.seed for c in configs], "baseline_test_accuracy": baseline.test_accuracy,
-        "schedule_test_accuracy": arms[0].test_accuracy, **first, "arms": rows,
-        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    record = evaluate_arms(arms, configs, data, args.dataset, args.subset, args.tensorboard)
     write_json_atomic(args.output, record)
     if study is not None:
         from storage.artifacts import artifact_store, attach
@@ -105,6 +80,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(arm_table(record), file=sys.stderr)
     print(f"wrote {args.output}" + (f" and recorded it on study {args.study!r}" if study else ""), file=sys.stderr)
     return 0
+
+
+def evaluate_arms(arms: list["Arm"], configs: list, data, dataset: str, subset: int | None = None,
+                  tensorboard: str | None = None) -> dict:
+    """Train and test the baseline and every arm on each config's seed; the record ``--output`` holds: each arm
+    paired with the baseline, Holm's correction across the arms, the first arm's statistics at the top level.
+    One line per run on stderr. What the command and the notebook API (``search.api.evaluate``) share."""
+    prepare_tensorflow()
+    from search.evaluation import holm, paired_statistics
+    from training.loop import run
+
+    depth = configs[0].depth
+    print(f"{data.summary()}; ResNet-{depth}; baseline vs {', '.join(arm.name for arm in arms)}, "
+          f"{len(configs)} seeds, {configs[0].epochs_for(len(data.y_train))} epochs", file=sys.stderr)
+    baseline = Arm("baseline", None)
+    for config in configs:
+        for arm in (baseline, *arms):
+            board = tensorboard and Path(tensorboard) / f"seed-{config.seed}-{arm.folder}"
+            result = run(config, arm.schedule, data, test=True, tensorboard=board or None)
+            arm.test_accuracy.append(None if result.diverged else result.test_accuracy)
+            arm.learned_values.append(result.learned_values)
+            print(f"seed {config.seed} {arm.name:>16}: "
+                  + (f"diverged ({result.diverged_reason})" if result.diverged else f"test {result.test_accuracy:.4f}")
+                  + f"  [{result.epochs_run} epochs, {result.wall_seconds:.0f} s]", file=sys.stderr)
+    rows = [arm.compare(baseline.test_accuracy) for arm in arms]
+    for row, p_holm in zip(rows, holm([row["p_value"] for row in rows])):
+        row["p_holm"] = p_holm
+    return {
+        "schedule": rows[0]["schedule"], "depth": depth, "dataset": dataset,
+        "epochs": configs[0].epochs_for(len(data.y_train)), "subset": subset,
+        "seeds_used": [c.seed for c in configs], "baseline_test_accuracy": baseline.test_accuracy,
+        "schedule_test_accuracy": arms[0].test_accuracy,
+        **paired_statistics(baseline.test_accuracy, arms[0].test_accuracy), "arms": rows,
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 class Arm:

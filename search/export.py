@@ -38,14 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "search-artifacts/ beside a SQLite study, in this folder for other databases)")
     args = parser.parse_args(argv)
 
-
-    from models.schedules import Schedule, block_count, save_schedule
-    from optuna.trial import TrialState
-
-    from search.evaluation import evaluation_for, gain_in_noise, noise_floor
     from optuna.artifacts import download_artifact
 
-    from search.study import baseline_trial, best_trial, next_commands
+    from common.files import write_json_atomic
+    from models.schedules import Schedule, block_count
+    from search.evaluation import gain_in_noise, noise_floor
+    from search.study import next_commands
     from storage.artifacts import artifact_store, attach
     from storage.rdb import load_existing_study, open_storage, single_study_name
 
@@ -54,44 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_optuna()
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     study = load_existing_study(storage, args.study or single_study_name(storage))
+    document = export_document(study, args.depth)
+    provenance, evidence, evaluation = document["provenance"], document["evidence"], document.get("evaluation")
+    best, schedule, floor = study.trials[provenance["trial"]], Schedule.from_dict(document), noise_floor(study)
     confirmation = study.user_attrs.get("confirmation")
     winner = confirmation and confirmation.get("winner")
-    best = study.trials[winner["source_trial"]] if winner and winner["source_trial"] is not None else None
-    best = best or best_trial(study)
-    settings = study.user_attrs.get("settings", {})
-    searched_depth = settings.get("depth", len(best.user_attrs.get("values", [])) * 2 + 2)
-    schedule = Schedule.from_dict(winner["schedule"] if winner else best.user_attrs["schedule"])
-    baseline = baseline_trial(study)
-    floor = noise_floor(study)
-    evidence = {
-        "val_accuracy": best.value,
-        "baseline_val_accuracy": baseline.value if baseline else None,
-        "val_accuracy_gain": best.value - baseline.value if baseline else None,
-        "selected_from": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-        "baseline_seed_std": floor["baseline_seed_std"] if floor else None,
-        "expected_best_of_n_by_chance": floor["expected_best_of_n_by_chance"] if floor else None,
-        "seed": best.user_attrs.get("seed"),
-        "note": "val_accuracy_gain is one run on the search's seed, picked as the best of selected_from",
-    }
-    provenance = {
-        "study": study.study_name, "trial": best.number, "dataset": settings.get("dataset"),
-        "depth_searched": searched_depth, "epochs": study.user_attrs.get("epochs"), "subset": settings.get("subset"),
-        "preset": best.user_attrs.get("preset"),
-    }
-    extra = {}
-    if winner:
-        extra["confirmation"] = {
-            "candidates": confirmation["candidates"], "seeds": confirmation["seeds"],
-            "baseline_val_accuracy": confirmation["baseline_val_accuracy"],
-            **{key: winner[key] for key in ("schedule_val_accuracy", "difference_mean", "difference_ci95", "p_value",
-                                            "p_holm", "rank_in_search", "ci_excludes_zero",
-                                            "significant_after_holm")}}
-    if evaluation := evaluation_for(study, schedule):
-        extra["evaluation"] = evaluation
     store = artifact_store(args.storage, args.artifact_dir)
     model = args.model and _check_model(args.model, best, study, provenance, args.output)
-    path = save_schedule(schedule, args.output, depth=args.depth or searched_depth, provenance=provenance,
-                         evidence=evidence, **extra)
+    path = write_json_atomic(args.output, document)
     attach(study, store, path)
     if model:
         partial = Path(f"{args.model}.partial")
@@ -116,6 +84,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not evaluation:
         print(f"next: {next_commands(study, args.storage)[1].replace('best.json', str(path))}", file=sys.stderr)
     return 0
+
+
+def export_document(study, depth: int | None = None) -> dict:
+    """The JSON document ``search.export`` writes for ``study``: its confirmed winner (else its best schedule
+    trial) realised at ``depth`` (default: the searched one), with provenance, evidence, the confirmation and a
+    matching multi-seed evaluation. Reads the study only."""
+    from optuna.trial import TrialState
+
+    from models.schedules import Schedule, schedule_document
+    from search.evaluation import evaluation_for, noise_floor
+    from search.study import baseline_trial, best_trial, is_learned_arm
+
+    confirmation = study.user_attrs.get("confirmation")
+    winner = confirmation and confirmation.get("winner")
+    best = study.trials[winner["source_trial"]] if winner and winner["source_trial"] is not None else None
+    best = best or best_trial(study)
+    settings = study.user_attrs.get("settings", {})
+    searched_depth = settings.get("depth", len(best.user_attrs.get("values", [])) * 2 + 2)
+    schedule = Schedule.from_dict(winner["schedule"] if winner else best.user_attrs["schedule"])
+    baseline = baseline_trial(study)
+    floor = noise_floor(study)
+    evidence = {
+        "val_accuracy": best.value,
+        "baseline_val_accuracy": baseline.value if baseline else None,
+        "val_accuracy_gain": best.value - baseline.value if baseline else None,
+        "selected_from": sum(not is_learned_arm(t) for t in study.get_trials(deepcopy=False,
+                                                                                 states=(TrialState.COMPLETE,))),
+        "baseline_seed_std": floor["baseline_seed_std"] if floor else None,
+        "expected_best_of_n_by_chance": floor["expected_best_of_n_by_chance"] if floor else None,
+        "seed": best.user_attrs.get("seed"),
+        "note": "val_accuracy_gain is one run on the search's seed, picked as the best of selected_from",
+    }
+    provenance = {
+        "study": study.study_name, "trial": best.number, "dataset": settings.get("dataset"),
+        "depth_searched": searched_depth, "epochs": study.user_attrs.get("epochs"), "subset": settings.get("subset"),
+        "preset": best.user_attrs.get("preset"),
+    }
+    extra = {}
+    if winner:
+        extra["confirmation"] = {
+            "candidates": confirmation["candidates"], "seeds": confirmation["seeds"],
+            "baseline_val_accuracy": confirmation["baseline_val_accuracy"],
+            **{key: winner[key] for key in ("schedule_val_accuracy", "difference_mean", "difference_ci95", "p_value",
+                                            "p_holm", "rank_in_search", "ci_excludes_zero",
+                                            "significant_after_holm")}}
+    if evaluation := evaluation_for(study, schedule):
+        extra["evaluation"] = evaluation
+    return schedule_document(schedule, depth or searched_depth, provenance=provenance, evidence=evidence, **extra)
 
 
 def _check_model(path: str, trial, study, provenance: dict, output: str) -> str:

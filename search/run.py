@@ -148,10 +148,27 @@ def check_writable(folder) -> None:
 
 
 def search_worker(config, epochs: int, rank: int = 0, data=None, study=None, storage=None) -> int:
-    """Run trials until the study has ``config.trials`` finished ones, then the confirm stage; the exit code.
+    """``run_search`` with Ctrl-C and SIGTERM turned into a recorded interrupt; the command's exit code.
 
     ``data``, ``study`` and ``storage`` are what the caller already opened (one worker, in-process); a worker
     process opens its own.
+    """
+    try:
+        with signals_as_interrupt():
+            _, stopped = run_search(config, epochs, rank, data, study, storage)
+    except KeyboardInterrupt as interrupt:
+        return interrupted_exit(interrupt)
+    if stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        return EXIT_FAILURES
+    return 0
+
+
+def run_search(config, epochs: int, rank: int = 0, data=None, study=None, storage=None):
+    """Run trials in this process until the study has ``config.trials`` finished ones, then the confirm stage;
+    the study, and why the search stopped short (``--max-failures`` trials failed in a row) or None.
+
+    No signal handling and no exit: what the command's workers and the notebook API (``search.api``) share.
     """
     prepare_tensorflow()
     import optuna
@@ -179,29 +196,25 @@ def search_worker(config, epochs: int, rank: int = 0, data=None, study=None, sto
     callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=FINISHED), reporter, guard, live]
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     try:
-        with signals_as_interrupt():
-            # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in
-            # the queue behind trials that already reach the target
-            while ((remaining := config.trials - finished_count(study)) > 0 or baseline_pending(study)) \
-                    and not guard.tripped:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                study.optimize(Objective(config, data, keeper), n_trials=max(remaining, 1), timeout=left,
-                               callbacks=callbacks if remaining > 0 else [reporter, guard, live],
-                               catch=(Exception,), gc_after_trial=True)
-            reporter.close()
-            if guard.tripped:
-                print(f"stopped: {guard.message()}", file=sys.stderr)
-                return EXIT_FAILURES
-            reporter.summary(study)
-            if config.confirm_top and finished_count(study) >= config.trials:
-                run_confirm(config, study, storage, data)
-                publish(storage, study.study_name, config.storage, config.trials, config.workers, confirm_runs(config))
-    except KeyboardInterrupt as interrupt:
+        # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in the
+        # queue behind trials that already reach the target
+        while ((remaining := config.trials - finished_count(study)) > 0 or baseline_pending(study)) \
+                and not guard.tripped:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            study.optimize(Objective(config, data, keeper), n_trials=max(remaining, 1), timeout=left,
+                           callbacks=callbacks if remaining > 0 else [reporter, guard, live],
+                           catch=(Exception,), gc_after_trial=True)
+    finally:
         reporter.close()
-        return interrupted_exit(interrupt)
-    return 0
+    if guard.tripped:
+        return study, guard.message()
+    reporter.summary(study)
+    if config.confirm_top and finished_count(study) >= config.trials:
+        run_confirm(config, study, storage, data)
+        publish(storage, study.study_name, config.storage, config.trials, config.workers, confirm_runs(config))
+    return study, None
 
 
 def worker_environment(rank: int, workers: int, gpus: int) -> dict[str, str]:

@@ -1,4 +1,5 @@
 """The search service end to end, on real (tiny) training runs and real SQLite files."""
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -466,3 +467,21 @@ def test_evaluate_refuses_bad_schedule_files(tmp_path, capsys, content, message)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "e.json").exists()
+
+
+def test_the_notebook_api_searches_in_process_and_returns_the_study(tmp_path):
+    import signal
+
+    from search import api
+
+    handler = signal.getsignal(signal.SIGINT)
+    config = SearchConfig(dataset="digits", depth=8, epochs=1, subset=100, batch_size=50, precision="float32",
+                          trials=2, confirm_top=0, baseline_seeds=0, keep_models=0,
+                          storage=f"sqlite:///{tmp_path / 'notebook.db'}")
+    study = api.search(config)
+    assert isinstance(study, optuna.Study) and signal.getsignal(signal.SIGINT) is handler  # no handlers left
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
+    document = api.export(study)
+    assert document["format"] == "resnet-shortcut-schedule" and document["provenance"]["trial"] in (0, 1)
+    with pytest.raises(ValueError, match="workers"):
+        api.search(dataclasses.replace(config, workers=2))

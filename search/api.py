@@ -1,0 +1,69 @@
+"""The tool from Python, e.g. a notebook: the same code paths as the commands, without their argument parsing,
+signal handlers or exits.
+
+    from search import api
+    from search.config import SearchConfig
+
+    study = api.search(SearchConfig(dataset="digits", depth=8, epochs=3, trials=12, storage="sqlite:///nb.db"))
+    document = api.export(study)                      # the dict search.export writes as best.json
+    record = api.evaluate(["paper-c10-r32", "learned"], depth=8, dataset="digits", epochs=3, seeds=3)
+
+Errors in what you pass raise ``common.errors.UsageError`` (a ValueError) with the message a command prints;
+Ctrl-C raises KeyboardInterrupt, and the interrupted trial is failed in the study, to be re-run by the next search.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import optuna
+
+from common.errors import UsageError
+from search.config import EVALUATION_SEED_START, SearchConfig
+
+
+def search(config: SearchConfig) -> optuna.Study:
+    """Run (or resume) the search ``config`` describes in this process, confirm stage included when
+    ``config.confirm_top``; the study. One worker: for several, run the command with ``--workers``."""
+    from search.run import run_search
+    from search.study import check_existing, open_study
+    from storage.rdb import open_storage
+    from training.data import load_dataset
+
+    if config.workers != 1:
+        raise UsageError("workers: the API searches in this process; run shortcut-search run --workers K for more")
+    data = load_dataset(config.dataset, config.data_dir, config.subset)
+    epochs = config.train.epochs_for(len(data.y_train))
+    storage = open_storage(config.storage, config.heartbeat)
+    check_existing(storage, config)
+    study, stopped = run_search(config, epochs, data=data, study=open_study(storage, config, epochs),
+                                storage=storage)
+    if stopped:
+        raise RuntimeError(f"search stopped: {stopped}")
+    return study
+
+
+def export(study: optuna.Study, depth: int | None = None) -> dict:
+    """The study's answer as ``search.export`` writes it: the confirmed winner (else the best schedule trial)
+    realised at ``depth`` (default: the searched one), with provenance and evidence."""
+    from search.export import export_document
+
+    return export_document(study, depth)
+
+
+def evaluate(schedules: Sequence[str], *, depth: int = 32, dataset: str = "cifar10", seeds: int = 5,
+             epochs: int | None = None, subset: int | None = None, batch_size: int = 128, precision: str = "auto",
+             seed: int = EVALUATION_SEED_START, data_dir: str | None = None, tensorboard: str | None = None) -> dict:
+    """``search.evaluate``: the baseline and each of ``schedules`` (files, presets, ``learned``, ``skipinit``)
+    trained and tested on seeds ``seed .. seed + seeds - 1``; the record it writes (arms, CIs, Holm's p)."""
+    from models.schedules import resolve_schedule
+    from search.evaluate import Arm, evaluate_arms
+    from training.config import TrainConfig
+    from training.data import load_dataset
+
+    if not schedules or len(set(schedules)) < len(schedules):
+        raise UsageError("schedule: give one or more different schedules")
+    arms = [Arm(name, resolve_schedule(name)) for name in schedules]
+    configs = [TrainConfig(depth=depth, epochs=epochs, batch_size=batch_size, precision=precision, seed=seed + i)
+               for i in range(seeds)]
+    data = load_dataset(dataset, data_dir, subset, validation=False)
+    return evaluate_arms(arms, configs, data, dataset, subset, tensorboard)
