@@ -1,10 +1,5 @@
-"""What every ``python -m ...`` command shares: TensorFlow's settings, exit codes, argparse helpers, and how much
-it says (``-q`` / ``-v``).
-
-Verbosity: ``-q`` = no progress bar or per-trial lines, only results, warnings and errors; default = those lines
-too; ``-v`` = also Optuna's own INFO lines (and its warnings with tracebacks for failed trials), TensorFlow's start-up
-messages, and the traceback of an interrupt. Worker processes inherit it through ``$SHORTCUT_SEARCH_VERBOSITY``.
-"""
+"""What every ``python -m ...`` command shares: TensorFlow's settings, exit codes, argparse helpers with ``-q`` /
+``-v`` (``common.log`` says what they change)."""
 from __future__ import annotations
 
 import argparse
@@ -14,39 +9,10 @@ import sys
 from typing import Callable, Sequence
 
 from common.errors import UsageError
+from common.log import verbosity_in
 from common.machine import VERBOSITY_ENV, prepare_tensorflow
 
 EXIT_USAGE = 2
-
-
-def verbosity() -> int:
-    """-1 with -q, 0 by default, 1 or more with -v (as the running command, or the command that started this
-    worker process, was given)."""
-    try:
-        return int(os.environ.get(VERBOSITY_ENV, "0"))
-    except ValueError:
-        return 0
-
-
-def _verbosity_in(argv: Sequence[str]) -> int:
-    """-v / -vv / --verbose and -q / --quiet among a command's arguments, read before anything is imported."""
-    level = 0
-    for arg in argv:
-        if arg == "--":
-            break
-        if arg in ("-q", "--quiet"):
-            level = -1
-        elif arg == "--verbose" or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
-            level = max(level, 0) + (1 if arg == "--verbose" else len(arg) - 1)
-    return level
-
-
-def quiet_optuna() -> None:
-    """Optuna's own logging: INFO with -v; otherwise ERROR, since the tool reports each trial itself (a failed
-    trial's warning would repeat its line, with a traceback on top)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbosity() > 0 else optuna.logging.ERROR)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -74,7 +40,7 @@ def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
     TensorFlow's settings and the verbosity (-q / -v) are made first, so they hold wherever the command imports
     TensorFlow, and in its worker processes.
     """
-    level = _verbosity_in(sys.argv[1:] if argv is None else argv)
+    level = verbosity_in(sys.argv[1:] if argv is None else argv)
     os.environ[VERBOSITY_ENV] = str(level)
     logging.basicConfig(level=logging.DEBUG if level > 1 else logging.INFO if level > 0 else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -163,6 +163,26 @@ def learning_curves_figure(study: optuna.Study) -> go.Figure:
     return _finish(figure, "Learning curves (validation accuracy per epoch)", "epoch")
 
 
+def training_curves_figure(study: optuna.Study) -> go.Figure:
+    """Training loss per epoch of every trial that recorded it (``train_loss``): how each schedule trains, beside
+    how it validates; pruned trials grey and dotted."""
+    figure = go.Figure()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        losses = trial.user_attrs.get("train_loss")
+        if losses:
+            pruned = trial.state == TrialState.PRUNED
+            style = dict(color="rgba(150,150,150,0.6)", dash="dot", width=1) if pruned else dict(width=2)
+            figure.add_trace(go.Scatter(x=list(range(1, len(losses) + 1)), y=losses, mode="lines", line=style,
+                                        name=_label(trial)))
+    if not figure.data:
+        figure.add_annotation(text="not enough trials with training curves yet (recorded since 2026-11-29)",
+                              showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    figure.update_layout(title="Training loss per epoch", **LAYOUT)
+    figure.update_xaxes(title="epoch")
+    figure.update_yaxes(title="training loss (cross-entropy + weight decay)", type="log")
+    return figure
+
+
 def family_figure(study: optuna.Study) -> go.Figure:
     """Validation accuracy of completed trials per schedule family: which shapes work."""
     figure = go.Figure()

@@ -12,7 +12,9 @@ import html
 import sys
 from typing import Sequence
 
-from common.cli import ArgumentParser, quiet_optuna, run_command
+from common.cli import ArgumentParser, run_command
+from common.log import quiet_optuna
+from common.log import result
 from storage.rdb import add_storage_argument
 
 PAGE = """<!DOCTYPE html>
@@ -27,13 +29,14 @@ PAGE = """<!DOCTYPE html>
 
 def report_figures(study) -> list:
     """The report's figures, in order."""
+    import optuna
+
     from dashboards import figures
     from search.evaluation import evaluations
 
-    import optuna
-
     built = [figures.study_schedule_figure(study), figures.history_figure(study),
-             figures.learning_curves_figure(study), figures.fidelity_figure(study), figures.family_figure(study),
+             figures.learning_curves_figure(study), figures.training_curves_figure(study),
+             figures.fidelity_figure(study), figures.family_figure(study),
              figures.importance_figure(study), optuna.visualization.plot_timeline(study)]
     built += [figures.evaluation_figure(record) for record in evaluations(study)]
     built.append(figures.top_trials_table(study))
@@ -80,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     study = load_existing_study(storage, args.study or single_study_name(storage))
     path = write_text_atomic(args.output, render(study))
     attach(study, artifact_store(args.storage, args.artifact_dir), path)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)", file=sys.stderr)
+    result(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)")
     return 0
 
 

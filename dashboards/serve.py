@@ -2,8 +2,9 @@
 
     python -m dashboards.serve [--storage sqlite:///search.db] [--port 8080]
 
-The same as `optuna-dashboard sqlite:///search.db --artifact-dir search-artifacts`, bound to loopback; the study's schedules figure and note
-appear on its page while a search runs. Reading a SQLite study while workers write is safe (WAL journal).
+The same as `optuna-dashboard sqlite:///search.db --artifact-dir search-artifacts`, bound to loopback; the study's
+schedules figure and note appear on its page while a search runs. Reading a SQLite study while workers write is safe
+(WAL journal).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from typing import Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
+from common.log import result
 from storage.rdb import add_storage_argument
 
 
@@ -32,8 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     folder = beside_storage(args.storage, args.artifact_dir, ARTIFACT_FOLDER)
     store = FileSystemArtifactStore(str(folder)) if folder.is_dir() else None
-    print(f"optuna-dashboard for {redacted(args.storage)} at http://127.0.0.1:{args.port}/ (Ctrl-C stops it)",
-          file=sys.stderr, flush=True)
+    result(f"optuna-dashboard for {redacted(args.storage)} at http://127.0.0.1:{args.port}/ (Ctrl-C stops it)")
     try:
         run_server(storage, host="127.0.0.1", port=args.port, artifact_store=store)
     except KeyboardInterrupt:

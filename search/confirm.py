@@ -19,8 +19,10 @@ import dataclasses
 import sys
 from typing import Any, Sequence
 
-from common.cli import ArgumentParser, positive_int, quiet_optuna, run_command
+from common.cli import ArgumentParser, positive_int, run_command
+from common.log import quiet_optuna
 from common.errors import UsageError
+from common.log import log, result
 from storage.rdb import add_storage_argument
 
 SUFFIX = ".confirm"
@@ -98,8 +100,8 @@ def open_confirm_study(storage, study, top: int, seeds: int):
 class ConfirmObjective:
     """One confirm run: the arm's schedule on the arm's seed, the search's budget, no pruning."""
 
-    def __init__(self, config, data, arms: list[dict[str, Any]], seeds: list[int]):
-        self.config, self.data, self.seeds = config, data, seeds
+    def __init__(self, config, data, arms: list[dict[str, Any]], seeds: list[int], keeper=None):
+        self.config, self.data, self.seeds, self.keeper = config, data, seeds, keeper
         self.arms = {arm["label"]: arm for arm in arms}
 
     def __call__(self, trial) -> float:
@@ -130,20 +132,27 @@ class ConfirmObjective:
 
         result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed),
                              Schedule.from_dict(self.arms[label]["schedule"]), self.data, report,
-                             self.config.checkpoints(trial.study.study_name))
+                             self.config.checkpoints(trial.study.study_name), self.keeper, self.config.tensorboard)
         return result.final_val_accuracy
 
 
 def run_confirm(config, study, storage, data) -> dict[str, Any] | None:
     """Work through the confirm queue (with any other workers); the summary once every run has finished, stored
-    on the search study as ``confirmation``, else None."""
+    on the search study as ``confirmation``, else None. The ``--keep-models`` best confirm runs keep their trained
+    models, as the search's trials do."""
     from optuna.trial import TrialState
 
+    from search.keep import ModelKeeper
+    from storage.artifacts import artifact_store
+
     confirm = open_confirm_study(storage, study, config.confirm_top, config.confirm_seeds)
-    objective = ConfirmObjective(config, data, confirm.user_attrs["arms"], confirm.user_attrs["plan"]["seeds"])
+    keeper = ModelKeeper(storage, artifact_store(config.storage, config.artifact_dir), config.keep_models) \
+        if config.keep_models else None
+    objective = ConfirmObjective(config, data, confirm.user_attrs["arms"], confirm.user_attrs["plan"]["seeds"],
+                                 keeper)
     total = len(confirm.user_attrs["arms"]) * len(confirm.user_attrs["plan"]["seeds"])
-    print(f"confirm: {len(confirm.user_attrs['arms'])} arms x {len(confirm.user_attrs['plan']['seeds'])} seeds "
-          f"({total} runs) in study {confirm.study_name!r}", file=sys.stderr)
+    log.info(f"confirm: {len(confirm.user_attrs['arms'])} arms x {len(confirm.user_attrs['plan']['seeds'])} seeds "
+             f"({total} runs) in study {confirm.study_name!r}")
 
     def line(_, trial) -> None:
         if trial.state == TrialState.COMPLETE:
@@ -152,16 +161,16 @@ def run_confirm(config, study, storage, data) -> dict[str, Any] | None:
             outcome = f"already run as trial {trial.user_attrs['duplicate_of']}"
         else:
             outcome = trial.user_attrs.get("diverged") or trial.user_attrs.get("fail_reason", trial.state.name)
-        print(f"confirm {trial.params.get('arm')} seed {trial.params.get('seed')}: {outcome}", file=sys.stderr)
+        log.info(f"confirm {trial.params.get('arm')} seed {trial.params.get('seed')}: {outcome}")
 
     while confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         confirm.optimize(objective, n_trials=1, callbacks=[line], catch=(Exception,), gc_after_trial=True)
     if confirm.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        print("confirm: other workers are finishing the last runs", file=sys.stderr)
+        log.info("confirm: other workers are finishing the last runs")
         return None
     summary = summarise(study, confirm)
     study.set_user_attr("confirmation", summary)
-    print(describe(summary), file=sys.stderr)
+    result(describe(summary))
     return summary
 
 

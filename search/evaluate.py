@@ -3,23 +3,27 @@
     python -m search.evaluate --schedule best.json --schedule learned --depth 32 --dataset cifar10 --seeds 5
 
 Each arm (a schedule file, a preset, or a learned arm: learned, skipinit) is paired with the baseline seed by seed:
-mean +- std, the mean difference with a 95 % confidence interval, a paired t-test's p-value, and Holm's
-correction of those p-values across the arms; one table row per arm. Writes them to --output, and with
---storage/--study records them on the study, where search.export and the dashboards show them. One run's test accuracy moves by ~0.25 pt on CIFAR-10 from the seed
-alone: a single-run gain of ~1 pt is not evidence, this is. The default seeds (10000, 10001, ...) are disjoint
-from the search's, the baseline replicas' and the confirm stage's; with --study a seed the study used is refused.
-A run that diverges is counted and left out of the paired statistics with its partner, never scored 0.
+mean +- std, the mean difference with a 95 % confidence interval, a paired t-test's p-value, and Holm's correction
+of those p-values across the arms; one table row per arm. Writes them to --output, and with --storage/--study
+records them on the study, where search.export and the dashboards show them. One run's test accuracy moves by ~0.25
+pt on CIFAR-10 from the seed alone: a single-run gain of ~1 pt is not evidence, this is. The default seeds (10000,
+10001, ...) are disjoint from the search's, the baseline replicas' and the confirm stage's; with --study a seed the
+study used is refused. A run that diverges is counted and left out of the paired statistics with its partner, never
+scored 0.
 """
 from __future__ import annotations
 
 import datetime
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from common.cli import ArgumentParser, positive_int, quiet_optuna, run_command
+from common.cli import ArgumentParser, positive_int, run_command
+from common.log import quiet_optuna
 from common.machine import prepare_tensorflow
+from common.log import log, result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tensorboard", metavar="DIR", help="log every run for TensorBoard, one run folder each "
                         "(DIR/seed-10000-ARM)")
     parser.add_argument("--study", help="study to record the evaluation on (the JSON is attached to it too)")
+    parser.add_argument("--keep-models", action="store_true", help="attach every run's trained model to the study "
+                        "(seed-10000-ARM.keras, with --study) as an artifact")
     parser.add_argument("--artifact-dir", metavar="DIR", help="the study's artifact store (default: "
                         "search-artifacts/ beside a SQLite study, in this folder for other databases)")
     args = parser.parse_args(argv)
@@ -48,9 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.schedules import resolve_schedule
     from search.evaluation import record_evaluation
     from search.study import study_seeds
+    from storage.artifacts import artifact_store, attach
     from training.config import TrainConfig
     from training.data import load_dataset
 
+    if args.keep_models and not args.study:
+        raise UsageError("keep-models: the models are attached to a study; give --storage and --study")
     if len(set(args.schedule)) < len(args.schedule):
         raise UsageError("schedule: an arm is given twice; give each --schedule once")
     arms = [Arm(name, resolve_schedule(name)) for name in args.schedule]
@@ -70,40 +79,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"seed: the study already trained with seed(s) {', '.join(map(str, reused))}; test "
                              f"with seeds it never used (the default --seed {EVALUATION_SEED_START} does)")
     data = load_dataset(args.dataset, args.data_dir, args.subset, validation=False)
-    record = evaluate_arms(arms, configs, data, args.dataset, args.subset, args.tensorboard)
+    store = artifact_store(args.storage, args.artifact_dir) if study is not None else None
+    keep = (lambda path: attach(study, store, path)) if args.keep_models else None
+    record = evaluate_arms(arms, configs, data, args.dataset, args.subset, args.tensorboard, keep)
     write_json_atomic(args.output, record)
     if study is not None:
-        from storage.artifacts import artifact_store, attach
-
         record_evaluation(study, record)
-        attach(study, artifact_store(args.storage, args.artifact_dir), args.output)
-    print(arm_table(record), file=sys.stderr)
-    print(f"wrote {args.output}" + (f" and recorded it on study {args.study!r}" if study else ""), file=sys.stderr)
+        attach(study, store, args.output)
+    result(arm_table(record))
+    result(f"wrote {args.output}" + (f" and recorded it on study {args.study!r}" if study else ""))
     return 0
 
 
 def evaluate_arms(arms: list["Arm"], configs: list, data, dataset: str, subset: int | None = None,
-                  tensorboard: str | None = None) -> dict:
+                  tensorboard: str | None = None, keep=None) -> dict:
     """Train and test the baseline and every arm on each config's seed; the record ``--output`` holds: each arm
     paired with the baseline, Holm's correction across the arms, the first arm's statistics at the top level.
-    One line per run on stderr. What the command and the notebook API (``search.api.evaluate``) share."""
+    One line per run on stderr; ``keep(path)`` receives each finished run's model (``seed-S-ARM.keras``). What
+    the command and the notebook API (``search.api.evaluate``) share."""
     prepare_tensorflow()
     from search.evaluation import holm, paired_statistics
     from training.loop import run
 
     depth = configs[0].depth
-    print(f"{data.summary()}; ResNet-{depth}; baseline vs {', '.join(arm.name for arm in arms)}, "
-          f"{len(configs)} seeds, {configs[0].epochs_for(len(data.y_train))} epochs", file=sys.stderr)
+    log.info(f"{data.summary()}; ResNet-{depth}; baseline vs {', '.join(arm.name for arm in arms)}, "
+             f"{len(configs)} seeds, {configs[0].epochs_for(len(data.y_train))} epochs")
     baseline = Arm("baseline", None)
     for config in configs:
         for arm in (baseline, *arms):
-            board = tensorboard and Path(tensorboard) / f"seed-{config.seed}-{arm.folder}"
-            result = run(config, arm.schedule, data, test=True, tensorboard=board or None)
-            arm.test_accuracy.append(None if result.diverged else result.test_accuracy)
-            arm.learned_values.append(result.learned_values)
-            print(f"seed {config.seed} {arm.name:>16}: "
-                  + (f"diverged ({result.diverged_reason})" if result.diverged else f"test {result.test_accuracy:.4f}")
-                  + f"  [{result.epochs_run} epochs, {result.wall_seconds:.0f} s]", file=sys.stderr)
+            name = f"seed-{config.seed}-{arm.folder}"
+            with tempfile.TemporaryDirectory() as folder:
+                model = Path(folder) / f"{name}.keras" if keep else None
+                outcome = run(config, arm.schedule, data, test=True, save_model=model,
+                              tensorboard=Path(tensorboard) / name if tensorboard else None)
+                if model is not None and model.is_file():
+                    keep(model)
+            arm.test_accuracy.append(None if outcome.diverged else outcome.test_accuracy)
+            arm.learned_values.append(outcome.learned_values)
+            log.info(f"seed {config.seed} {arm.name:>16}: "
+                     + (f"diverged ({outcome.diverged_reason})" if outcome.diverged
+                        else f"test {outcome.test_accuracy:.4f}")
+                     + f"  [{outcome.epochs_run} epochs, {outcome.wall_seconds:.0f} s]")
     rows = [arm.compare(baseline.test_accuracy) for arm in arms]
     for row, p_holm in zip(rows, holm([row["p_value"] for row in rows])):
         row["p_holm"] = p_holm

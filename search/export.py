@@ -21,8 +21,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from common.cli import ArgumentParser, quiet_optuna, run_command
+from common.cli import ArgumentParser, run_command
+from common.log import quiet_optuna
 from common.errors import UsageError
+from common.log import log, result
 from storage.rdb import add_storage_argument
 
 
@@ -58,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     confirmation = study.user_attrs.get("confirmation")
     winner = confirmation and confirmation.get("winner")
     store = artifact_store(args.storage, args.artifact_dir)
-    model = args.model and _check_model(args.model, best, study, provenance, args.output)
+    model = args.model and _check_model(args.model, best, study, provenance, args.output, store)
     path = write_json_atomic(args.output, document)
     attach(study, store, path)
     if model:
@@ -66,23 +68,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         partial.unlink(missing_ok=True)
         download_artifact(artifact_store=store, file_path=str(partial), artifact_id=model)
         os.replace(partial, args.model)
-        print(f"wrote {args.model}: the trained model of trial {best.number} (seed {best.user_attrs.get('seed')}, "
-              f"{provenance['epochs']} epochs, validation accuracy {best.value:.4f})", file=sys.stderr)
+        result(f"wrote {args.model}: the trained model of trial {best.number} (seed {best.user_attrs.get('seed')}, "
+               f"{provenance['epochs']} epochs, validation accuracy {best.value:.4f})")
     if winner:
         ci = winner["difference_ci95"]
-        print(f"wrote {path}: confirmed winner {winner['label']} {schedule.describe()}, "
-              f"{100 * winner['difference_mean']:+.2f} pt vs baseline over {len(confirmation['seeds'])} fresh seeds"
-              + (f", 95 % CI [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else ""), file=sys.stderr)
+        result(f"wrote {path}: confirmed winner {winner['label']} {schedule.describe()}, "
+               f"{100 * winner['difference_mean']:+.2f} pt vs baseline over {len(confirmation['seeds'])} fresh seeds"
+               + (f", 95 % CI [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else ""))
     else:
         gain = evidence["val_accuracy_gain"]
-        print(f"warning: no confirm stage has run on {study.study_name!r}: trial {best.number} is the single-seed "
-              f"best of {evidence['selected_from']} trials, and its gain is partly chance; run python -m "
-              f"search.confirm", file=sys.stderr)
-        print(f"wrote {path}: trial {best.number} {schedule.describe()}, val {best.value:.4f}"
-              + (f" ({gain_in_noise(gain, floor)} vs baseline)" if gain is not None else " (no baseline trial)"),
-              file=sys.stderr)
+        log.warning(f"warning: no confirm stage has run on {study.study_name!r}: trial {best.number} is the "
+                    f"single-seed best of {evidence['selected_from']} trials, and its gain is partly chance; run "
+                    f"python -m search.confirm")
+        result(f"wrote {path}: trial {best.number} {schedule.describe()}, val {best.value:.4f}"
+               + (f" ({gain_in_noise(gain, floor)} vs baseline)" if gain is not None else " (no baseline trial)"))
     if not evaluation:
-        print(f"next: {next_commands(study, args.storage)[1].replace('best.json', str(path))}", file=sys.stderr)
+        log.info(f"next: {next_commands(study, args.storage)[1].replace('best.json', str(path))}")
     return 0
 
 
@@ -134,9 +135,9 @@ def export_document(study, depth: int | None = None) -> dict:
     return schedule_document(schedule, depth or searched_depth, provenance=provenance, evidence=evidence, **extra)
 
 
-def _check_model(path: str, trial, study, provenance: dict, output: str) -> str:
-    """The artifact id of ``trial``'s kept model, or UsageError (with the command that trains it) before anything
-    is written."""
+def _check_model(path: str, trial, study, provenance: dict, output: str, store) -> str:
+    """The artifact id of ``trial``'s kept model, or UsageError (with the command that trains it, or the store to
+    name) before anything is written."""
     from storage.artifacts import kept_model
 
     if not path.endswith(".keras"):
@@ -150,6 +151,11 @@ def _check_model(path: str, trial, study, provenance: dict, output: str) -> str:
                          f"best completed trials); train it: shortcut-search train --schedule {output} --depth "
                          f"{provenance['depth_searched']} --dataset {provenance['dataset']} --epochs "
                          f"{provenance['epochs']}{budget} --seed {trial.user_attrs.get('seed')} --save-model {path}")
+    try:
+        store.open_reader(artifact).close()
+    except Exception:
+        raise UsageError(f"model: trial {trial.number}'s model is not in this artifact store; name the one the "
+                         f"search used with --artifact-dir") from None
     return artifact
 
 

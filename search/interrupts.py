@@ -7,6 +7,8 @@ again: an interrupt is never swallowed, at worst it lands one epoch late.
 """
 from __future__ import annotations
 
+from common.log import log
+
 import contextlib
 import signal
 import sys
@@ -50,11 +52,11 @@ def signals_as_interrupt():
 
 def interrupted_exit(interrupt: KeyboardInterrupt) -> int:
     """Say what an interrupt left behind; the exit code 130 (Ctrl-C) or 143 (SIGTERM)."""
-    from common.cli import verbosity
+    from common.log import verbosity
 
     number = getattr(interrupt, "signal", signal.SIGINT)
     if verbosity() > 0:  # where it was interrupted, for -v; by default the line below says all a user needs
         traceback.print_exception(interrupt)
-    print(f"interrupted ({signal.Signals(number).name}): the running trial is marked failed; run the same "
+    log.warning(f"interrupted ({signal.Signals(number).name}): the running trial is marked failed; run the same "
           f"command to resume", file=sys.stderr)
     return EXIT_SIGNAL.get(number, 130)

@@ -53,34 +53,33 @@ class Objective:
             trial.report(accuracy, epoch)
             return not never_prune and trial.should_prune()
 
-        keep = self.keeper is not None and not schedule.learned
-        with tempfile.TemporaryDirectory() as folder:
-            model_file = Path(folder) / f"trial-{trial.number:04d}.keras" if keep else None
-            result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data,
-                                 report, self.config.checkpoints(trial.study.study_name), save_model=model_file,
-                                 tensorboard=self.config.tensorboard)
-            if result.stopped_early:
-                trial.set_user_attr("pruned_at_epoch", result.epochs_run)
-                raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
-            if keep:
-                self.keeper.offer(trial, result.final_val_accuracy, model_file)
+        result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data,
+                             report, self.config.checkpoints(trial.study.study_name),
+                             None if schedule.learned else self.keeper, self.config.tensorboard)
+        if result.stopped_early:
+            trial.set_user_attr("pruned_at_epoch", result.epochs_run)
+            raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
         return result.final_val_accuracy
 
 
 def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, data: Dataset,
-                on_epoch: EpochHook, checkpoints: Path | None = None, save_model: Path | None = None,
-                tensorboard: Path | None = None) -> RunResult:
+                on_epoch: EpochHook, checkpoints: Path | None = None, keeper: ModelKeeper | None = None,
+                tensorboard: str | None = None) -> RunResult:
     """One training run for ``trial``, recorded on it: epochs run, wall seconds, images/s, the epoch it resumed
     from (a re-run of a cut-short trial with the same parameters and seed, checkpointed in ``checkpoints``); the
     reason of a failure (``interrupted`` for Ctrl-C or SIGTERM) before it propagates; a diverged run pruned with
     its reason. The run's per-epoch training loss and accuracy are kept on the trial (``train_loss``,
     ``train_accuracy``) beside the validation accuracy its intermediate values hold; with ``tensorboard`` the run
-    also logs to ``tensorboard/trial-NNNN``."""
+    also logs to ``tensorboard/trial-NNNN``; a run that trained to its end offers its model to ``keeper``."""
     started = time.perf_counter()
     board = Path(tensorboard) / f"trial-{trial.number:04d}" if tensorboard else None
     try:
-        result = run(config, schedule, data, on_epoch=on_epoch, checkpoint_dir=checkpoints, save_model=save_model,
-                     tensorboard=board)
+        with tempfile.TemporaryDirectory() as folder:
+            model_file = Path(folder) / f"trial-{trial.number:04d}.keras" if keeper is not None else None
+            result = run(config, schedule, data, on_epoch=on_epoch, checkpoint_dir=checkpoints,
+                         save_model=model_file, tensorboard=board)
+            if model_file is not None and model_file.is_file():  # saved only by a run that trained to its end
+                keeper.offer(trial, result.final_val_accuracy, model_file)
     except KeyboardInterrupt:
         trial.set_user_attr("fail_reason", "interrupted")
         raise

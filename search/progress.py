@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from common.cli import verbosity
+from common.log import log, result, verbosity
 
 from models.schedules import Schedule
 from search.evaluation import gain_in_noise, noise_floor
@@ -125,9 +125,9 @@ class TrialReporter:
         if not complete:
             return
         best = max(complete, key=lambda t: t.value)
-        print(f"best: trial {best.number} {describe_trial(best)}{self.standing(study)}", file=sys.stderr)
+        result(f"best: trial {best.number} {describe_trial(best)}{self.standing(study)}")
         export, evaluate = next_commands(study, self.config.storage)
-        print(f"next: {export}\n      {evaluate}", file=sys.stderr)
+        log.info(f"next: {export}\n      {evaluate}")
 
     def close(self) -> None:
         self.bar.close()

@@ -16,9 +16,11 @@ import tempfile
 import time
 from typing import Sequence
 
-from common.cli import ArgumentParser, positive_int, quiet_optuna, run_command
+from common.cli import ArgumentParser, positive_int, run_command
+from common.log import quiet_optuna
 from common.errors import UsageError
 from common.machine import gpu_count, prepare_tensorflow
+from common.log import log, result
 from search.interrupts import EXIT_SIGNAL, interrupted_exit, signals_as_interrupt
 
 EXIT_FAILURES = 1
@@ -123,11 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     resuming = check_existing(storage, config)
     study = open_study(storage, config, epochs)
     done = finished_count(study)
-    print(f"{'resuming' if resuming else 'new'} study {config.study!r} in {redacted(config.storage)}: "
-          f"{done}/{config.trials} "
-          f"trials finished; ResNet-{config.depth}, {data.summary()}, {epochs} epochs a trial", file=sys.stderr)
+    log.info(f"{'resuming' if resuming else 'new'} study {config.study!r} in {redacted(config.storage)}: "
+             f"{done}/{config.trials} trials finished; ResNet-{config.depth}, {data.summary()}, "
+             f"{epochs} epochs a trial")
     if done >= config.trials and (not config.confirm_top or "confirmation" in study.user_attrs):
-        print("target reached; raise --trials to search further", file=sys.stderr)
+        result("target reached; raise --trials to search further")
         return 0
     if config.workers == 1:
         return search_worker(config, epochs, rank=0, data=data, study=study, storage=storage)
@@ -159,7 +161,7 @@ def search_worker(config, epochs: int, rank: int = 0, data=None, study=None, sto
     except KeyboardInterrupt as interrupt:
         return interrupted_exit(interrupt)
     if stopped:
-        print(f"stopped: {stopped}", file=sys.stderr)
+        log.error(f"stopped: {stopped}")
         return EXIT_FAILURES
     return 0
 

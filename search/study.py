@@ -2,8 +2,8 @@
 
 A new study is warm-started with the baseline (f = 1) and the paper's schedules, so that every search has a
 reference trained on the same budget and starts from what the authors found by hand; then with the learned arms
-(``learned``, ``skipinit``), which show where a network that learns its own factors lands on the same budget. The configuration is
-stored on the study and checked on every later run, before anything is written.
+(``learned``, ``skipinit``), which show where a network that learns its own factors lands on the same budget. The
+configuration is stored on the study and checked on every later run, before anything is written.
 """
 from __future__ import annotations
 

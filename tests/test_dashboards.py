@@ -34,7 +34,7 @@ def searched(tmp_path_factory):
     assert evaluate.main(["--schedule", "paper-c10-r32", "--depth", "8", "--dataset", "digits", "--epochs", "1",
                           "--batch-size", "50", "--precision", "float32", "--seeds", "2",
                           "--output", str(folder / "evaluation.json"), "--storage", url,
-                          "--study", "digits-resnet8"]) == 0
+                          "--study", "digits-resnet8", "--keep-models"]) == 0
     return url, folder
 
 
@@ -79,6 +79,8 @@ def test_study_figures_show_the_study(searched):
     assert [shape.type for shape in history.layout.shapes].count("rect") == 1  # the baseline's band over 2 seeds
     assert len(history.data[0].x) == len(complete)
 
+    losses = figures.training_curves_figure(study)
+    assert len(losses.data) == len([t for t in complete + pruned if t.user_attrs.get("train_loss")]) > 0
     curves = figures.learning_curves_figure(study)
     dotted = [trace for trace in curves.data if trace.line.dash == "dot"]
     assert len(dotted) == len([t for t in pruned if t.intermediate_values])
@@ -268,7 +270,8 @@ def test_optuna_dashboard_serves_the_study_and_its_figure(searched):
         trial = next(t for t in detail["trials"] if t["state"] == "Complete")
         assert any(attr["key"] == "values" for attr in trial["user_attrs"])
         # the study's files and its best trials' models, listed and served from the artifact store
-        assert "evaluation.json" in [a["filename"] for a in detail["artifacts"]]  # (and the report, once written)
+        files = [a["filename"] for a in detail["artifacts"]]  # (and the report, once written)
+        assert "evaluation.json" in files and "seed-10001-paper-c10-r32.keras" in files  # evaluate --keep-models
         models = [(t["trial_id"], a) for t in detail["trials"] for a in t["artifacts"]]
         assert len(models) == 5 and all(re.fullmatch(r"trial-\d{4}\.keras", a["filename"]) for _, a in models)
         trial_id, model = models[0]

@@ -55,7 +55,7 @@ def test_tensorflow_starts_quietly_unless_asked_to_talk():
 
 
 def test_every_command_takes_quiet_and_verbose():
-    from common.cli import _verbosity_in
+    from common.log import verbosity_in as _verbosity_in
 
     assert [_verbosity_in(argv) for argv in (["--depth", "8"], ["-v"], ["-vv", "--x"], ["-q"], ["--verbose"])] == [
         0, 1, 2, -1, 1]

@@ -180,6 +180,10 @@ def test_export_and_evaluate(tmp_path, capsys):
                         str(tmp_path / "best.keras")]) == 0
     assert (tmp_path / "best.keras").read_bytes() == models[0].read_bytes()  # the best trial's own network
     assert "trained model of trial" in capsys.readouterr().err
+    elsewhere = ["--storage", url, "--output", str(tmp_path / "none.json"), "--model", str(tmp_path / "none.keras"),
+                 "--artifact-dir", str(tmp_path / "another-store")]
+    assert run_command(export.main, elsewhere) == 2  # refused before anything is written
+    assert "not in this artifact store" in capsys.readouterr().err and not (tmp_path / "none.json").exists()
     assert [meta.filename for meta in get_all_artifact_meta(load(url))] == ["best.json"]  # attached to the study
     document = json.loads(out.read_text())
     assert document["format"] == "resnet-shortcut-schedule" and document["depth"] == 8

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
 from common.machine import prepare_tensorflow
+from common.log import log
 
 
 def add_training_arguments(parser: ArgumentParser, seed: int = 0) -> None:
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = TrainConfig(depth=args.depth, epochs=args.epochs, batch_size=args.batch_size,
                          precision=args.precision, seed=args.seed, steps_per_execution=args.steps_per_execution)
     data = load_dataset(args.dataset, args.data_dir, args.subset)
-    print(f"{data.summary()}; ResNet-{args.depth} with {schedule.describe()}", file=sys.stderr)
+    log.info(f"{data.summary()}; ResNet-{args.depth} with {schedule.describe()}")
     prepare_tensorflow()
     from training.loop import run
 

@@ -1,0 +1,81 @@
+"""What the tool says, through the ``logging`` module, and how much (``-q`` / ``-v``).
+
+Levels: progress (a study opened, one line per run, the next command to type) is INFO; results (what was written,
+the best trial, a table) are RESULT, between INFO and WARNING; warnings and errors are what they are. ``-q``
+shows RESULT and up, the default INFO and up, ``-v`` also Optuna's own INFO lines, TensorFlow's start-up messages
+and tracebacks, ``-vv`` DEBUG. Messages go to the stderr of the moment they are written (a progress bar's, a
+test's capture), unformatted: they read as the tool's own lines. The level travels to worker processes in
+``$SHORTCUT_SEARCH_VERBOSITY``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Sequence
+
+from common.machine import VERBOSITY_ENV
+
+RESULT = 25
+logging.addLevelName(RESULT, "RESULT")
+log = logging.getLogger("shortcut_search")
+
+
+def verbosity() -> int:
+    """-1 with -q, 0 by default, 1 or more with -v (as the running command, or the command that started this
+    worker process, was given)."""
+    try:
+        return int(os.environ.get(VERBOSITY_ENV, "0"))
+    except ValueError:
+        return 0
+
+
+def verbosity_in(argv: Sequence[str]) -> int:
+    """-v / -vv / --verbose and -q / --quiet among a command's arguments, read before anything is imported."""
+    level = 0
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg in ("-q", "--quiet"):
+            level = -1
+        elif arg == "--verbose" or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
+            level = max(level, 0) + (1 if arg == "--verbose" else len(arg) - 1)
+    return level
+
+
+def threshold() -> int:
+    """The lowest level shown at the current verbosity."""
+    level = verbosity()
+    return RESULT if level < 0 else logging.DEBUG if level > 1 else logging.INFO
+
+
+def result(message: str) -> None:
+    """A result line: shown even with -q."""
+    log.log(RESULT, message)
+
+
+def quiet_optuna() -> None:
+    """Optuna's own logging: INFO with -v; otherwise ERROR, since the tool reports each trial itself (a failed
+    trial's warning would repeat its line, with a traceback on top)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbosity() > 0 else optuna.logging.ERROR)
+
+
+class _CurrentStderr(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a message comes, at the verbosity of that moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < threshold():
+            return
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+if not log.handlers:
+    log.addHandler(_CurrentStderr())
+    log.setLevel(logging.DEBUG)  # the handler decides
+    log.propagate = False
