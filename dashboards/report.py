@@ -75,14 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
     from common.files import write_text_atomic
-    from storage.artifacts import artifact_store, attach
+    from storage.artifacts import artifact_store, attach_when_free
     from storage.rdb import load_existing_study, open_storage, single_study_name
 
     quiet_optuna()
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     study = load_existing_study(storage, args.study or single_study_name(storage))
     path = write_text_atomic(args.output, render(study))
-    attach(study, artifact_store(args.storage, args.artifact_dir), path)
+    attach_when_free(args.storage, study.study_name, artifact_store(args.storage, args.artifact_dir), path)
     result(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)")
     return 0
 

@@ -170,6 +170,10 @@ def arm_table(record: dict) -> str:
              f"{'baseline':<{width}}  {pct(mean) + ' +- ' + pct(std):>15}  {'':>9}  {'':>17}  {'':>7}  {'':>7}  "
              f"{record['diverged']['baseline']}"]
     for row in record["arms"]:
+        if not row["pairs"]:
+            lines.append(f"{row['name']:<{width}}  no seed gave both runs a result: nothing to compare "
+                         f"(diverged: {row['diverged']})")
+            continue
         ci = row["difference_ci95"]
         interval = f"[{signed(ci[0])}, {signed(ci[1])}]" if ci else "(one pair)"
         lines.append(f"{row['name']:<{width}}  {pct(row['mean']) + ' +- ' + pct(row['std']):>15}  "

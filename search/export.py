@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.schedules import Schedule, block_count
     from search.evaluation import gain_in_noise, noise_floor
     from search.study import next_commands
-    from storage.artifacts import artifact_store, attach
+    from storage.artifacts import artifact_store, attach_when_free
     from storage.rdb import load_existing_study, open_storage, single_study_name
 
     if args.depth is not None:
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = artifact_store(args.storage, args.artifact_dir)
     model = args.model and _check_model(args.model, best, study, provenance, args.output, store)
     path = write_json_atomic(args.output, document)
-    attach(study, store, path)
+    attach_when_free(args.storage, study.study_name, store, path)
     if model:
         partial = Path(f"{args.model}.partial")
         partial.unlink(missing_ok=True)

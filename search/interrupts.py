@@ -11,7 +11,6 @@ from common.log import log
 
 import contextlib
 import signal
-import sys
 import traceback
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -58,5 +57,5 @@ def interrupted_exit(interrupt: KeyboardInterrupt) -> int:
     if verbosity() > 0:  # where it was interrupted, for -v; by default the line below says all a user needs
         traceback.print_exception(interrupt)
     log.warning(f"interrupted ({signal.Signals(number).name}): the running trial is marked failed; run the same "
-          f"command to resume", file=sys.stderr)
+          f"command to resume")
     return EXIT_SIGNAL.get(number, 130)

@@ -41,6 +41,25 @@ def attach(study_or_trial, store: FileSystemArtifactStore, path: str | os.PathLi
     return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study_or_trial, storage=storage)
 
 
+def attach_when_free(storage_url: str, study_name: str, store: FileSystemArtifactStore, path: str | os.PathLike,
+                     wait_seconds: float = 5.0) -> bool:
+    """Attach a file a reader wrote (an export, a report) to the study, waiting at most ``wait_seconds`` for a
+    busy SQLite database: a reader never waits on the workers for long. True when attached; otherwise the
+    caller's file is written all the same and a warning says the study does not list it."""
+    from common.log import log
+    from storage.rdb import load_existing_study, open_storage
+
+    try:
+        study = load_existing_study(open_storage(storage_url, heartbeat_seconds=None, create=False,
+                                                 busy_seconds=wait_seconds), study_name)
+        attach(study, store, path)
+        return True
+    except Exception as error:  # the database stayed locked (SQLite), or went away
+        log.warning(f"warning: {path} is written but not attached to study {study_name!r} "
+                    f"({type(error).__name__}: the database was busy or unavailable)")
+        return False
+
+
 def kept_model(trial: optuna.trial.FrozenTrial) -> str | None:
     """The artifact id of the trained model a trial keeps, or None (never kept, or removed since)."""
     for key, value in trial.system_attrs.items():

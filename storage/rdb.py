@@ -49,7 +49,7 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBEAT_SECONDS,
-                 create: bool = True, reader: bool = False) -> RDBStorage:
+                 create: bool = True, reader: bool = False, busy_seconds: float = SQLITE_BUSY_SECONDS) -> RDBStorage:
     """Connect to the study storage at ``url``.
 
     Args:
@@ -59,6 +59,7 @@ def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBE
         create: False refuses a SQLite file that does not exist yet instead of creating an empty one (readers).
         reader: True for commands that read a study and claim no trials (export, report, dashboard): SQLite
             transactions then take no write lock at BEGIN, and the journal mode is left as the search set it.
+        busy_seconds: how long a SQLite write waits for another process's write lock before it fails.
 
     Raises:
         UsageError: the URL is malformed, its driver is missing, or the database cannot be reached or read.
@@ -73,7 +74,7 @@ def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBE
             raise UsageError(f"storage: folder {database.parent} does not exist; create it or fix --storage")
         if database.is_file():
             _check_sqlite_file(database)
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
+        engine_kwargs["connect_args"] = {"timeout": busy_seconds}
     elif url.startswith("postgresql"):
         # at most 2 connections a worker (the trial loop and the heartbeat thread): N workers need 2N
         engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=0)
@@ -132,14 +133,17 @@ def held_back_study_attrs(storage: RDBStorage, study_name: str):
     attribute written to it; when the block ends they are all written in one transaction, so a reader sees
     either all of them or none (optuna-dashboard's notes and figures are stored in 2 kB chunks, one attribute
     each, which a reader could otherwise see half-replaced). The block runs while no other process does the same
-    for this study (a transaction-scoped advisory lock on PostgreSQL, a lock on the SQLite file): one writer at a
-    time, each reading the study as the previous one left it. Nothing is written if the block raises.
+    for this study (a transaction-scoped advisory lock on PostgreSQL, a lock on the SQLite file's folder): one
+    writer at a time, each reading the study as the previous one left it. Nothing is written if the block raises.
     """
     stand_in = _HoldBack(storage)
     study = optuna.load_study(study_name=study_name, storage=stand_in)
     database = sqlite_path(storage.url)
     if database is not None:
-        with _flock(database):  # not SQLite's own lock: reads inside the block begin transactions too
+        # a lock on the file's folder, not on the file: SQLite's own lock would stop the reads inside the block,
+        # and opening and closing the database file itself would drop every POSIX lock SQLite holds on it in
+        # this process (a search's own connections)
+        with _flock(database.parent):
             yield study
             with storage.engine.begin() as connection:
                 _write_study_system_attrs(connection, study._study_id, stand_in.pending)

@@ -77,7 +77,9 @@ def test_kill_9_mid_trial_is_failed_at_once_and_rerun(tmp_path):
     for number, (state, value) in finished_before.items():
         assert (after[number].state, after[number].value) == (state, value)
     assert not any(t.state == TrialState.RUNNING for t in after)
-    assert sum(t.state in FINISHED for t in after) == 3
+    # the target, and past it only the warm-start trials queued before the baseline's re-run (a study is not
+    # done before its baseline is)
+    assert 3 <= sum(t.state in FINISHED for t in after) <= len([t for t in after if "preset" in t.user_attrs])
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -156,13 +158,13 @@ def test_same_seed_same_schedules_and_same_curves(tmp_path):
     studies = []
     for name in ("a", "b"):
         url = f"sqlite:///{tmp_path / f'{name}.db'}"
-        argv = [*TINY, "--family", "any", "--trials", "7", "--storage", url, "--seed", "5", "--pruner", "none"]
+        argv = [*TINY, "--family", "any", "--trials", "9", "--storage", url, "--seed", "5", "--pruner", "none"]
         assert search_run.main(argv) == 0
         studies.append(trials(url))
     a, b = studies
     assert [t.params for t in a] == [t.params for t in b]
     assert [t.intermediate_values for t in a] == [t.intermediate_values for t in b]
-    assert len({str(t.params) for t in a}) == 7
+    assert len({(str(t.params), t.user_attrs.get("preset")) for t in a}) == 9  # 7 warm-start, 2 TPE
 
 
 def _parallel_search(url, workers, trials_target):
@@ -344,7 +346,7 @@ def test_two_machines_starting_a_new_study_together_share_it_and_never_show_its_
         all_trials = trials(url)
         _assert_parallel_study(url, len(machines), target)
         searched = [t for t in all_trials if "failed_trial" not in t.system_attrs and "retry_of" not in t.user_attrs]
-        runs = [(sorted(t.params.items()), t.user_attrs["seed"]) for t in searched]
+        runs = [(sorted(t.params.items()), t.user_attrs["seed"], t.user_attrs.get("preset")) for t in searched]
         assert len(runs) == len(set(map(str, runs)))  # no trial ran twice, not even the random start-up ones
         presets = [(t.user_attrs["preset"], t.user_attrs.get("replica", False)) for t in searched if
                    "preset" in t.user_attrs]

@@ -251,7 +251,8 @@ def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_w
     from search import confirm
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    assert search_run.main([*TINY, "--trials", "3", "--baseline-seeds", "1", "--storage", url]) == 0
+    # 3 epochs a run: a confirm run outlasts the poll below, so the signal lands during the stage
+    assert search_run.main([*TINY, "--epochs", "3", "--trials", "3", "--baseline-seeds", "1", "--storage", url]) == 0
     argv = ["--storage", url, "--study", "digits-resnet8", "--top", "1", "--seeds", "2"]
     stage = subprocess.Popen([sys.executable, "-m", "search.confirm", *argv], cwd=Path(__file__).parents[1],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -283,8 +284,8 @@ def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_w
     assert summary["seeds"] == [2000, 2001] and summary["candidates"] == 1
     assert summary["winner"]["source_trial"] == top.number
     assert set(search_study.user_attrs["confirm_seeds"]) == {2000, 2001}
-    assert run_command(search_run.main, [*TINY, "--trials", "3", "--baseline-seeds", "1", "--confirm-top", "1",
-                                         "--confirm-seeds", "2", "--storage", url]) == 0  # nothing left to do
+    assert run_command(search_run.main, [*TINY, "--epochs", "3", "--trials", "3", "--baseline-seeds", "1",
+                                         "--confirm-top", "1", "--confirm-seeds", "2", "--storage", url]) == 0
     assert len(load(url, "digits-resnet8.confirm").get_trials()) == len(runs)
     out = tmp_path / "best.json"
     assert export.main(["--storage", url, "--output", str(out)]) == 0
@@ -339,6 +340,7 @@ def test_export_reads_while_a_worker_holds_the_write_lock(tmp_path):
         worker.execute("ROLLBACK")
         worker.close()
     assert time.monotonic() - started < 30  # a reader that asked for the write lock would wait out the 120 s
+    # (the export is written; attaching it to the study waited 5 s for the lock, then gave up with a warning)
 
 
 def test_only_the_process_that_created_a_study_samples_from_the_bare_seed(tmp_path):
