@@ -13,8 +13,7 @@ import sys
 from typing import Sequence
 
 from common.cli import ArgumentParser, run_command
-from common.log import quiet_optuna
-from common.log import result
+from common.log import quiet_optuna, result
 from storage.rdb import add_storage_argument
 
 PAGE = """<!DOCTYPE html>
@@ -72,7 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--artifact-dir", metavar="DIR", help="the study's artifact store (default: "
                         "search-artifacts/ beside a SQLite study, in this folder for other databases)")
     args = parser.parse_args(argv)
-
 
     from common.files import write_text_atomic
     from storage.artifacts import artifact_store, attach_when_free

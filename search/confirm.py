@@ -20,9 +20,8 @@ import sys
 from typing import Any, Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
-from common.log import quiet_optuna
 from common.errors import UsageError
-from common.log import log, result
+from common.log import log, quiet_optuna, result
 from storage.rdb import add_storage_argument
 
 SUFFIX = ".confirm"
@@ -246,7 +245,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=positive_int, default=3, help="fresh seeds per arm (default 3)")
     parser.add_argument("--data-dir", help="folder of the CIFAR archive, as for the search")
     args = parser.parse_args(argv)
-
 
     from search.config import SearchConfig
     from search.study import BASELINE

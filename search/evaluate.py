@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
-from common.log import quiet_optuna
+from common.log import log, quiet_optuna, result
 from common.machine import prepare_tensorflow
-from common.log import log, result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 from common.cli import ArgumentParser, run_command
-from common.log import quiet_optuna
 from common.errors import UsageError
-from common.log import log, result
+from common.log import log, quiet_optuna, result
 from storage.rdb import add_storage_argument
 
 

@@ -17,10 +17,9 @@ import time
 from typing import Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
-from common.log import quiet_optuna
 from common.errors import UsageError
+from common.log import log, quiet_optuna, result
 from common.machine import gpu_count, prepare_tensorflow
-from common.log import log, result
 from search.interrupts import EXIT_SIGNAL, interrupted_exit, signals_as_interrupt
 
 EXIT_FAILURES = 1
