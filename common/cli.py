@@ -9,8 +9,8 @@ import sys
 from typing import Callable, Sequence
 
 from common.errors import UsageError
-from common.log import verbosity_in
-from common.machine import VERBOSITY_ENV, prepare_tensorflow
+from common.log import VERBOSITY_ENV, verbosity_in
+from common.machine import prepare_tensorflow
 
 EXIT_USAGE = 2
 

@@ -14,8 +14,7 @@ import os
 import sys
 from typing import Sequence
 
-from common.machine import VERBOSITY_ENV
-
+VERBOSITY_ENV = "SHORTCUT_SEARCH_VERBOSITY"  # -1 (-q), 0, 1.. (-v): set by common.cli for a command and its workers
 RESULT = 25
 logging.addLevelName(RESULT, "RESULT")
 log = logging.getLogger("shortcut_search")

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common.log import verbosity
+
 # instruction sets that decide speed and precision: FMA/AVX2 (Eigen's and oneDNN's float32 kernels), AVX-512,
 # and native bfloat16 arithmetic (without it bf16 is emulated and slower than float32)
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -24,7 +26,6 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 X86 = ("x86_64", "amd64", "i386", "i686")
 # compute capability from which a GPU has bfloat16 tensor cores (A100 and later: A10, L4, H100, H200, ...)
 BF16_COMPUTE_CAPABILITY = (8, 0)
-VERBOSITY_ENV = "SHORTCUT_SEARCH_VERBOSITY"  # -1 (-q), 0, 1.. (-v): set by common.cli for a command and its workers
 
 
 def is_x86() -> bool:
@@ -79,8 +80,7 @@ def prepare_tensorflow(verbose: bool | None = None) -> None:
     if is_x86():
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if verbose is None:
-        level = os.environ.get(VERBOSITY_ENV, "0")
-        verbose = level.lstrip("-").isdigit() and int(level) > 0
+        verbose = verbosity() > 0
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         return
