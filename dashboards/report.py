@@ -63,13 +63,14 @@ def render(study) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from storage.artifacts import add_artifact_dir_argument
+
     parser = ArgumentParser(prog="python -m dashboards.report", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--study", help="study name (default: the only study in the storage)")
     parser.add_argument("--output", default="report.html", help="HTML file to write (default report.html); it is "
                         "also attached to the study as an artifact")
-    parser.add_argument("--artifact-dir", metavar="DIR", help="the study's artifact store (default: "
-                        "search-artifacts/ beside a SQLite study, in this folder for other databases)")
+    add_artifact_dir_argument(parser)
     args = parser.parse_args(argv)
 
     from common.files import write_text_atomic

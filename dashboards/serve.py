@@ -17,18 +17,18 @@ from storage.rdb import add_storage_argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from storage.artifacts import ARTIFACT_FOLDER, add_artifact_dir_argument, beside_storage
+
     parser = ArgumentParser(prog="python -m dashboards.serve", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--port", type=positive_int, default=8080, help="port on 127.0.0.1 (default 8080)")
-    parser.add_argument("--artifact-dir", metavar="DIR", help="the study's artifact store, whose models and files "
-                        "the dashboard lists and serves (default: search-artifacts/ beside a SQLite study)")
+    add_artifact_dir_argument(parser)
     args = parser.parse_args(argv)
 
     from optuna_dashboard import run_server
 
     from optuna.artifacts import FileSystemArtifactStore
 
-    from storage.artifacts import ARTIFACT_FOLDER, beside_storage
     from storage.rdb import open_storage, redacted
 
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)

@@ -27,6 +27,7 @@ from common.machine import prepare_tensorflow
 
 def main(argv: Sequence[str] | None = None) -> int:
     from search.config import EVALUATION_SEED_START
+    from storage.artifacts import add_artifact_dir_argument
     from training.train import add_training_arguments
 
     parser = ArgumentParser(prog="python -m search.evaluate", description=__doc__.split("\n\n")[0])
@@ -44,8 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--study", help="study to record the evaluation on (the JSON is attached to it too)")
     parser.add_argument("--keep-models", action="store_true", help="attach every run's trained model to the study "
                         "(seed-10000-ARM.keras, with --study) as an artifact")
-    parser.add_argument("--artifact-dir", metavar="DIR", help="the study's artifact store (default: "
-                        "search-artifacts/ beside a SQLite study, in this folder for other databases)")
+    add_artifact_dir_argument(parser)
     args = parser.parse_args(argv)
 
     from common.errors import UsageError

@@ -28,6 +28,8 @@ from storage.rdb import add_storage_argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from storage.artifacts import add_artifact_dir_argument
+
     parser = ArgumentParser(prog="python -m search.export", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--study", help="study name (default: the only study in the storage)")
@@ -35,8 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default="best.json", help="schedule JSON file to write (default best.json)")
     parser.add_argument("--model", metavar="PATH", help="also write the exported trial's trained model (.keras), as "
                         "the search kept it: trained on the searched budget and the trial's seed")
-    parser.add_argument("--artifact-dir", metavar="DIR", help="the study's artifact store (default: "
-                        "search-artifacts/ beside a SQLite study, in this folder for other databases)")
+    add_artifact_dir_argument(parser)
     args = parser.parse_args(argv)
 
     from optuna.artifacts import download_artifact

@@ -28,6 +28,7 @@ EXIT_FAILURES = 1
 def build_parser() -> ArgumentParser:
     from search.config import PRUNERS, SAMPLERS
     from search.space import FAMILY_CHOICES
+    from storage.artifacts import add_artifact_dir_argument
     from storage.rdb import HEARTBEAT_SECONDS, add_storage_argument
     from training.train import add_training_arguments
 
@@ -72,10 +73,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--keep-models", type=int, default=5, metavar="K",
                         help="keep the trained models (.keras) of the K best completed schedule trials as Optuna "
                              "artifacts; the rest are deleted as they fall out; 0 = none (default 5)")
-    parser.add_argument("--artifact-dir", metavar="DIR",
-                        help="the study's artifact store (models, exports, evaluations, reports), for optuna-dashboard "
-                             "--artifact-dir; a folder every machine mounts for several machines (default: "
-                             "search-artifacts/ beside a SQLite study, in this folder for other databases)")
+    add_artifact_dir_argument(parser)
     parser.add_argument("--tensorboard", metavar="DIR", help="log every trial for TensorBoard, one run folder each "
                         "(DIR/trial-0007): loss, accuracy, validation accuracy and learning rate per epoch")
     parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")

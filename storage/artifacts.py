@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.storages import RDBStorage
 
 from storage.rdb import forget_trial_system_attr, sqlite_path
@@ -36,9 +36,18 @@ def artifact_store(storage_url: str, folder: str | os.PathLike | None = None) ->
     return FileSystemArtifactStore(str(path))
 
 
-def attach(study_or_trial, store: FileSystemArtifactStore, path: str | os.PathLike, storage=None) -> str:
+def add_artifact_dir_argument(parser) -> None:
+    """``--artifact-dir``, as every command that reads or writes the study's files takes it."""
+    parser.add_argument("--artifact-dir", metavar="DIR",
+                        help=f"the study's artifact store (trained models, exports, evaluations, reports; what "
+                             f"optuna-dashboard --artifact-dir serves): a folder every machine mounts for several "
+                             f"machines (default: {ARTIFACT_FOLDER}/ beside a SQLite study, in this folder for "
+                             f"other databases)")
+
+
+def attach(study_or_trial, store: FileSystemArtifactStore, path: str | os.PathLike) -> str:
     """Upload the file at ``path`` as an artifact of the study or (running) trial; its artifact id."""
-    return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study_or_trial, storage=storage)
+    return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study_or_trial)
 
 
 def attach_when_free(storage_url: str, study_name: str, store: FileSystemArtifactStore, path: str | os.PathLike,
@@ -76,8 +85,3 @@ def forget(storage: RDBStorage, store: FileSystemArtifactStore, trial: optuna.tr
     except Exception:  # already gone (another worker removed it first)
         pass
     forget_trial_system_attr(storage, trial._trial_id, ARTIFACT_PREFIX + artifact_id)
-
-
-def study_files(study: optuna.Study) -> list:
-    """The artifacts attached to the study itself (exports, evaluations, reports), as Optuna's ArtifactMeta."""
-    return get_all_artifact_meta(study)
