@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from models.schedules import AXIS, Schedule, paper_preset_for, positions, preset
 from search.evaluation import noise_floor
 from search.pruning import FIDELITY_MIN_TRIALS, fidelity, pruner_rungs
-from search.study import baseline_trial, is_learned_arm
+from search.study import baseline_trial, is_learned_arm, schedule_trials
 
 IMPORTANCE_EVALUATOR = optuna.importance.PedAnovaImportanceEvaluator
 BASELINE_STYLE = dict(color="black", dash="dash", width=1.5)
@@ -85,7 +85,7 @@ def study_schedule_figure(study: optuna.Study, top: int = 5) -> go.Figure:
     block on the same axis (the searched f is fixed, theirs is what training made of it)."""
     settings = _settings(study)
     depth = settings.get("depth", 32)
-    best = sorted((t for t in _complete(study) if not is_learned_arm(t)), key=lambda t: -t.value)[:top]
+    best = sorted(schedule_trials(study), key=lambda t: -t.value)[:top]
     curves = [(f"{_label(t)} ({100 * t.value:.2f} %)", Schedule.from_dict(t.user_attrs["schedule"])) for t in best
               if "schedule" in t.user_attrs]
     paper = paper_preset_for(settings.get("dataset", "cifar10"), depth)

@@ -18,7 +18,7 @@ from search.confirm import describe
 from search.evaluation import gain_in_noise, noise_floor
 from search.progress import remaining_cost
 from search.pruning import fidelity, pruner_rungs
-from search.study import baseline_trial, is_learned_arm, next_commands
+from search.study import baseline_trial, is_learned_arm, next_commands, schedule_trials
 from storage.rdb import held_back_study_attrs
 
 FIGURE_ID = "schedules"
@@ -36,7 +36,7 @@ def study_note(study: optuna.Study, storage_url: str, target: int | None = None,
     lines = [f"# {study.study_name}", f"{finished} trials finished ({len(complete)} complete)."]
     if target is not None and (cost := remaining_cost(study, target, workers, confirm_runs)):
         lines += ["", f"**Cost:** {cost}."]
-    schedules = [t for t in complete if not is_learned_arm(t)]
+    schedules = schedule_trials(study)
     if schedules:
         best = max(schedules, key=lambda t: t.value)
         schedule = Schedule.from_dict(best.user_attrs["schedule"]).describe() if "schedule" in best.user_attrs \

@@ -34,17 +34,14 @@ def confirm_study_name(name: str) -> str:
 def plan_arms(study, top: int) -> list[dict[str, Any]]:
     """The arms: baseline, the study's paper preset, then the top ``top`` completed schedules by validation
     accuracy (baseline runs and the learned arms excluded; a preset among them is not repeated)."""
-    from optuna.trial import TrialState
-
     from models.schedules import paper_preset_for, preset
-    from search.study import BASELINE, is_learned_arm
+    from search.study import BASELINE, schedule_trials
 
     settings = study.user_attrs["settings"]
     paper = paper_preset_for(settings["dataset"], settings["depth"])
     arms = [{"label": BASELINE, "schedule": preset(BASELINE).to_dict(), "source_trial": None, "candidate": False},
             {"label": paper, "schedule": preset(paper).to_dict(), "source_trial": None, "candidate": False}]
-    ranked = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                     if t.user_attrs.get("preset") != BASELINE and not is_learned_arm(t)),
+    ranked = sorted((t for t in schedule_trials(study) if t.user_attrs.get("preset") != BASELINE),
                     key=lambda t: (-t.value, t.number))
     for trial in ranked[:top]:
         label = f"#{trial.number}" + (f" {trial.user_attrs['preset']}" if "preset" in trial.user_attrs else "")

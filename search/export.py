@@ -91,11 +91,9 @@ def export_document(study, depth: int | None = None) -> dict:
     """The JSON document ``search.export`` writes for ``study``: its confirmed winner (else its best schedule
     trial) realised at ``depth`` (default: the searched one), with provenance, evidence, the confirmation and a
     matching multi-seed evaluation. Reads the study only."""
-    from optuna.trial import TrialState
-
     from models.schedules import Schedule, schedule_document
     from search.evaluation import evaluation_for, noise_floor
-    from search.study import baseline_trial, best_trial, is_learned_arm
+    from search.study import baseline_trial, best_trial, schedule_trials
 
     confirmation = study.user_attrs.get("confirmation")
     winner = confirmation and confirmation.get("winner")
@@ -110,8 +108,7 @@ def export_document(study, depth: int | None = None) -> dict:
         "val_accuracy": best.value,
         "baseline_val_accuracy": baseline.value if baseline else None,
         "val_accuracy_gain": best.value - baseline.value if baseline else None,
-        "selected_from": sum(not is_learned_arm(t) for t in study.get_trials(deepcopy=False,
-                                                                                 states=(TrialState.COMPLETE,))),
+        "selected_from": len(schedule_trials(study)),
         "baseline_seed_std": floor["baseline_seed_std"] if floor else None,
         "expected_best_of_n_by_chance": floor["expected_best_of_n_by_chance"] if floor else None,
         "seed": best.user_attrs.get("seed"),

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage
-from optuna.trial import TrialState
 
-from search.study import is_learned_arm
+from search.study import schedule_trials
 from storage.artifacts import attach, forget, kept_model
 
 
@@ -28,8 +27,7 @@ class ModelKeeper:
     def offer(self, trial: optuna.Trial, value: float, model_file: Path) -> bool:
         """Keep the running ``trial``'s model if it ranks in the top ``keep``; drop the models it pushes out.
         True when it was kept."""
-        holders = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                   if not is_learned_arm(t) and kept_model(t) is not None]
+        holders = [t for t in schedule_trials(trial.study) if kept_model(t) is not None]
         ranked = sorted([(t.value, -t.number, t) for t in holders] + [(value, -trial.number, None)],
                         key=lambda item: item[:2], reverse=True)
         kept = any(t is None for *_, t in ranked[:self.keep])

@@ -13,7 +13,7 @@ from common.log import log, result, verbosity
 
 from models.schedules import Schedule
 from search.evaluation import gain_in_noise, noise_floor
-from search.study import FINISHED, baseline_trial, finished_count, is_learned_arm, next_commands
+from search.study import FINISHED, baseline_trial, finished_count, next_commands, schedule_trials
 
 
 def describe_trial(trial: FrozenTrial) -> str:
@@ -109,7 +109,7 @@ class TrialReporter:
 
     @staticmethod
     def standing(study: optuna.Study) -> str:
-        complete = _schedule_trials(study)
+        complete = schedule_trials(study)
         if not complete:
             return ""
         best = max(complete, key=lambda t: t.value)
@@ -121,7 +121,7 @@ class TrialReporter:
         return text
 
     def summary(self, study: optuna.Study) -> None:
-        complete = _schedule_trials(study)
+        complete = schedule_trials(study)
         if not complete:
             return
         best = max(complete, key=lambda t: t.value)
@@ -131,11 +131,6 @@ class TrialReporter:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _schedule_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The completed trials that are schedules (the learned arms are references, not candidates)."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not is_learned_arm(t)]
 
 
 class FailureGuard:

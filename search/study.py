@@ -267,10 +267,15 @@ def is_learned_arm(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.user_attrs.get("preset") in LEARNED
 
 
+def schedule_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The completed trials that are schedules: every candidate for the answer (the learned arms are references)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not is_learned_arm(t)]
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """The completed schedule trial (learned arms aside) with the highest validation accuracy, or UsageError
     when none finished."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not is_learned_arm(t)]
+    complete = schedule_trials(study)
     if not complete:
         raise UsageError(f"study: {study.study_name!r} has no completed trial yet; run the search first")
     return max(complete, key=lambda t: (t.value, -t.number))
