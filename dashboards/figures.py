@@ -19,6 +19,7 @@ from search.pruning import FIDELITY_MIN_TRIALS, fidelity, pruner_rungs
 from search.study import baseline_trial, is_learned_arm, schedule_trials
 
 IMPORTANCE_EVALUATOR = optuna.importance.PedAnovaImportanceEvaluator
+PRUNED_STYLE = dict(color="rgba(150,150,150,0.6)", dash="dot", width=1)  # a pruned trial's curve
 BASELINE_STYLE = dict(color="black", dash="dash", width=1.5)
 LAYOUT = dict(template="plotly_white", height=420, margin=dict(l=60, r=20, t=60, b=50),
               legend=dict(font=dict(size=10)))
@@ -154,7 +155,7 @@ def learning_curves_figure(study: optuna.Study) -> go.Figure:
         values = [100 * trial.intermediate_values[e] for e in epochs]
         pruned = trial.state == TrialState.PRUNED
         group = "pruned" if pruned else "complete"
-        style = dict(color="rgba(150,150,150,0.6)", dash="dot", width=1) if pruned else dict(width=2)
+        style = PRUNED_STYLE if pruned else dict(width=2)
         figure.add_trace(go.Scatter(
             x=epochs, y=values, mode="lines+markers", name=group if group not in shown else _label(trial),
             legendgroup=group, showlegend=group not in shown, line=style, text=_label(trial),
@@ -171,7 +172,7 @@ def training_curves_figure(study: optuna.Study) -> go.Figure:
         losses = trial.user_attrs.get("train_loss")
         if losses:
             pruned = trial.state == TrialState.PRUNED
-            style = dict(color="rgba(150,150,150,0.6)", dash="dot", width=1) if pruned else dict(width=2)
+            style = PRUNED_STYLE if pruned else dict(width=2)
             figure.add_trace(go.Scatter(x=list(range(1, len(losses) + 1)), y=losses, mode="lines", line=style,
                                         name=_label(trial)))
     if not figure.data:

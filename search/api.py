@@ -24,19 +24,12 @@ from search.config import EVALUATION_SEED_START, SearchConfig
 def search(config: SearchConfig) -> optuna.Study:
     """Run (or resume) the search ``config`` describes in this process, confirm stage included when
     ``config.confirm_top``; the study. One worker: for several, run the command with ``--workers``."""
-    from search.run import run_search
-    from search.study import check_existing, open_study
-    from storage.rdb import open_storage
-    from training.data import load_dataset
+    from search.run import open_search, run_search
 
     if config.workers != 1:
         raise UsageError("workers: the API searches in this process; run shortcut-search run --workers K for more")
-    data = load_dataset(config.dataset, config.data_dir, config.subset)
-    epochs = config.train.epochs_for(len(data.y_train))
-    storage = open_storage(config.storage, config.heartbeat)
-    check_existing(storage, config)
-    study, stopped = run_search(config, epochs, data=data, study=open_study(storage, config, epochs),
-                                storage=storage)
+    data, epochs, storage, study, _ = open_search(config)
+    study, stopped = run_search(config, epochs, data=data, study=study, storage=storage)
     if stopped:
         raise RuntimeError(f"search stopped: {stopped}")
     return study
@@ -55,14 +48,13 @@ def evaluate(schedules: Sequence[str], *, depth: int = 32, dataset: str = "cifar
              seed: int = EVALUATION_SEED_START, data_dir: str | None = None, tensorboard: str | None = None) -> dict:
     """``search.evaluate``: the baseline and each of ``schedules`` (files, presets, ``learned``, ``skipinit``)
     trained and tested on seeds ``seed .. seed + seeds - 1``; the record it writes (arms, CIs, Holm's p)."""
-    from models.schedules import resolve_schedule
-    from search.evaluate import Arm, evaluate_arms
+    from search.evaluate import arms_from, evaluate_arms
     from training.config import TrainConfig
     from training.data import load_dataset
 
-    if not schedules or len(set(schedules)) < len(schedules):
-        raise UsageError("schedule: give one or more different schedules")
-    arms = [Arm(name, resolve_schedule(name)) for name in schedules]
+    if not schedules:
+        raise UsageError("schedule: give one or more schedules")
+    arms = arms_from(schedules)
     configs = [TrainConfig(depth=depth, epochs=epochs, batch_size=batch_size, precision=precision, seed=seed + i)
                for i in range(seeds)]
     data = load_dataset(dataset, data_dir, subset, validation=False)

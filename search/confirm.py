@@ -139,13 +139,10 @@ def run_confirm(config, study, storage, data) -> dict[str, Any] | None:
     from optuna.trial import TrialState
 
     from search.keep import ModelKeeper
-    from storage.artifacts import artifact_store
 
     confirm = open_confirm_study(storage, study, config.confirm_top, config.confirm_seeds)
-    keeper = ModelKeeper(storage, artifact_store(config.storage, config.artifact_dir), config.keep_models) \
-        if config.keep_models else None
     objective = ConfirmObjective(config, data, confirm.user_attrs["arms"], confirm.user_attrs["plan"]["seeds"],
-                                 keeper)
+                                 ModelKeeper.for_search(config, storage))
     total = len(confirm.user_attrs["arms"]) * len(confirm.user_attrs["plan"]["seeds"])
     log.info(f"confirm: {len(confirm.user_attrs['arms'])} arms x {len(confirm.user_attrs['plan']['seeds'])} seeds "
              f"({total} runs) in study {confirm.study_name!r}")

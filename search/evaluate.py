@@ -50,7 +50,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from common.errors import UsageError
     from common.files import write_json_atomic
-    from models.schedules import resolve_schedule
     from search.evaluation import record_evaluation
     from search.study import study_seeds
     from storage.artifacts import artifact_store, attach
@@ -59,9 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.keep_models and not args.study:
         raise UsageError("keep-models: the models are attached to a study; give --storage and --study")
-    if len(set(args.schedule)) < len(args.schedule):
-        raise UsageError("schedule: an arm is given twice; give each --schedule once")
-    arms = [Arm(name, resolve_schedule(name)) for name in args.schedule]
+    arms = arms_from(args.schedule)
     configs = [TrainConfig(depth=args.depth, epochs=args.epochs, batch_size=args.batch_size,
                            precision=args.precision, seed=args.seed + i, steps_per_execution=args.steps_per_execution)
                for i in range(args.seeds)]
@@ -130,6 +127,16 @@ def evaluate_arms(arms: list["Arm"], configs: list, data, dataset: str, subset: 
         **paired_statistics(baseline.test_accuracy, arms[0].test_accuracy), "arms": rows,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def arms_from(names: Sequence[str]) -> list["Arm"]:
+    """The arms named by ``--schedule`` (files, presets, ``learned``, ``skipinit``), each once, or UsageError."""
+    from common.errors import UsageError
+    from models.schedules import resolve_schedule
+
+    if len(set(names)) < len(names):
+        raise UsageError("schedule: an arm is given twice; give each --schedule once")
+    return [Arm(name, resolve_schedule(name)) for name in names]
 
 
 class Arm:

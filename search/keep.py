@@ -15,7 +15,7 @@ import optuna
 from optuna.storages import RDBStorage
 
 from search.study import schedule_trials
-from storage.artifacts import attach, forget, kept_model
+from storage.artifacts import artifact_store, attach, forget, kept_model
 
 
 class ModelKeeper:
@@ -23,6 +23,14 @@ class ModelKeeper:
 
     def __init__(self, storage: RDBStorage, store, keep: int):
         self.storage, self.store, self.keep = storage, store, keep
+
+    @classmethod
+    def for_search(cls, config, storage: RDBStorage) -> "ModelKeeper | None":
+        """The keeper of a search's (or its confirm stage's) ``--keep-models`` best models, in its
+        ``--artifact-dir``; None with ``--keep-models 0``."""
+        if not config.keep_models:
+            return None
+        return cls(storage, artifact_store(config.storage, config.artifact_dir), config.keep_models)
 
     def offer(self, trial: optuna.Trial, value: float, model_file: Path) -> bool:
         """Keep the running ``trial``'s model if it ranks in the top ``keep``; drop the models it pushes out.

@@ -110,17 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(argv)
 
     quiet_optuna()
-    from search.study import check_existing, finished_count, open_study
-    from storage.rdb import open_storage, redacted
-    from training.data import load_dataset
+    from search.study import finished_count
+    from storage.rdb import redacted
 
-    # everything the user can get wrong is checked before the storage is written to
-    data = load_dataset(config.dataset, config.data_dir, config.subset)
-    epochs = config.train.epochs_for(len(data.y_train))
-    check_writable(config.checkpoints(config.study))
-    storage = open_storage(config.storage, config.heartbeat)
-    resuming = check_existing(storage, config)
-    study = open_study(storage, config, epochs)
+    data, epochs, storage, study, resuming = open_search(config)
     done = finished_count(study)
     log.info(f"{'resuming' if resuming else 'new'} study {config.study!r} in {redacted(config.storage)}: "
              f"{done}/{config.trials} trials finished; ResNet-{config.depth}, {data.summary()}, "
@@ -131,6 +124,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.workers == 1:
         return search_worker(config, epochs, rank=0, data=data, study=study, storage=storage)
     return _run_workers(config, epochs)
+
+
+def open_search(config):
+    """Check everything the user can get wrong, then open (create or resume) the study: the data, the epochs of a
+    trial, the storage, the study, and whether it existed. What the command and the notebook API share."""
+    from search.study import check_existing, open_study
+    from storage.rdb import open_storage
+    from training.data import load_dataset
+
+    # everything the user can get wrong is checked before the storage is written to
+    data = load_dataset(config.dataset, config.data_dir, config.subset)
+    epochs = config.train.epochs_for(len(data.y_train))
+    check_writable(config.checkpoints(config.study))
+    storage = open_storage(config.storage, config.heartbeat)
+    resuming = check_existing(storage, config)
+    return data, epochs, storage, open_study(storage, config, epochs), resuming
 
 
 def check_writable(folder) -> None:
@@ -178,7 +187,6 @@ def run_search(config, epochs: int, rank: int = 0, data=None, study=None, storag
     from search.objective import Objective
     from search.progress import FailureGuard, TrialReporter, confirm_runs
     from search.study import FINISHED, baseline_pending, finished_count, open_study
-    from storage.artifacts import artifact_store
     from storage.rdb import open_storage
     from training.data import load_dataset
 
@@ -187,8 +195,7 @@ def run_search(config, epochs: int, rank: int = 0, data=None, study=None, storag
     if study is None:
         storage = open_storage(config.storage, config.heartbeat)
         study = open_study(storage, config, epochs, worker=rank)
-    keeper = ModelKeeper(storage, artifact_store(config.storage, config.artifact_dir), config.keep_models) \
-        if config.keep_models else None
+    keeper = ModelKeeper.for_search(config, storage)
     reporter = TrialReporter(config, show_bar=config.workers == 1, initial=finished_count(study))
     guard = FailureGuard(config.max_failures)
     live = LiveDashboard(storage, config.storage, config.trials, config.workers, confirm_runs(config))
