@@ -28,6 +28,12 @@ from typing import Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
+from common.files import write_json_atomic
+from common.machine import cpu_info, gpu_count, package_versions
+from models.schedules import preset
+from search.workers import worker_environment
+from training.config import TrainConfig
+from training.data import Dataset
 
 DEPTH, BATCH, SCHEDULE = 32, 128, "paper-c10-r32"
 STEPS = 200  # training steps an epoch; epoch 1 compiles, the best of the next EPOCHS - 1 counts
@@ -46,12 +52,9 @@ def timed_fit(precision: str, steps_per_execution: int = 1, barrier: tuple[Path,
     ``barrier`` = (folder, rank, count): after the compiling epoch, wait until all ``count`` processes got there,
     so that the timed epochs of concurrent trials overlap.
     """
-    import keras
+    import keras  # TensorFlow: imported in the measuring process only
     import numpy as np
 
-    from models.schedules import preset
-    from training.config import TrainConfig
-    from training.data import Dataset
     from training.loop import compiled_model
     from training.pipeline import batches
 
@@ -105,7 +108,7 @@ def _peak_memory_mb() -> float | None:
 
 def measure_precisions() -> None:
     """Part 1 or 3, in this process: one JSON line per setting, printed as soon as it is measured."""
-    import keras
+    import keras  # TensorFlow: imported in the measuring process only
 
     from training.loop import gpu_compute_capability, resolve_precision
 
@@ -156,8 +159,6 @@ def run_precisions(backend: str, budget: Budget) -> tuple[list[dict], str | None
 
 def run_concurrent(count: int, precision: str, budget: Budget) -> dict:
     """Part 2 for one K: K trial processes started together; their aggregate images/s."""
-    from search.run import worker_environment
-
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as folder:
         children = []
         for rank in range(count):
@@ -211,9 +212,6 @@ def jax_sees_a_gpu() -> bool:
 
 
 def check(budget_seconds: float) -> dict:
-    from common.machine import cpu_info
-    from search.study import package_versions
-
     started, budget = time.monotonic(), Budget(budget_seconds)
     report = {"gpu": gpu_description(), "cpu": cpu_info(), "versions": package_versions(),
               "model": {"depth": DEPTH, "batch_size": BATCH, "schedule": SCHEDULE, "steps_an_epoch": STEPS},
@@ -280,9 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.part == "trial":
         print(json.dumps(timed_fit(args.precision, barrier=(Path(args.barrier), args.rank, args.of))))
         return 0
-
-    from common.files import write_json_atomic
-    from common.machine import gpu_count
 
     if not gpu_count():
         raise UsageError("gpu_check needs a GPU and nvidia-smi lists none; run it on a machine with an NVIDIA GPU")

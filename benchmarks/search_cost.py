@@ -21,29 +21,31 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import optuna
+from optuna.trial import TrialState
+
+from commands.flags import add_training_arguments
 from common.cli import ArgumentParser, positive_int, run_command
+from common.files import write_json_atomic
+from common.machine import cpu_info
+from search import records
+from search import run as search_run
+from search.pruning import fidelity, make_pruner, pruner_rungs
 
 REPLAYED = ("rungs", "hyperband", "median")
 
 
 def replay(study, pruner_name: str) -> dict:
     """Re-run ``pruner_name``'s decisions on the full curves of ``study``'s completed trials, in their order."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from search.config import SearchConfig
-    from search.study import make_pruner
-
-    epochs = study.user_attrs["epochs"]
-    trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
-    config = SearchConfig(**{**study.user_attrs["settings"], "pruner": pruner_name})
-    shadow = optuna.create_study(direction="maximize", pruner=make_pruner(config, epochs))
+    epochs = records.epochs(study)
+    trials = records.complete(study)
+    shadow = optuna.create_study(direction="maximize", pruner=make_pruner(pruner_name, epochs))
     trained = {}
     for trial in trials:
         replayed = shadow.ask()
         for epoch in range(1, epochs + 1):
             replayed.report(trial.intermediate_values[epoch], epoch)
-            if "preset" not in trial.user_attrs and replayed.should_prune():  # presets are never pruned
+            if not records.is_reference(trial) and replayed.should_prune():  # references are never pruned
                 shadow.tell(replayed, state=TrialState.PRUNED)
                 trained[trial.number] = epoch
                 break
@@ -60,21 +62,12 @@ def replay(study, pruner_name: str) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.train import add_training_arguments
-
     parser = ArgumentParser(prog="python -m benchmarks.search_cost", description=__doc__.split("\n\n")[0])
     add_training_arguments(parser)
     parser.add_argument("--trials", type=positive_int, default=16, help="trials of the search (default 16)")
     parser.add_argument("--output", help="also write the JSON to this file")
     parser.set_defaults(dataset="digits", depth=8, epochs=6, batch_size=32)
     args = parser.parse_args(argv)
-    import optuna
-
-    from common.files import write_json_atomic
-    from common.machine import cpu_info
-    from search import run as search_run
-    from search.pruning import fidelity, pruner_rungs
-
     argv = ["--dataset", args.dataset, "--depth", str(args.depth), "--epochs", str(args.epochs),
             "--batch-size", str(args.batch_size), "--precision", args.precision, "--seed", str(args.seed),
             "--trials", str(args.trials), "--pruner", "none", "--baseline-seeds", "0", "--confirm-top", "0",
@@ -88,13 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = search_run.main([*argv, "--storage", url])
         wall = time.perf_counter() - started
         study = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
-        epochs = study.user_attrs["epochs"]
-        complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
-                          key=lambda t: -t.value)
+        epochs = records.epochs(study)
+        complete = records.ranked(records.complete(study))
         results = {
             "command": " ".join(argv), "exit_code": code, "cpu": cpu_info(), "wall_seconds": round(wall, 1),
             "epochs": epochs, "trials": len(complete), "epochs_trained": epochs * len(complete),
-            "ranking": [{"trial": t.number, "preset": t.user_attrs.get("preset"), "val_accuracy": round(t.value, 4)}
+            "ranking": [{"trial": t.number, "preset": records.preset_of(t), "val_accuracy": round(t.value, 4)}
                         for t in complete],
             "fidelity": fidelity(study),
             "pruners": {name: {"rungs": pruner_rungs(name, epochs), **replay(study, name)} for name in REPLAYED},

@@ -14,18 +14,17 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import optuna
+
 from common.cli import ArgumentParser, positive_int, run_command
+from search.config import SearchConfig
+from search.space import suggest_schedule
+from search.study import open_study
+from storage.rdb import open_storage
 
 
 def measure(trials: int, sampler: str) -> dict:
-    import numpy as np
-    import optuna
-
-    from search.config import SearchConfig
-    from search.space import suggest_schedule
-    from search.study import open_study
-    from storage.rdb import open_storage
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{Path(folder) / 'overhead.db'}"

@@ -20,22 +20,22 @@ from common.machine import prepare_tensorflow
 
 def _conv_stack(keras, depth: int, with_bn: bool, with_shortcut: bool):
     """The ResNet's convolutions in the same shapes, optionally without BN and without the residual adds."""
-    from models.resnet import ScaledShortcut, _batch_norm, _conv
+    from models.resnet import ScaledShortcut, batch_norm, conv  # TensorFlow: after prepare_tensorflow
 
     layers = keras.layers
     inputs = keras.Input((32, 32, 3))
-    x = _conv(16, 1, "stem")(inputs)
+    x = conv(16, 1, "stem")(inputs)
     n = (depth - 2) // 6
     for stage, filters in enumerate((16, 32, 64)):
         for block in range(n):
             stride = 2 if stage > 0 and block == 0 else 1
             name = f"s{stage}b{block}"
             y = layers.ZeroPadding2D(1)(x) if stride == 2 else x
-            y = _conv(filters, stride, f"{name}c1")(y)
-            y = _batch_norm(f"{name}n1")(y) if with_bn else y
+            y = conv(filters, stride, f"{name}c1")(y)
+            y = batch_norm(f"{name}n1")(y) if with_bn else y
             y = layers.ReLU()(y) if with_shortcut else y
-            y = _conv(filters, 1, f"{name}c2")(y)
-            y = _batch_norm(f"{name}n2")(y) if with_bn else y
+            y = conv(filters, 1, f"{name}c2")(y)
+            y = batch_norm(f"{name}n2")(y) if with_bn else y
             if with_shortcut:
                 y = layers.ReLU()(layers.Add()([ScaledShortcut(filters, stride, 1.0)(x), y]))
             x = y
@@ -44,7 +44,7 @@ def _conv_stack(keras, depth: int, with_bn: bool, with_shortcut: bool):
 
 
 def measure(depth: int, batch_size: int, steps: int, rounds: int = 3) -> dict:
-    prepare_tensorflow()
+    prepare_tensorflow()  # then TensorFlow, imported here only
     import keras
     import numpy as np
     import tensorflow as tf

@@ -24,6 +24,9 @@ from typing import Sequence
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
 from common.machine import cpu_info, onednn_enabled, prepare_tensorflow
+from models.schedules import block_count, preset
+from training.config import PRECISIONS, TrainConfig
+from training.data import Dataset
 
 SPLIT_IMAGES = 45_000
 ROUNDS = 3  # timed repetitions of each measurement; the best counts
@@ -59,14 +62,11 @@ def _bare_step_seconds(networks, x, y, steps: int, rounds: int = 3) -> list[floa
 
 
 def measure(depth: int, batch_size: int, precision: str, steps: int, compare_baseline: bool) -> dict:
-    prepare_tensorflow()
+    prepare_tensorflow()  # then TensorFlow, imported here only: --help and bad input stay fast
     import keras
     import numpy as np
 
     from models.resnet import build_resnet
-    from models.schedules import preset
-    from training.config import TrainConfig
-    from training.data import Dataset
     from training.loop import compiled_model, resolve_precision
     from training.pipeline import batches
 
@@ -135,8 +135,6 @@ def step_benchmark(module: str, doc: str, measure, argv: Sequence[str] | None, s
     parser = ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     add_step_arguments(parser, steps)
     args = parser.parse_args(argv)
-    from models.schedules import block_count
-
     block_count(args.depth)
     print(json.dumps(measure(args.depth, args.batch_size, args.steps)))
     return 0
@@ -154,8 +152,6 @@ def torch_peer(depth: int, batch_size: int, steps: int) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.config import PRECISIONS
-
     parser = ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0])
     add_step_arguments(parser)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="default auto")
@@ -165,8 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="then time the PyTorch peer (akamaster resnet, channels_last; needs torch): "
                              "torch_ratio = this bare step / the peer's")
     args = parser.parse_args(argv)
-    from models.schedules import block_count
-
     block_count(args.depth)
     result = measure(args.depth, args.batch_size, args.precision, args.steps, args.compare_baseline)
     if args.compare_torch:

@@ -1,1 +1,1 @@
-"""Pieces every layer shares: the usage-error type and the command-line wrapper."""
+"""Pieces every layer shares: the usage-error type, the command wrapper, logging, files, the machine."""

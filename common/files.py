@@ -1,11 +1,20 @@
-"""Writing result files so that a crash or Ctrl-C never leaves half of one behind."""
+"""Files: results written so that a crash or Ctrl-C never leaves half of one behind, folders checked before a
+command writes anything, and a lock that processes on one machine share."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+from common.errors import UsageError
 
 
 def write_json_atomic(path: str | os.PathLike, document: Any) -> Path:
@@ -24,3 +33,30 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     os.chmod(handle.name, 0o666 & ~umask)  # a temporary file is private; the result is an ordinary file
     os.replace(handle.name, path)
     return path
+
+
+def check_writable(folder: Path | None, flag: str, fix: str) -> None:
+    """UsageError now, rather than a failure after hours of work, when ``folder`` (None: nothing to check) cannot
+    be created: a folder is made and removed in its nearest existing parent, so nothing is left behind.
+    ``flag`` names the option, ``fix`` says what to do instead."""
+    if folder is None:
+        return
+    existing = next(parent for parent in (folder.absolute(), *folder.absolute().parents) if parent.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=existing))
+    except OSError as error:
+        raise UsageError(f"{flag}: cannot create {folder} ({error.strerror} in {existing}); {fix}") from None
+
+
+@contextlib.contextmanager
+def folder_lock(path: Path):
+    """An exclusive flock on the folder ``path``, shared by the processes of one machine (none on Windows)."""
+    if fcntl is None:
+        yield
+        return
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # and with it the lock

@@ -8,6 +8,7 @@ project asks for oneDNN on every x86 CPU; a user's explicit ``TF_ENABLE_ONEDNN_O
 from __future__ import annotations
 
 import importlib.abc
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -24,6 +25,7 @@ from common.log import verbosity
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 X86 = ("x86_64", "amd64", "i386", "i686")
+PACKAGES = ("keras", "tensorflow", "optuna", "numpy", "jax")  # whose versions a study and a figure record
 # compute capability from which a GPU has bfloat16 tensor cores (A100 and later: A10, L4, H100, H200, ...)
 BF16_COMPUTE_CAPABILITY = (8, 0)
 
@@ -49,6 +51,17 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
             break
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return {"model": model, "cores": cores, "isa": [flag for flag in ISA_FLAGS if flag in flags]}
+
+
+def package_versions() -> dict[str, str]:
+    """The installed versions of ``PACKAGES`` (those that are installed)."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
 
 
 def native_bf16(isa: list[str] | set[str]) -> bool:

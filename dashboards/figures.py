@@ -14,9 +14,10 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from models.schedules import AXIS, Schedule, paper_preset_for, positions, preset
-from search.evaluation import noise_floor
+from search import records
+from search.evidence.noise import noise_floor
 from search.pruning import FIDELITY_MIN_TRIALS, fidelity, pruner_rungs
-from search.study import baseline_trial, is_learned_arm, schedule_trials
+from search.records import TrialKey
 
 IMPORTANCE_EVALUATOR = optuna.importance.PedAnovaImportanceEvaluator
 PRUNED_STYLE = dict(color="rgba(150,150,150,0.6)", dash="dot", width=1)  # a pruned trial's curve
@@ -25,17 +26,9 @@ LAYOUT = dict(template="plotly_white", height=420, margin=dict(l=60, r=20, t=60,
               legend=dict(font=dict(size=10)))
 
 
-def _settings(study: optuna.Study) -> dict[str, Any]:
-    return study.user_attrs.get("settings", {})
-
-
-def _complete(study: optuna.Study) -> list[FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-
-
 def _baseline_line(figure: go.Figure, study: optuna.Study, text: str = "baseline", **where) -> None:
     """The baseline trial's validation accuracy as a dashed horizontal reference line, when it has finished."""
-    baseline = baseline_trial(study)
+    baseline = records.baseline_trial(study)
     if baseline is not None:
         figure.add_hline(y=100 * baseline.value, line=BASELINE_STYLE,
                          annotation_text=text.format(100 * baseline.value), **where)
@@ -48,11 +41,6 @@ def _finish(figure: go.Figure, title: str, x_title: str | None = None, **layout)
         figure.update_xaxes(title=x_title)
     figure.update_yaxes(title="validation accuracy (%)")
     return figure
-
-
-def _label(trial: FrozenTrial) -> str:
-    name = trial.user_attrs.get("preset") or trial.user_attrs.get("family", "trial")
-    return f"#{trial.number} {name}"
 
 
 def schedule_figure(curves: Sequence[tuple[str, Schedule]], depth: int | None = None,
@@ -84,30 +72,31 @@ def study_schedule_figure(study: optuna.Study, top: int = 5) -> go.Figure:
     """The best ``top`` completed trials' schedules next to the baseline and the paper's preset for the study,
     and what the learned arms learned: ``learned``'s shortcut factors and ``skipinit``'s branch scalars, per
     block on the same axis (the searched f is fixed, theirs is what training made of it)."""
-    settings = _settings(study)
-    depth = settings.get("depth", 32)
-    best = sorted(schedule_trials(study), key=lambda t: -t.value)[:top]
-    curves = [(f"{_label(t)} ({100 * t.value:.2f} %)", Schedule.from_dict(t.user_attrs["schedule"])) for t in best
-              if "schedule" in t.user_attrs]
-    paper = paper_preset_for(settings.get("dataset", "cifar10"), depth)
-    curves.append((paper, preset(paper)))
+    depth = records.depth(study)
+    best = records.ranked(records.schedule_trials(study))[:top]
+    curves = [(f"{records.label(t)} ({100 * t.value:.2f} %)", records.schedule_of(t)) for t in best
+              if records.schedule_of(t) is not None]
+    if depth is not None:
+        paper = paper_preset_for(records.settings(study)["dataset"], depth)
+        curves.append((paper, preset(paper)))
     figure = schedule_figure(curves, depth, title=f"Best schedules of {study.study_name}")
-    for trial in _complete(study):
-        values = trial.user_attrs.get("learned_values")
-        if is_learned_arm(trial) and values and len(values) == len(positions(depth)):
-            meaning = "shortcut factor" if trial.user_attrs["preset"] == "learned" else "branch scalar (not f)"
+    for trial in records.learned_arms(study):
+        values = records.attr(trial, TrialKey.LEARNED_VALUES)
+        if depth is not None and values and len(values) == len(positions(depth)):
+            meaning = "shortcut factor" if records.preset_of(trial) == "learned" else "branch scalar (not f)"
             figure.add_trace(go.Scatter(x=positions(depth), y=values, mode="lines+markers", line=dict(dash="dash"),
-                                        name=f"{_label(trial)}: learned {meaning} ({100 * trial.value:.2f} %)"))
+                                        name=f"{records.label(trial)}: learned {meaning} ({100 * trial.value:.2f} %)"))
     return figure
 
 
 def history_figure(study: optuna.Study) -> go.Figure:
     """Validation accuracy per trial, the best so far, and the baseline's accuracy as a reference line."""
-    complete = sorted(_complete(study), key=lambda t: t.number)
+    complete = records.complete(study)
     figure = go.Figure()
     numbers = [t.number for t in complete]
     values = [100 * t.value for t in complete]
-    figure.add_trace(go.Scatter(x=numbers, y=values, mode="markers", name="trial", text=[_label(t) for t in complete]))
+    figure.add_trace(go.Scatter(x=numbers, y=values, mode="markers", name="trial",
+                                text=[records.label(t) for t in complete]))
     figure.add_trace(go.Scatter(x=numbers, y=np.maximum.accumulate(values) if values else [], mode="lines",
                                 name="best so far", line=dict(shape="hv")))
     _baseline_line(figure, study, "baseline {:.2f} %", annotation_position="bottom right")
@@ -123,16 +112,16 @@ def fidelity_figure(study: optuna.Study) -> go.Figure:
     """Kendall's tau between each epoch's validation accuracy and the final one over the completed trials, with
     the epochs at which the study's pruner decides: where tau is low, a decision there is a coin toss."""
     rows = fidelity(study)
-    settings, epochs = _settings(study), study.user_attrs.get("epochs", 0)
+    epochs = records.epochs(study) or 0
     figure = go.Figure()
     if rows:
         figure.add_trace(go.Scatter(x=[row["epoch"] for row in rows], y=[row["tau"] for row in rows],
                                     mode="lines+markers", name="Kendall's tau"))
-        for rung in pruner_rungs(settings.get("pruner", ""), epochs):
+        for rung in pruner_rungs(records.settings(study).get("pruner", ""), epochs):
             figure.add_vline(x=rung, line=dict(color="firebrick", dash="dot", width=1.5),
                              annotation_text=f"rung {rung}", annotation_position="top left")
     else:
-        complete = len(_complete(study))
+        complete = len(records.complete(study))
         figure.add_annotation(text=f"not enough completed trials with full curves yet ({complete} of "
                                    f"{FIDELITY_MIN_TRIALS})", showarrow=False, x=0.5, y=0.5, xref="paper",
                               yref="paper")
@@ -148,7 +137,7 @@ def learning_curves_figure(study: optuna.Study) -> go.Figure:
     """Validation accuracy per epoch of every trial; pruned trials grey and dotted, ending in a cross."""
     figure = go.Figure()
     shown = set()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+    for trial in records.finished(study):
         if not trial.intermediate_values:
             continue
         epochs = sorted(trial.intermediate_values)
@@ -157,8 +146,8 @@ def learning_curves_figure(study: optuna.Study) -> go.Figure:
         group = "pruned" if pruned else "complete"
         style = PRUNED_STYLE if pruned else dict(width=2)
         figure.add_trace(go.Scatter(
-            x=epochs, y=values, mode="lines+markers", name=group if group not in shown else _label(trial),
-            legendgroup=group, showlegend=group not in shown, line=style, text=_label(trial),
+            x=epochs, y=values, mode="lines+markers", name=group if group not in shown else records.label(trial),
+            legendgroup=group, showlegend=group not in shown, line=style, text=records.label(trial),
             marker=dict(symbol=["circle"] * (len(epochs) - 1) + ["x" if pruned else "circle"], size=6)))
         shown.add(group)
     return _finish(figure, "Learning curves (validation accuracy per epoch)", "epoch")
@@ -168,13 +157,12 @@ def training_curves_figure(study: optuna.Study) -> go.Figure:
     """Training loss per epoch of every trial that recorded it (``train_loss``): how each schedule trains, beside
     how it validates; pruned trials grey and dotted."""
     figure = go.Figure()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        losses = trial.user_attrs.get("train_loss")
-        if losses:
+    for trial in records.finished(study):
+        if losses := records.curve(trial, TrialKey.TRAIN_LOSS):
             pruned = trial.state == TrialState.PRUNED
             style = PRUNED_STYLE if pruned else dict(width=2)
             figure.add_trace(go.Scatter(x=list(range(1, len(losses) + 1)), y=losses, mode="lines", line=style,
-                                        name=_label(trial)))
+                                        name=records.label(trial)))
     if not figure.data:
         figure.add_annotation(text="not enough trials with training curves yet (recorded since 2026-11-29)",
                               showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
@@ -188,8 +176,8 @@ def family_figure(study: optuna.Study) -> go.Figure:
     """Validation accuracy of completed trials per schedule family: which shapes work."""
     figure = go.Figure()
     by_family: dict[str, list[float]] = {}
-    for trial in _complete(study):
-        by_family.setdefault(trial.user_attrs.get("family", "?"), []).append(100 * trial.value)
+    for trial in records.complete(study):
+        by_family.setdefault(records.attr(trial, TrialKey.FAMILY, "?"), []).append(100 * trial.value)
     for family, values in sorted(by_family.items()):
         figure.add_trace(go.Box(y=values, name=f"{family} ({len(values)})", boxpoints="all", jitter=0.4,
                                 pointpos=0))
@@ -202,9 +190,9 @@ def importance_figure(study: optuna.Study) -> go.Figure:
     sets the best trials apart from the rest), per family (each family's parameters exist only in its trials)."""
     figure = go.Figure()
     families: dict[str, list[FrozenTrial]] = {}
-    for trial in _complete(study):
-        families.setdefault(trial.user_attrs.get("family", "?"), []).append(trial)
-    sections = {"family": _complete(study)} if len(families) > 1 else {}
+    for trial in records.complete(study):
+        families.setdefault(records.attr(trial, TrialKey.FAMILY, "?"), []).append(trial)
+    sections = {"family": records.complete(study)} if len(families) > 1 else {}
     sections.update({name: trials for name, trials in families.items()})
     for name, trials in sections.items():
         importances = _importances(trials, only="family" if name == "family" else None)
@@ -284,15 +272,14 @@ def evaluation_figure(record: dict[str, Any]) -> go.Figure:
 
 def top_trials_table(study: optuna.Study, top: int = 10) -> go.Figure:
     """The ``top`` completed trials with their schedules and validation accuracy."""
-    best = sorted(_complete(study), key=lambda t: -t.value)[:top]
-    baseline = baseline_trial(study)
+    best = records.ranked(records.complete(study))[:top]
+    baseline = records.baseline_trial(study)
     gap = [f"{100 * (t.value - baseline.value):+.2f}" if baseline else "" for t in best]
-    describe = [Schedule.from_dict(t.user_attrs["schedule"]).describe() if "schedule" in t.user_attrs else ""
-                for t in best]
+    describe = [records.schedule_of(t).describe() if records.schedule_of(t) else "" for t in best]
     figure = go.Figure(go.Table(
         columnwidth=[40, 80, 420, 70, 70],
         header=dict(values=["trial", "preset", "schedule", "val acc (%)", "vs baseline (pt)"], align="left"),
-        cells=dict(values=[[t.number for t in best], [t.user_attrs.get("preset", "") for t in best], describe,
+        cells=dict(values=[[t.number for t in best], [records.preset_of(t) or "" for t in best], describe,
                            [f"{100 * t.value:.2f}" for t in best], gap], align="left")))
     figure.update_layout(title=f"Top {len(best)} trials", **{**LAYOUT, "height": 140 + 45 * max(len(best), 1)})
     return figure

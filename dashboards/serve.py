@@ -11,26 +11,27 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+from optuna.artifacts import FileSystemArtifactStore
+from optuna_dashboard import run_server
+
+from commands.flags import add_artifact_dir_argument, add_storage_argument
 from common.cli import ArgumentParser, positive_int, run_command
 from common.log import result
-from storage.rdb import add_storage_argument
+from storage.artifacts import ARTIFACT_FOLDER
+from storage.rdb import open_storage
+from storage.urls import beside_storage, redacted
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from storage.artifacts import ARTIFACT_FOLDER, add_artifact_dir_argument, beside_storage
-
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m dashboards.serve", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--port", type=positive_int, default=8080, help="port on 127.0.0.1 (default 8080)")
     add_artifact_dir_argument(parser)
-    args = parser.parse_args(argv)
+    return parser
 
-    from optuna_dashboard import run_server
 
-    from optuna.artifacts import FileSystemArtifactStore
-
-    from storage.rdb import open_storage, redacted
-
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     folder = beside_storage(args.storage, args.artifact_dir, ARTIFACT_FOLDER)
     store = FileSystemArtifactStore(str(folder)) if folder.is_dir() else None

@@ -116,7 +116,7 @@ class BatchNorm(layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
 
-def _conv(filters: int, stride: int, name: str) -> layers.Conv2D:
+def conv(filters: int, stride: int, name: str) -> layers.Conv2D:
     return layers.Conv2D(
         filters, 3, strides=stride, use_bias=False, name=name,
         # He et al.'s Torch code pads a stride-2 conv one pixel on every side (explicit ZeroPadding2D before it),
@@ -126,7 +126,7 @@ def _conv(filters: int, stride: int, name: str) -> layers.Conv2D:
     )
 
 
-def _batch_norm(name: str) -> layers.BatchNormalization:
+def batch_norm(name: str) -> layers.BatchNormalization:
     return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name,
                      gamma_regularizer=keras.regularizers.L2(_L2), beta_regularizer=keras.regularizers.L2(_L2))
 
@@ -140,9 +140,9 @@ def basic_block(x, filters: int, stride: int, scale: float, name: str, learned: 
     if learned == "learned":
         shortcut = LearnedScale(1.0, name=f"{name}_shortcut_scale")(shortcut)
     y = layers.ZeroPadding2D(1, name=f"{name}_pad")(x) if stride != 1 else x
-    y = _conv(filters, stride, f"{name}_conv1")(y)
-    y = layers.ReLU(name=f"{name}_relu1")(_batch_norm(f"{name}_bn1")(y))
-    y = _batch_norm(f"{name}_bn2")(_conv(filters, 1, f"{name}_conv2")(y))
+    y = conv(filters, stride, f"{name}_conv1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(batch_norm(f"{name}_bn1")(y))
+    y = batch_norm(f"{name}_bn2")(conv(filters, 1, f"{name}_conv2")(y))
     if learned == "skipinit":
         y = LearnedScale(0.0, name=f"{name}_branch_scale")(y)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
@@ -164,8 +164,8 @@ def build_resnet(depth: int, num_classes: int, schedule: Schedule | Sequence[flo
         raise UsageError(f"schedule: ResNet-{depth} needs {blocks} finite factors >= 0, got {factors}")
     blocks_per_stage = blocks // 3
     inputs = keras.Input(input_shape, name="image")
-    x = _conv(16, 1, "stem_conv")(inputs)
-    x = layers.ReLU(name="stem_relu")(_batch_norm("stem_bn")(x))
+    x = conv(16, 1, "stem_conv")(inputs)
+    x = layers.ReLU(name="stem_relu")(batch_norm("stem_bn")(x))
     for stage, filters in enumerate((16, 32, 64)):
         for index in range(blocks_per_stage):
             l = stage * blocks_per_stage + index  # noqa: E741 - the paper's block index (0-based here)

@@ -10,26 +10,38 @@ signal handlers or exits.
 
 Errors in what you pass raise ``common.errors.UsageError`` (a ValueError) with the message a command prints;
 Ctrl-C raises KeyboardInterrupt, and the interrupted trial is failed in the study, to be re-run by the next search.
+Like the commands, it wires the library together (the dashboard's publisher into the search loop).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import optuna
 
 from common.errors import UsageError
+from common.machine import prepare_tensorflow
+from dashboards.live import publish
 from search.config import EVALUATION_SEED_START, SearchConfig
+from search.evidence.document import export_document
+from search.evidence.multiseed import arms_from, evaluate_arms
+from search.progress import confirm_runs
+from training.config import TrainConfig
+from training.data import load_dataset
 
 
 def search(config: SearchConfig) -> optuna.Study:
     """Run (or resume) the search ``config`` describes in this process, confirm stage included when
     ``config.confirm_top``; the study. One worker: for several, run the command with ``--workers``."""
-    from search.run import open_search, run_search
-
     if config.workers != 1:
         raise UsageError("workers: the API searches in this process; run shortcut-search run --workers K for more")
+    prepare_tensorflow()
+    from search.loop import open_search, run_search  # imports TensorFlow: after prepare_tensorflow
+
     data, epochs, storage, study, _ = open_search(config)
-    study, stopped = run_search(config, epochs, data=data, study=study, storage=storage)
+    publisher = functools.partial(publish, storage_url=config.storage, target=config.trials, workers=1,
+                                  confirm_runs=confirm_runs(config))
+    study, stopped = run_search(config, epochs, data=data, study=study, storage=storage, publisher=publisher)
     if stopped:
         raise RuntimeError(f"search stopped: {stopped}")
     return study
@@ -38,8 +50,6 @@ def search(config: SearchConfig) -> optuna.Study:
 def export(study: optuna.Study, depth: int | None = None) -> dict:
     """The study's answer as ``search.export`` writes it: the confirmed winner (else the best schedule trial)
     realised at ``depth`` (default: the searched one), with provenance and evidence."""
-    from search.export import export_document
-
     return export_document(study, depth)
 
 
@@ -48,14 +58,11 @@ def evaluate(schedules: Sequence[str], *, depth: int = 32, dataset: str = "cifar
              seed: int = EVALUATION_SEED_START, data_dir: str | None = None, tensorboard: str | None = None) -> dict:
     """``search.evaluate``: the baseline and each of ``schedules`` (files, presets, ``learned``, ``skipinit``)
     trained and tested on seeds ``seed .. seed + seeds - 1``; the record it writes (arms, CIs, Holm's p)."""
-    from search.evaluate import arms_from, evaluate_arms
-    from training.config import TrainConfig
-    from training.data import load_dataset
-
     if not schedules:
         raise UsageError("schedule: give one or more schedules")
     arms = arms_from(schedules)
     configs = [TrainConfig(depth=depth, epochs=epochs, batch_size=batch_size, precision=precision, seed=seed + i)
                for i in range(seeds)]
     data = load_dataset(dataset, data_dir, subset, validation=False)
+    prepare_tensorflow()  # before evaluate_arms imports it
     return evaluate_arms(arms, configs, data, dataset, subset, tensorboard)

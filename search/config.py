@@ -13,14 +13,14 @@ from typing import Any
 
 from common.errors import UsageError
 from models.schedules import FACTOR_BOUNDS
+from search.pruning import PRUNERS
 from search.space import FAMILY_CHOICES
-from storage.artifacts import beside_storage
-from storage.rdb import DEFAULT_URL, HEARTBEAT_SECONDS
+from storage.rdb import HEARTBEAT_SECONDS
+from storage.urls import DEFAULT_URL, beside_storage
 from training.config import TrainConfig
 from training.data import DATASETS
 
 SAMPLERS = ("tpe", "gp", "cmaes", "random")
-PRUNERS = ("rungs", "hyperband", "median", "none")
 # families whose parameters depend on the trial (a family choice, or a count of control values): GP and CMA-ES
 # model one fixed set of parameters and would sample the rest independently, i.e. at random
 VARIABLE_FAMILIES = ("any", "spline", "steps")

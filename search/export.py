@@ -21,15 +21,23 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from optuna.artifacts import download_artifact
+
+from commands.flags import add_artifact_dir_argument, add_storage_argument
 from common.cli import ArgumentParser, run_command
-from common.errors import UsageError
+from common.files import write_json_atomic
 from common.log import log, quiet_optuna, result
-from storage.rdb import add_storage_argument
+from models.schedules import Schedule, block_count
+from search import records
+from search.evidence.document import export_document
+from search.evidence.noise import gain_in_noise, noise_floor
+from search.keep import model_to_export
+from search.next_steps import next_commands
+from storage.artifacts import artifact_store, attach_when_free
+from storage.rdb import load_existing_study, open_storage
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from storage.artifacts import add_artifact_dir_argument
-
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m search.export", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--study", help="study name (default: the only study in the storage)")
@@ -38,29 +46,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", metavar="PATH", help="also write the exported trial's trained model (.keras), as "
                         "the search kept it: trained on the searched budget and the trial's seed")
     add_artifact_dir_argument(parser)
-    args = parser.parse_args(argv)
+    return parser
 
-    from optuna.artifacts import download_artifact
 
-    from common.files import write_json_atomic
-    from models.schedules import Schedule, block_count
-    from search.evaluation import gain_in_noise, noise_floor
-    from search.study import next_commands
-    from storage.artifacts import artifact_store, attach_when_free
-    from storage.rdb import load_existing_study, open_storage, single_study_name
-
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.depth is not None:
         block_count(args.depth)
     quiet_optuna()
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
-    study = load_existing_study(storage, args.study or single_study_name(storage))
+    study = load_existing_study(storage, records.search_study_name(storage, args.study))
     document = export_document(study, args.depth)
-    provenance, evidence, evaluation = document["provenance"], document["evidence"], document.get("evaluation")
+    provenance, evidence = document["provenance"], document["evidence"]
     best, schedule, floor = study.trials[provenance["trial"]], Schedule.from_dict(document), noise_floor(study)
-    confirmation = study.user_attrs.get("confirmation")
+    confirmation = records.confirmation(study)
     winner = confirmation and confirmation.get("winner")
     store = artifact_store(args.storage, args.artifact_dir)
-    model = args.model and _check_model(args.model, best, study, provenance, args.output, store)
+    model = args.model and model_to_export(best, study, store, args.model, args.output)
     path = write_json_atomic(args.output, document)
     attach_when_free(args.storage, study.study_name, store, path)
     if model:
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         partial.unlink(missing_ok=True)
         download_artifact(artifact_store=store, file_path=str(partial), artifact_id=model)
         os.replace(partial, args.model)
-        result(f"wrote {args.model}: the trained model of trial {best.number} (seed {best.user_attrs.get('seed')}, "
+        result(f"wrote {args.model}: the trained model of trial {best.number} (seed {records.seed_of(best)}, "
                f"{provenance['epochs']} epochs, validation accuracy {best.value:.4f})")
     if winner:
         ci = winner["difference_ci95"]
@@ -82,78 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"python -m search.confirm")
         result(f"wrote {path}: trial {best.number} {schedule.describe()}, val {best.value:.4f}"
                + (f" ({gain_in_noise(gain, floor)} vs baseline)" if gain is not None else " (no baseline trial)"))
-    if not evaluation:
+    if "evaluation" not in document:
         log.info(f"next: {next_commands(study, args.storage)[1].replace('best.json', str(path))}")
     return 0
-
-
-def export_document(study, depth: int | None = None) -> dict:
-    """The JSON document ``search.export`` writes for ``study``: its confirmed winner (else its best schedule
-    trial) realised at ``depth`` (default: the searched one), with provenance, evidence, the confirmation and a
-    matching multi-seed evaluation. Reads the study only."""
-    from models.schedules import Schedule, schedule_document
-    from search.evaluation import evaluation_for, noise_floor
-    from search.study import baseline_trial, best_trial, schedule_trials
-
-    confirmation = study.user_attrs.get("confirmation")
-    winner = confirmation and confirmation.get("winner")
-    best = study.trials[winner["source_trial"]] if winner and winner["source_trial"] is not None else None
-    best = best or best_trial(study)
-    settings = study.user_attrs.get("settings", {})
-    searched_depth = settings.get("depth", len(best.user_attrs.get("values", [])) * 2 + 2)
-    schedule = Schedule.from_dict(winner["schedule"] if winner else best.user_attrs["schedule"])
-    baseline = baseline_trial(study)
-    floor = noise_floor(study)
-    evidence = {
-        "val_accuracy": best.value,
-        "baseline_val_accuracy": baseline.value if baseline else None,
-        "val_accuracy_gain": best.value - baseline.value if baseline else None,
-        "selected_from": len(schedule_trials(study)),
-        "baseline_seed_std": floor["baseline_seed_std"] if floor else None,
-        "expected_best_of_n_by_chance": floor["expected_best_of_n_by_chance"] if floor else None,
-        "seed": best.user_attrs.get("seed"),
-        "note": "val_accuracy_gain is one run on the search's seed, picked as the best of selected_from",
-    }
-    provenance = {
-        "study": study.study_name, "trial": best.number, "dataset": settings.get("dataset"),
-        "depth_searched": searched_depth, "epochs": study.user_attrs.get("epochs"), "subset": settings.get("subset"),
-        "preset": best.user_attrs.get("preset"),
-    }
-    extra = {}
-    if winner:
-        extra["confirmation"] = {
-            "candidates": confirmation["candidates"], "seeds": confirmation["seeds"],
-            "baseline_val_accuracy": confirmation["baseline_val_accuracy"],
-            **{key: winner[key] for key in ("schedule_val_accuracy", "difference_mean", "difference_ci95", "p_value",
-                                            "p_holm", "rank_in_search", "ci_excludes_zero",
-                                            "significant_after_holm")}}
-    if evaluation := evaluation_for(study, schedule):
-        extra["evaluation"] = evaluation
-    return schedule_document(schedule, depth or searched_depth, provenance=provenance, evidence=evidence, **extra)
-
-
-def _check_model(path: str, trial, study, provenance: dict, output: str, store) -> str:
-    """The artifact id of ``trial``'s kept model, or UsageError (with the command that trains it, or the store to
-    name) before anything is written."""
-    from storage.artifacts import kept_model
-
-    if not path.endswith(".keras"):
-        raise UsageError(f"model: {path!r} must end in .keras (Keras's file format)")
-    if (artifact := kept_model(trial)) is None:
-        settings = study.user_attrs.get("settings", {})
-        budget = "".join(f" --{flag} {settings[key]}" for flag, key in (("subset", "subset"),
-                                                                        ("batch-size", "batch_size"))
-                         if settings.get(key) is not None)
-        raise UsageError(f"model: the search did not keep trial {trial.number}'s model (it keeps the --keep-models "
-                         f"best completed trials); train it: shortcut-search train --schedule {output} --depth "
-                         f"{provenance['depth_searched']} --dataset {provenance['dataset']} --epochs "
-                         f"{provenance['epochs']}{budget} --seed {trial.user_attrs.get('seed')} --save-model {path}")
-    try:
-        store.open_reader(artifact).close()
-    except Exception:
-        raise UsageError(f"model: trial {trial.number}'s model is not in this artifact store; name the one the "
-                         f"search used with --artifact-dir") from None
-    return artifact
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ again: an interrupt is never swallowed, at worst it lands one epoch late.
 """
 from __future__ import annotations
 
-from common.log import log
-
 import contextlib
 import signal
 import traceback
+
+from common.log import log, verbosity
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _received: list[int] = []
@@ -51,8 +51,6 @@ def signals_as_interrupt():
 
 def interrupted_exit(interrupt: KeyboardInterrupt) -> int:
     """Say what an interrupt left behind; the exit code 130 (Ctrl-C) or 143 (SIGTERM)."""
-    from common.log import verbosity
-
     number = getattr(interrupt, "signal", signal.SIGINT)
     if verbosity() > 0:  # where it was interrupted, for -v; by default the line below says all a user needs
         traceback.print_exception(interrupt)

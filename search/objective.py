@@ -9,10 +9,12 @@ from pathlib import Path
 import optuna
 
 from models.schedules import LEARNED, Schedule, positions, preset
+from search import records
 from search.config import SearchConfig
 from search.interrupts import raise_if_interrupted
 from search.keep import ModelKeeper
-from search.study import record_process
+from search.liveness import record_process
+from search.records import INTERRUPTED, TrialKey
 from search.space import suggest_schedule
 from training.config import EpochHook, TrainConfig
 from training.data import Dataset
@@ -35,18 +37,16 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         record_process(trial)
-        arm = trial.user_attrs.get("preset")
+        arm = records.preset_of(trial)
         schedule = preset(arm) if arm in LEARNED else suggest_schedule(trial, self.config.family,
                                                                        self.config.scale_range)
-        never_prune = "preset" in trial.user_attrs
-        trial.set_user_attr("family", schedule.family)
-        trial.set_user_attr("schedule", schedule.to_dict())
-        trial.set_user_attr("x", [round(float(x), 6) for x in positions(self.config.depth)])
-        trial.set_user_attr("values", [round(v, 6) for v in schedule.values(self.config.depth)])
+        never_prune = records.is_reference(trial)
+        records.write_schedule(trial, schedule, positions(self.config.depth), schedule.values(self.config.depth))
         # the search's seed, except for the baseline's replicas, which carry their own (the noise floor)
-        seed = trial.user_attrs.get("seed", self.config.seed)
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("sampler_seed", getattr(trial.study.sampler, "seed_used", None))
+        seed = records.seed_of(trial)
+        seed = self.config.seed if seed is None else seed
+        records.write(trial, TrialKey.SEED, seed)
+        records.write(trial, TrialKey.SAMPLER_SEED, getattr(trial.study.sampler, "seed_used", None))
 
         def report(epoch: int, accuracy: float) -> bool:
             raise_if_interrupted()
@@ -57,7 +57,7 @@ class Objective:
                              report, self.config.checkpoints(trial.study.study_name),
                              None if schedule.learned else self.keeper, self.config.tensorboard)
         if result.stopped_early:
-            trial.set_user_attr("pruned_at_epoch", result.epochs_run)
+            records.write(trial, TrialKey.PRUNED_AT_EPOCH, result.epochs_run)
             raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
         return result.final_val_accuracy
 
@@ -81,21 +81,13 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
             if model_file is not None and model_file.is_file():  # saved only by a run that trained to its end
                 keeper.offer(trial, result.final_val_accuracy, model_file)
     except KeyboardInterrupt:
-        trial.set_user_attr("fail_reason", "interrupted")
+        records.write(trial, TrialKey.FAIL_REASON, INTERRUPTED)
         raise
     except Exception as error:
-        trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:500])
+        records.write(trial, TrialKey.FAIL_REASON, f"{type(error).__name__}: {error}"[:500])
         raise
-    trial.set_user_attr("epochs_run", result.epochs_run)
-    trial.set_user_attr("train_loss", [round(v, 5) for v in result.train_loss])
-    trial.set_user_attr("train_accuracy", [round(v, 5) for v in result.train_accuracy])
-    trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 2))
-    trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
-    if result.resumed_from_epoch:
-        trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
-    if result.learned_values is not None:
-        trial.set_user_attr("learned_values", [round(v, 6) for v in result.learned_values])
+    records.write_run(trial, result, time.perf_counter() - started)
     if result.diverged:
-        trial.set_user_attr("diverged", result.diverged_reason)
+        records.write(trial, TrialKey.DIVERGED, result.diverged_reason)
         raise optuna.TrialPruned(f"diverged: {result.diverged_reason}")
     return result

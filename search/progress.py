@@ -10,16 +10,10 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from common.log import log, result, verbosity
-
-from models.schedules import Schedule
-from search.evaluation import gain_in_noise, noise_floor
-from search.study import FINISHED, baseline_trial, finished_count, next_commands, schedule_trials
-
-
-def describe_trial(trial: FrozenTrial) -> str:
-    schedule = trial.user_attrs.get("schedule")
-    text = Schedule.from_dict(schedule).describe() if schedule else str(trial.params)
-    return f"{trial.user_attrs['preset']} = {text}" if "preset" in trial.user_attrs else text
+from search import records
+from search.evidence.noise import gain_in_noise, noise_floor
+from search.next_steps import next_commands
+from search.records import TrialKey
 
 
 def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_runs: int = 0) -> str | None:
@@ -30,22 +24,23 @@ def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_r
     The pruner's savings: the share of epochs the searched (non-preset) trials trained so far; None before any
     trial finished or once the target is reached.
     """
-    finished = study.get_trials(deepcopy=False, states=FINISHED)
-    timed = [t for t in finished if t.user_attrs.get("epochs_run") and t.user_attrs.get("wall_seconds")]
-    epochs, left = study.user_attrs.get("epochs"), target - len(finished)
+    finished = records.finished(study)
+    timed = [t for t in finished if records.attr(t, TrialKey.EPOCHS_RUN) and records.attr(t, TrialKey.WALL_SECONDS)]
+    epochs, left = records.epochs(study), target - len(finished)
     if not timed or not epochs or left <= 0:
         return None
-    per_epoch = statistics.median(t.user_attrs["wall_seconds"] / t.user_attrs["epochs_run"] for t in timed)
+    per_epoch = statistics.median(records.attr(t, TrialKey.WALL_SECONDS) / records.attr(t, TrialKey.EPOCHS_RUN)
+                                  for t in timed)
     full = left * epochs * per_epoch / workers
     text = (f"{left} trials left: about {duration(full)} at {per_epoch:.1f} s an epoch"
             f"{f' over {workers} workers' if workers > 1 else ''} if none is pruned")
-    searched = [t for t in timed if "preset" not in t.user_attrs]
+    searched = [t for t in timed if not records.is_reference(t)]
     if isinstance(study.pruner, optuna.pruners.NopPruner):
         text += " (no pruner)"
     elif not searched:
         text += "; pruning will cut this once searched trials run"
     else:
-        share = sum(t.user_attrs["epochs_run"] for t in searched) / (len(searched) * epochs)
+        share = sum(records.attr(t, TrialKey.EPOCHS_RUN) for t in searched) / (len(searched) * epochs)
         text += (f", about {duration(full * share)} if the pruner keeps stopping trials as so far "
                  f"({100 * share:.0f} % of the epochs trained, {len(searched)} searched trials)")
     if confirm_runs:
@@ -86,7 +81,7 @@ class TrialReporter:
                         disable=not show_bar or self.quiet)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state in FINISHED:
+        if trial.state in records.FINISHED:
             self.bar.update(1)
         if self.quiet:
             return
@@ -94,12 +89,12 @@ class TrialReporter:
             outcome = f"val {trial.value:.4f}"
         elif trial.state == TrialState.PRUNED:
             last = trial.intermediate_values.get(max(trial.intermediate_values, default=0))
-            reason = "diverged" if "diverged" in trial.user_attrs else f"pruned at epoch {trial.last_step}"
+            reason = "diverged" if records.diverged_reason(trial) else f"pruned at epoch {trial.last_step}"
             outcome = f"{reason}" + (f" (val {last:.4f})" if last is not None else "")
         else:
-            outcome = f"failed: {trial.user_attrs.get('fail_reason', trial.state.name)}"
-        line = f"trial {trial.number:>4} {describe_trial(trial)}: {outcome}"
-        line += f" | {finished_count(study)}/{self.target} finished" + self.standing(study)
+            outcome = f"failed: {records.fail_reason(trial, trial.state.name)}"
+        line = f"trial {trial.number:>4} {records.schedule_text(trial)}: {outcome}"
+        line += f" | {records.finished_count(study)}/{self.target} finished" + self.standing(study)
         self.bar.write(line, file=sys.stderr)
         self.seen += 1
         cost = remaining_cost(study, self.target, self.config.workers, confirm_runs(self.config)) \
@@ -109,23 +104,21 @@ class TrialReporter:
 
     @staticmethod
     def standing(study: optuna.Study) -> str:
-        complete = schedule_trials(study)
-        if not complete:
+        if not (candidates := records.ranked(records.schedule_trials(study))):
             return ""
-        best = max(complete, key=lambda t: t.value)
+        best = candidates[0]
         text = f" | best {best.value:.4f} (#{best.number})"
-        baseline = baseline_trial(study)
+        baseline = records.baseline_trial(study)
         if baseline is not None:
             gain = gain_in_noise(best.value - baseline.value, noise_floor(study))
             text += f"; vs baseline {baseline.value:.4f}: {gain}"
         return text
 
     def summary(self, study: optuna.Study) -> None:
-        complete = schedule_trials(study)
-        if not complete:
+        if not (candidates := records.ranked(records.schedule_trials(study))):
             return
-        best = max(complete, key=lambda t: t.value)
-        result(f"best: trial {best.number} {describe_trial(best)}{self.standing(study)}")
+        best = candidates[0]
+        result(f"best: trial {best.number} {records.schedule_text(best)}{self.standing(study)}")
         export, evaluate = next_commands(study, self.config.storage)
         log.info(f"next: {export}\n      {evaluate}")
 
@@ -143,7 +136,7 @@ class FailureGuard:
         if trial.state != TrialState.FAIL:
             self.streak = []
             return
-        self.streak.append(trial.user_attrs.get("fail_reason", "unknown error"))
+        self.streak.append(records.fail_reason(trial, "unknown error"))
         if len(self.streak) >= self.limit:
             self.tripped = True
             study.stop()

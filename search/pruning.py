@@ -21,6 +21,9 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
+from search import records
+
+PRUNERS = ("rungs", "hyperband", "median", "none")
 RUNG_FRACTIONS = (0.55, 0.80)  # 5 % of the run after each learning-rate drop
 KEEP = 1 / 3
 MIN_PEERS = 4  # other trials that must have reached a rung before it decides anything
@@ -46,6 +49,20 @@ def pruner_rungs(pruner: str, epochs: int) -> list[int]:
             rung *= HYPERBAND_FACTOR
         return rungs
     return []
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """The pruner ``name`` for trials of ``epochs``: successive halving at 55 % and 80 % of the epochs (``rungs``,
+    the default), hyperband over epochs (1..epochs, factor 3: aggressive, from the first epoch), the median rule
+    after 5 finished trials, or none."""
+    if name == "rungs":
+        return RungPruner(rung_epochs(epochs))
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=HYPERBAND_MIN_RESOURCE, max_resource=max(epochs, 1),
+                                              reduction_factor=HYPERBAND_FACTOR)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
 
 
 class RungPruner(optuna.pruners.BasePruner):
@@ -86,8 +103,8 @@ def fidelity(study: optuna.Study) -> list[dict[str, Any]]:
     """Per epoch, Kendall's tau between the completed trials' validation accuracy at that epoch and their final
     accuracy: ``[{"epoch": e, "tau": t, "trials": n}, ...]`` (tau in [-1, 1], 1 = the same ranking; None where the
     accuracies are all tied). Only trials with a full curve count; empty below ``FIDELITY_MIN_TRIALS`` of them."""
-    epochs = study.user_attrs.get("epochs")
-    curves = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    epochs = records.epochs(study)
+    curves = [t for t in records.complete(study)
               if epochs and all(e in t.intermediate_values for e in range(1, epochs + 1))]
     if len(curves) < FIDELITY_MIN_TRIALS:
         return []

@@ -4,25 +4,25 @@ Parameter names carry their family (``linear_start``, ``peak_position``, ``splin
 each family's parameters separately; with ``--family any`` the family itself is a categorical parameter and the
 rest are conditional on it. Factors range over ``scale_range`` (default 0.5..1.5), a peak's position over
 [2, 14], a spline's control values K over 3..7 and a step schedule's bins M over 2..15 (15 lets the paper's
-CIFAR-100 steps be expressed exactly).
+CIFAR-100 steps be expressed exactly; one bin would be a constant, which is searched as its own family).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from models.schedules import POSITION_BOUNDS, SPLINE_POINTS, Schedule
+from models.schedules import FAMILIES, LEARNED, POSITION_BOUNDS, SPLINE_POINTS, STEP_BINS, Schedule
 
-FAMILIES = ("constant", "linear", "peak", "spline", "steps")
-FAMILY_CHOICES = ("any", *FAMILIES)
-STEP_BINS = (2, 15)
+SEARCHED_FAMILIES = tuple(name for name in FAMILIES if name not in LEARNED)  # fixed schedules only
+FAMILY_CHOICES = ("any", *SEARCHED_FAMILIES)
+SEARCHED_STEP_BINS = (2, STEP_BINS[1])
 _COUNT_PARAM = {"spline": "spline_points", "steps": "steps_bins"}
-_COUNT_RANGE = {"spline": SPLINE_POINTS, "steps": STEP_BINS}
+_COUNT_RANGE = {"spline": SPLINE_POINTS, "steps": SEARCHED_STEP_BINS}
 
 
 def suggest_schedule(trial, family: str, scale_range: tuple[float, float]) -> Schedule:
     """Ask ``trial`` for a schedule of ``family`` (or, for ``any``, of a suggested family)."""
     if family == "any":
-        family = trial.suggest_categorical("family", FAMILIES)
+        family = trial.suggest_categorical("family", SEARCHED_FAMILIES)
     lo, hi = scale_range
     factor = lambda name: trial.suggest_float(f"{family}_{name}", lo, hi)  # noqa: E731
     if family == "constant":

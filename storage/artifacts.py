@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.storages import RDBStorage
 
-from storage.rdb import forget_trial_system_attr, sqlite_path
+from common.log import log
+from storage.attributes import forget_trial_system_attr
+from storage.rdb import load_existing_study, open_storage
+from storage.urls import beside_storage
 
 ARTIFACT_FOLDER = "search-artifacts"
 ARTIFACT_PREFIX = "artifacts:"  # Optuna's system-attribute prefix of an artifact record
-
-
-def beside_storage(storage_url: str, folder: str | os.PathLike | None, default_name: str) -> Path:
-    """``folder`` when given, else ``default_name`` beside a SQLite file, else in the working folder."""
-    if folder:
-        return Path(folder)
-    database = sqlite_path(storage_url)
-    return (database.parent if database is not None else Path()) / default_name
 
 
 def artifact_store(storage_url: str, folder: str | os.PathLike | None = None) -> FileSystemArtifactStore:
@@ -34,15 +28,6 @@ def artifact_store(storage_url: str, folder: str | os.PathLike | None = None) ->
     path = beside_storage(storage_url, folder, ARTIFACT_FOLDER)
     path.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(path))
-
-
-def add_artifact_dir_argument(parser) -> None:
-    """``--artifact-dir``, as every command that reads or writes the study's files takes it."""
-    parser.add_argument("--artifact-dir", metavar="DIR",
-                        help=f"the study's artifact store (trained models, exports, evaluations, reports; what "
-                             f"optuna-dashboard --artifact-dir serves): a folder every machine mounts for several "
-                             f"machines (default: {ARTIFACT_FOLDER}/ beside a SQLite study, in this folder for "
-                             f"other databases)")
 
 
 def attach(study_or_trial, store: FileSystemArtifactStore, path: str | os.PathLike) -> str:
@@ -55,9 +40,6 @@ def attach_when_free(storage_url: str, study_name: str, store: FileSystemArtifac
     """Attach a file a reader wrote (an export, a report) to the study, waiting at most ``wait_seconds`` for a
     busy SQLite database: a reader never waits on the workers for long. True when attached; otherwise the
     caller's file is written all the same and a warning says the study does not list it."""
-    from common.log import log
-    from storage.rdb import load_existing_study, open_storage
-
     try:
         study = load_existing_study(open_storage(storage_url, heartbeat_seconds=None, create=False,
                                                  busy_seconds=wait_seconds), study_name)
@@ -77,11 +59,13 @@ def kept_model(trial: optuna.trial.FrozenTrial) -> str | None:
     return None
 
 
-def forget(storage: RDBStorage, store: FileSystemArtifactStore, trial: optuna.trial.FrozenTrial,
+def forget(storage: RDBStorage, store: FileSystemArtifactStore, study_name: str, trial_number: int,
            artifact_id: str) -> None:
     """Remove a trial's artifact: its file from the store and its record from the trial."""
     try:
         store.remove(artifact_id)
     except Exception:  # already gone (another worker removed it first)
         pass
-    forget_trial_system_attr(storage, trial._trial_id, ARTIFACT_PREFIX + artifact_id)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name),
+                                                               trial_number)
+    forget_trial_system_attr(storage, trial_id, ARTIFACT_PREFIX + artifact_id)

@@ -14,38 +14,23 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import sqlite3
 import warnings
 from pathlib import Path
 from typing import Any
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
 
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from common.errors import UsageError
+from common.files import folder_lock
+from storage.urls import DEFAULT_URL, redacted, sqlite_path
 
-DEFAULT_URL = "sqlite:///search.db"
-STORAGE_ENV = "SEARCH_STORAGE"  # the storage URL, so that a password need not be typed on a command line
 HEARTBEAT_SECONDS = 60
 MAX_RETRY = 3  # a trial killed with its worker is re-run at most this many times
 SQLITE_BUSY_SECONDS = 120
 SCHEMA_LOCK_KEY = 0x5EA2C4  # PostgreSQL advisory lock taken while Optuna's tables are created
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URL, or None for other databases and in-memory SQLite."""
-    if not url.startswith("sqlite:"):
-        return None
-    path = url.split("///", 1)[1] if "///" in url else ""
-    return Path(path.split("?", 1)[0]) if path and path != ":memory:" else None
 
 
 def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBEAT_SECONDS,
@@ -109,7 +94,7 @@ def _schema_lock(url: str, database: Path | None):
     ``alembic_version``. With the lock, the first creates them and the others then find them.
     """
     if database is not None:
-        with _flock(database.parent):  # the folder: the file may not exist yet
+        with folder_lock(database.parent):  # the folder: the file may not exist yet
             yield
         return
     if not url.startswith("postgresql"):
@@ -125,94 +110,6 @@ def _schema_lock(url: str, database: Path | None):
                 connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
     finally:
         engine.dispose()
-
-
-@contextlib.contextmanager
-def held_back_study_attrs(storage: RDBStorage, study_name: str):
-    """Yield the study ``study_name`` loaded through a stand-in of ``storage`` that holds back every study system
-    attribute written to it; when the block ends they are all written in one transaction, so a reader sees
-    either all of them or none (optuna-dashboard's notes and figures are stored in 2 kB chunks, one attribute
-    each, which a reader could otherwise see half-replaced). The block runs while no other process does the same
-    for this study (a transaction-scoped advisory lock on PostgreSQL, a lock on the SQLite file's folder): one
-    writer at a time, each reading the study as the previous one left it. Nothing is written if the block raises.
-    """
-    stand_in = _HoldBack(storage)
-    study = optuna.load_study(study_name=study_name, storage=stand_in)
-    database = sqlite_path(storage.url)
-    if database is not None:
-        # a lock on the file's folder, not on the file: SQLite's own lock would stop the reads inside the block,
-        # and opening and closing the database file itself would drop every POSIX lock SQLite holds on it in
-        # this process (a search's own connections)
-        with _flock(database.parent):
-            yield study
-            with storage.engine.begin() as connection:
-                _write_study_system_attrs(connection, study._study_id, stand_in.pending)
-        return
-    with storage.engine.begin() as connection:
-        if storage.engine.dialect.name == "postgresql":
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY}, {int(study._study_id)})")
-        yield study
-        _write_study_system_attrs(connection, study._study_id, stand_in.pending)
-
-
-class _HoldBack:
-    """A storage that passes everything through except study system attribute writes, which it keeps."""
-
-    def __init__(self, storage: RDBStorage):
-        self._storage, self.pending = storage, {}
-
-    def __getattr__(self, name):
-        return getattr(self._storage, name)
-
-    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self.pending[key] = value
-
-    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return {**self._storage.get_study_system_attrs(study_id), **self.pending}
-
-
-# Optuna's table of study system attributes (its RDB schema since v1); the test of the dashboard note reads
-# what this writes back through Optuna and optuna-dashboard, so a change of schema fails loudly there
-_STUDY_SYSTEM_ATTRS = sqlalchemy.table("study_system_attributes", sqlalchemy.column("study_id"),
-                                       sqlalchemy.column("key"), sqlalchemy.column("value_json"))
-
-
-def _write_study_system_attrs(connection, study_id: int, attrs: dict[str, Any]) -> None:
-    table = _STUDY_SYSTEM_ATTRS
-    existing = set(connection.execute(sqlalchemy.select(table.c.key).where(table.c.study_id == study_id)).scalars())
-    for key, value in attrs.items():
-        if key in existing:
-            connection.execute(sqlalchemy.update(table).where(table.c.study_id == study_id, table.c.key == key)
-                               .values(value_json=json.dumps(value)))
-        else:
-            connection.execute(sqlalchemy.insert(table).values(study_id=study_id, key=key,
-                                                               value_json=json.dumps(value)))
-
-
-_TRIAL_SYSTEM_ATTRS = sqlalchemy.table("trial_system_attributes", sqlalchemy.column("trial_id"),
-                                       sqlalchemy.column("key"))
-
-
-def forget_trial_system_attr(storage: RDBStorage, trial_id: int, key: str) -> None:
-    """Delete one system attribute of a trial, finished or not: how a removed artifact leaves a trial (Optuna has
-    no API to delete an attribute, and refuses any change to a finished trial)."""
-    table = _TRIAL_SYSTEM_ATTRS
-    with storage.engine.begin() as connection:
-        connection.execute(sqlalchemy.delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
-
-
-@contextlib.contextmanager
-def _flock(path: Path):
-    """An exclusive flock on ``path`` (none on Windows, which has no flock)."""
-    if fcntl is None:
-        yield
-        return
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(handle)  # and with it the lock
 
 
 def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:
@@ -246,34 +143,6 @@ def _check_sqlite_file(path: Path) -> None:
         raise UsageError(f"storage: {path} is not a readable SQLite database ({error})") from None
 
 
-def redacted(url: str) -> str:
-    """The URL with its password replaced by ``***``, for anything a person or another process may read."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy parses: hide whatever stands between ':' and '@'
-        scheme, _, rest = url.partition("://")
-        credentials, at, host = rest.rpartition("@")
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if at else url
-
-
-def storage_flag(url: str) -> str:
-    """``--storage URL`` for a command shown to the user; ``--storage "$SEARCH_STORAGE"`` when the URL carries a
-    password, which must not be printed or stored."""
-    try:
-        secret = sqlalchemy.engine.make_url(url).password is not None
-    except Exception:
-        secret = redacted(url) != url
-    return f'--storage "${STORAGE_ENV}"' if secret else f"--storage {url}"
-
-
-def add_storage_argument(parser, what: str = "study storage URL") -> None:
-    """``--storage``, whose default is ``$SEARCH_STORAGE`` when set (its value is never shown), else search.db."""
-    parser.add_argument("--storage", default=os.environ.get(STORAGE_ENV, DEFAULT_URL),
-                        help=f"{what} (default: ${STORAGE_ENV} when set, else {DEFAULT_URL} in this folder; "
-                             f"postgresql+psycopg://user:pass@host/db for several machines: put such a URL in "
-                             f"${STORAGE_ENV} to keep its password off the command line)")
-
-
 def load_existing_study(storage: RDBStorage, name: str) -> optuna.Study:
     """An existing study by name, or a UsageError listing the studies the storage holds."""
     names = optuna.get_all_study_names(storage)
@@ -283,11 +152,3 @@ def load_existing_study(storage: RDBStorage, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def single_study_name(storage: RDBStorage, ignore_suffix: str = ".confirm") -> str:
-    """The name of the storage's only study (a search's confirm stage, ``NAME.confirm``, does not count);
-    UsageError when it holds none or several."""
-    names = [name for name in optuna.get_all_study_names(storage) if not name.endswith(ignore_suffix)]
-    if len(names) != 1:
-        listing = ", ".join(names) if names else "none"
-        raise UsageError(f"study: name one with --study (studies in this storage: {listing})")
-    return names[0]

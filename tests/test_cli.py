@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from search import cli
+import commands as cli
 
 
 @pytest.mark.parametrize("name", list(cli.COMMANDS))

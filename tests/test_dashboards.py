@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from dashboards import figures, report
+from dashboards import figures, report, report_page
 from dashboards.live import FIGURE_ID
 from search import evaluate
 from search import run as search_run
@@ -205,7 +205,7 @@ def test_report_renders_every_figure_offline_in_chromium(searched, tmp_path):
     assert "report.html" in [meta.filename for meta in optuna.artifacts.get_all_artifact_meta(study_of(url))]
     page_html = output.read_text()
     assert not re.search(r"<script[^>]*\bsrc=", page_html)  # plotly.js is inline, nothing is fetched
-    drawn = report.report_figures(study_of(url))
+    drawn = report_page.report_figures(study_of(url))
     expected = len(drawn)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=_chromium(), args=[

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from queue_worker import claim_and_finish, open_new_study, open_storage_at, publish_and_read
 from search import objective as objective_module
 from search import run as search_run
+from search import workers
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--depth", "8", "--dataset", "digits", "--subset", "100", "--epochs", "1", "--batch-size", "50",
@@ -148,7 +149,7 @@ def test_diverged_trial_is_pruned_with_its_reason(tmp_path, monkeypatch):
     config = search_run.config_from_args(argv)
     object.__setattr__(config, "train", TrainConfig(depth=8, epochs=2, batch_size=50, precision="float32",
                                                     learning_rate=1e12))
-    monkeypatch.setattr(search_run, "config_from_args", lambda argv: config)
+    monkeypatch.setattr(search_run, "config_from", lambda args: config)
     assert search_run.main(argv) == 0
     trial = trials(url)[0]  # the first trial run; the other warm-start trials still wait
     assert [t.state for t in trials(url)[1:]] == [TrialState.WAITING] * (len(trials(url)) - 1)
@@ -203,7 +204,7 @@ def test_four_workers_share_one_sqlite_study(tmp_path):
 
 
 def _worker_command_lines(wait: float) -> list[str]:
-    """The command lines of this machine's ``search.worker`` processes, once some are running."""
+    """The command lines of this machine's worker processes (``search.run --worker RANK``), once some run."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         lines = []
@@ -212,7 +213,7 @@ def _worker_command_lines(wait: float) -> list[str]:
                 line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if "search.worker" in line:
+            if "search.run --worker" in line:
                 lines.append(line)
         if lines:
             return lines
@@ -370,13 +371,13 @@ def test_two_machines_starting_a_new_study_together_share_it_and_never_show_its_
 
 def test_worker_environment_pins_gpus_round_robin_or_splits_cpu_threads(monkeypatch):
     monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
-    shared = [search_run.worker_environment(rank, 4, gpus=2) for rank in range(4)]
+    shared = [workers.worker_environment(rank, 4, gpus=2) for rank in range(4)]
     assert [env["CUDA_VISIBLE_DEVICES"] for env in shared] == ["0", "1", "0", "1"]
     assert all(env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for env in shared)
     assert all(env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for env in shared)  # JAX would take 75 % each
-    alone = [search_run.worker_environment(rank, 2, gpus=2) for rank in range(2)]
+    alone = [workers.worker_environment(rank, 2, gpus=2) for rank in range(2)]
     assert all("XLA_PYTHON_CLIENT_PREALLOCATE" not in env for env in alone)
-    cpu = search_run.worker_environment(0, 2, gpus=0)
+    cpu = workers.worker_environment(0, 2, gpus=0)
     expected = str(max(1, (os.cpu_count() or 1) // 2))
     assert cpu["TF_NUM_INTRAOP_THREADS"] == cpu["OMP_NUM_THREADS"] == expected
     assert cpu["TF_NUM_INTEROP_THREADS"] == "1" and "CUDA_VISIBLE_DEVICES" not in cpu

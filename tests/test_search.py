@@ -17,8 +17,10 @@ from common.cli import run_command
 from search import evaluate, export
 from search import run as search_run
 from search.config import SearchConfig
-from search.evaluation import holm, paired_statistics, record_evaluation
-from search.study import next_commands, open_study
+from search.evidence.stats import holm, paired_statistics
+from search.next_steps import next_commands
+from search.records import record_evaluation
+from search.study import open_study
 from storage.artifacts import kept_model
 from storage.rdb import open_storage
 
@@ -302,7 +304,8 @@ def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_w
 
 def test_a_storage_password_never_reaches_messages_commands_or_the_note(tmp_path, monkeypatch, capsys):
     from dashboards.live import study_note
-    from storage.rdb import add_storage_argument, redacted, storage_flag
+    from commands.flags import add_storage_argument
+    from storage.urls import redacted, storage_flag
 
     secret = "postgresql+psycopg://alice:s3cr3t-pw@127.0.0.1:9/search"
     assert redacted(secret) == "postgresql+psycopg://alice:***@127.0.0.1:9/search"

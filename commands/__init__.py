@@ -1,7 +1,9 @@
 """shortcut-search: every command of the tool under one name, e.g. ``shortcut-search run --depth 32``.
 
-Each subcommand is its module's own command (same flags, same help, same exit codes): ``shortcut-search run`` is
-``python -m search.run``, and the ``python -m`` forms keep working.
+The tool's entry point (``[project.scripts]`` in pyproject.toml). Each subcommand is its module's own command
+(same flags, same help, same exit codes): ``shortcut-search run`` is ``python -m search.run``, and the
+``python -m`` forms keep working. The modules are imported by name when their command runs, so ``--help`` of one
+command loads nothing of the others.
 """
 from __future__ import annotations
 

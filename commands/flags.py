@@ -1,0 +1,54 @@
+"""The flags several commands share, defined once: training budget, storage and artifact store.
+
+Commands (and benchmarks) add them to their own parser; the values go into the library's config objects
+(``TrainConfig``, ``SearchConfig``), which check them again for callers that do not come through a parser.
+"""
+from __future__ import annotations
+
+from common.cli import ArgumentParser, positive_int
+from storage.artifacts import ARTIFACT_FOLDER
+from storage.urls import DEFAULT_URL, STORAGE_ENV, default_url
+from training.config import PRECISIONS
+from training.data import DATASETS
+
+
+def add_training_arguments(parser: ArgumentParser, seed: int = 0) -> None:
+    """The flags every command that trains shares (train, run, evaluate, benchmarks); ``seed`` is the command's
+    default --seed."""
+    parser.add_argument("--depth", type=int, default=32, help="network depth 6n+2: 20, 32, 44, 56, 110 (default 32)")
+    parser.add_argument("--dataset", default="cifar10", choices=DATASETS, metavar="{" + ",".join(DATASETS) + "}",
+                        help="data set (default cifar10; digits is small, bundled and offline)")
+    parser.add_argument("--data-dir", help="folder holding the official CIFAR python archive (cifar-10-python.tar.gz "
+                        "or cifar-100-python.tar.gz) or its extracted folder; default: the Keras cache, "
+                        "else a download")
+    parser.add_argument("--subset", type=positive_int, help="train on a stratified part of this many images of the "
+                        "training split (default: all 45k); without --epochs the run keeps He et al.'s 64k "
+                        "iterations, i.e. many more passes over the N images")
+    parser.add_argument("--epochs", type=positive_int, help="epochs to train (default: He et al.'s 64k iterations, "
+                        "about 182 epochs on 45k images); learning-rate drops stay at 50 %% and 75 %%")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per SGD step (default 128); "
+                        "changes neither the learning rate (0.1) nor the 64k iterations of a run without --epochs, "
+                        "so a larger batch sees more images: scale the rest yourself if you change it")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto = on a GPU mixed_bfloat16 "
+                        "(compute capability >= 8.0) or mixed_float16, with XLA; on a CPU float32 (default auto)")
+    parser.add_argument("--steps-per-execution", type=positive_int, default=1, help="training steps per call into "
+                        "the compiled graph: fewer host round trips for small networks on a GPU (default 1)")
+    parser.add_argument("--seed", type=int, default=seed, help="seeds weights, data order and augmentation "
+                        f"(default {seed})")
+
+
+def add_storage_argument(parser: ArgumentParser, what: str = "study storage URL") -> None:
+    """``--storage``, whose default is ``$SEARCH_STORAGE`` when set (its value is never shown), else search.db."""
+    parser.add_argument("--storage", default=default_url(),
+                        help=f"{what} (default: ${STORAGE_ENV} when set, else {DEFAULT_URL} in this folder; "
+                             f"postgresql+psycopg://user:pass@host/db for several machines: put such a URL in "
+                             f"${STORAGE_ENV} to keep its password off the command line)")
+
+
+def add_artifact_dir_argument(parser: ArgumentParser) -> None:
+    """``--artifact-dir``, as every command that reads or writes the study's files takes it."""
+    parser.add_argument("--artifact-dir", metavar="DIR",
+                        help=f"the study's artifact store (trained models, exports, evaluations, reports; what "
+                             f"optuna-dashboard --artifact-dir serves): a folder every machine mounts for several "
+                             f"machines (default: {ARTIFACT_FOLDER}/ beside a SQLite study, in this folder for "
+                             f"other databases)")

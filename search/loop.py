@@ -1,0 +1,91 @@
+"""The search loop: open the study, run trials in this process until the study has its target of finished ones,
+then the confirm stage. No signal handling and no exits: what the command, its worker processes and the notebook
+API share (``search.workers`` adds the signals and exit codes of a worker process)."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import optuna
+
+from common.files import check_writable
+from common.log import quiet_optuna
+from search import records
+from search.config import SearchConfig
+from search.evidence.confirm_stage import run_confirm
+from search.keep import ModelKeeper
+from search.objective import Objective
+from search.progress import FailureGuard, TrialReporter
+from search.study import check_existing, open_study
+from storage.rdb import open_storage
+from training.data import Dataset, load_dataset
+
+# called after every finished trial and after the confirm stage with (storage, study name): refreshes what a
+# dashboard shows (the command passes dashboards.live.publish); the search knows nothing of dashboards
+Publisher = Callable[[object, str], None]
+
+
+def open_search(config: SearchConfig):
+    """Check everything the user can get wrong, then open (create or resume) the study: the data, the epochs of a
+    trial, the storage, the study, and whether it existed. What the command and the notebook API share."""
+    # everything the user can get wrong is checked before the storage is written to
+    data = load_dataset(config.dataset, config.data_dir, config.subset)
+    epochs = config.train.epochs_for(len(data.y_train))
+    check_writable(config.checkpoints(config.study), "checkpoint-dir",
+                   "choose another --checkpoint-dir, or none for no checkpoints")
+    storage = open_storage(config.storage, config.heartbeat)
+    resuming = check_existing(storage, config)
+    return data, epochs, storage, open_study(storage, config, epochs), resuming
+
+
+class _AfterEachTrial:
+    """Optuna callback: the publisher, after every finished trial."""
+
+    def __init__(self, publisher: Publisher, storage):
+        self.publisher, self.storage = publisher, storage
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state in records.FINISHED:
+            self.publisher(self.storage, study.study_name)
+
+
+def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset | None = None,
+               study: optuna.Study | None = None, storage=None, publisher: Publisher | None = None):
+    """Run trials in this process until the study has ``config.trials`` finished ones, then the confirm stage;
+    the study, and why the search stopped short (``--max-failures`` trials failed in a row) or None.
+
+    ``data``, ``study`` and ``storage`` are what the caller already opened (one worker, in-process); a worker
+    process opens its own. ``publisher`` refreshes the dashboard after every finished trial.
+    """
+    quiet_optuna()
+    data = data if data is not None else load_dataset(config.dataset, config.data_dir, config.subset)
+    if study is None:
+        storage = open_storage(config.storage, config.heartbeat)
+        study = open_study(storage, config, epochs, worker=rank)
+    keeper = ModelKeeper.for_search(config, storage)
+    reporter = TrialReporter(config, show_bar=config.workers == 1, initial=records.finished_count(study))
+    guard = FailureGuard(config.max_failures)
+    after = [reporter, guard, *([_AfterEachTrial(publisher, storage)] if publisher else [])]
+    callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=records.FINISHED), *after]
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    try:
+        # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in the
+        # queue behind trials that already reach the target
+        while ((remaining := config.trials - records.finished_count(study)) > 0
+               or records.baseline_pending(study)) and not guard.tripped:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            study.optimize(Objective(config, data, keeper), n_trials=max(remaining, 1), timeout=left,
+                           callbacks=callbacks if remaining > 0 else after, catch=(Exception,),
+                           gc_after_trial=True)
+    finally:
+        reporter.close()
+    if guard.tripped:
+        return study, guard.message()
+    reporter.summary(study)
+    if config.confirm_top and records.finished_count(study) >= config.trials:
+        run_confirm(config, study, storage, data)
+        if publisher:
+            publisher(storage, study.study_name)
+    return study, None

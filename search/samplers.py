@@ -1,0 +1,51 @@
+"""The study's sampler: which one, and the seed each process samples from."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+import zlib
+
+import numpy as np
+import optuna
+
+from search.config import SearchConfig
+
+
+def sampler_seed(config: SearchConfig, worker: int = 0, created: bool = True) -> int:
+    """This process's sampler seed.
+
+    The process that created the study (worker 0) uses ``--seed`` itself, so a study searched by one worker from
+    start to end is reproducible from it. Every other process (more workers, other machines joining, a resumed
+    study) draws its seed from NumPy's SeedSequence over ``--seed``, its host, its pid and the clock: two
+    processes on any machines never share a stream, so neither repeats the other's proposals (two machines with
+    the same seed and the same history would otherwise propose the same points). Each trial records the seed
+    of the process that sampled it (``sampler_seed``).
+    """
+    if created and worker == 0:
+        return config.seed
+    entropy = [config.seed, zlib.crc32(socket.gethostname().encode()), os.getpid(), time.time_ns()]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def make_sampler(config: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with ``seed`` (``sampler_seed``), which it keeps as ``seed_used``."""
+    sampler = _sampler(config, seed)
+    sampler.seed_used = seed  # for the objective to record on every trial
+    return sampler
+
+
+def _sampler(config: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if config.sampler == "tpe":
+        # multivariate + group: the family's parameters are modelled jointly, and only with their own family;
+        # constant liar keeps parallel workers from sampling the same point while a trial runs
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    # GP and CMA-ES only get fixed-dimension families (SearchConfig refuses the others), so nothing is sampled
+    # independently and their warning stays on in case that ever changes
+    if config.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if config.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, consider_pruned_trials=True)
+    return optuna.samplers.RandomSampler(seed=seed)
