@@ -5,6 +5,8 @@ Commands (and benchmarks) add them to their own parser; the values go into the l
 """
 from __future__ import annotations
 
+import argparse
+
 from common.cli import ArgumentParser, positive_int
 from storage.artifacts import ARTIFACT_FOLDER
 from storage.urls import DEFAULT_URL, STORAGE_ENV, default_url
@@ -35,6 +37,27 @@ def add_training_arguments(parser: ArgumentParser, seed: int = 0) -> None:
                         "the compiled graph: fewer host round trips for small networks on a GPU (default 1)")
     parser.add_argument("--seed", type=int, default=seed, help="seeds weights, data order and augmentation "
                         f"(default {seed})")
+
+
+def seed_count(text: str) -> int | None:
+    """A count of confirm seeds, at least 2, or ``auto`` (None)."""
+    if text == "auto":
+        return None
+    count = positive_int(text)
+    if count < 2:
+        raise argparse.ArgumentTypeError(f"at least 2 (a verdict needs a spread over seeds), got {count}")
+    return count
+
+
+def add_confirm_arguments(parser: ArgumentParser, seeds_flag: str) -> None:
+    """The confirm stage's seeds (``seeds_flag``: --confirm-seeds on run, --seeds on confirm) and --min-effect."""
+    parser.add_argument(seeds_flag, type=seed_count, default=3, metavar="S",
+                        help="fresh seeds per confirmed schedule, seed + 2000 + i, at least 2; auto = as many as "
+                             "--min-effect needs to be found 80 %% of the time, from the baseline's spread (2 to 10; "
+                             "default 3)")
+    parser.add_argument("--min-effect", type=float, default=1.0, metavar="PT",
+                        help="the gain in points the verdict's power line is about, and auto seeds aim at "
+                             "(default 1, the paper's)")
 
 
 def add_storage_argument(parser: ArgumentParser, what: str = "study storage URL") -> None:

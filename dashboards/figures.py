@@ -73,7 +73,7 @@ def study_schedule_figure(study: optuna.Study, top: int = 5) -> go.Figure:
     and what the learned arms learned: ``learned``'s shortcut factors and ``skipinit``'s branch scalars, per
     block on the same axis (the searched f is fixed, theirs is what training made of it)."""
     depth = records.depth(study)
-    best = records.ranked(records.schedule_trials(study))[:top]
+    best = records.candidates(study)[:top]
     curves = [(f"{records.label(t)} ({100 * t.value:.2f} %)", records.schedule_of(t)) for t in best
               if records.schedule_of(t) is not None]
     if depth is not None:
@@ -100,7 +100,8 @@ def history_figure(study: optuna.Study) -> go.Figure:
     figure.add_trace(go.Scatter(x=numbers, y=np.maximum.accumulate(values) if values else [], mode="lines",
                                 name="best so far", line=dict(shape="hv")))
     _baseline_line(figure, study, "baseline {:.2f} %", annotation_position="bottom right")
-    if (floor := noise_floor(study)) is not None:  # the spread a re-run of the baseline would show
+    floor = noise_floor(study)
+    if floor is not None and floor["baseline_seed_std"] is not None:  # the spread a re-run of the baseline would show
         mean, std = np.mean(floor["baseline_val_accuracy"]), floor["baseline_seed_std"]
         figure.add_hrect(y0=100 * (mean - std), y1=100 * (mean + std), fillcolor="gray", opacity=0.15, line_width=0,
                          annotation_text=f"baseline mean +- 1 sd over {len(floor['seeds'])} seeds",
@@ -267,6 +268,37 @@ def evaluation_figure(record: dict[str, Any]) -> go.Figure:
         title += f" ({len(arms)} arms; p corrected by Holm: " + ", ".join(
             f"{arm['name']} {arm['p_holm']:.3g}" for arm in compared if arm.get("p_holm") is not None) + ")"
     figure.update_layout(title=title, barmode="group", **LAYOUT)
+    return figure
+
+
+def verdict_figure(summary: dict[str, Any]) -> go.Figure:
+    """The confirm stage: every arm's mean paired difference with the baseline (points), its raw one-sided 95 %
+    bounds (thin) and, for complete arms, its adjusted ones (thick: Dunnett, simultaneous over the candidates);
+    the baseline at zero; the verdict in the title."""
+    figure = go.Figure()
+    rows = [row for row in summary["arms"] if row["difference_mean"] is not None]
+    for kind, width in (("bounds_raw", 1.5), ("bounds_adjusted", 6)):
+        shown = [row for row in rows if row.get(kind)]
+        if not shown:
+            continue
+        means = [100 * row["difference_mean"] for row in shown]
+        figure.add_trace(go.Scatter(
+            x=[row["label"] for row in shown], y=means, mode="markers",
+            name="raw bounds (this arm alone)" if kind == "bounds_raw" else "adjusted bounds (Dunnett)",
+            marker=dict(size=11 if width > 2 else 1, color="#1f77b4"),
+            error_y=dict(type="data", symmetric=False, thickness=width, width=0 if width > 2 else 6,
+                         array=[100 * row[kind][1] - m for row, m in zip(shown, means)],
+                         arrayminus=[m - 100 * row[kind][0] for row, m in zip(shown, means)])))
+    figure.add_hline(y=0, line=BASELINE_STYLE, annotation_text="baseline", annotation_position="bottom right")
+    verdict = summary["verdict"]
+    outcome = {"beats_baseline": f"{verdict['winner']} beats the baseline",
+               "no_candidate_beats_baseline": "no candidate beats the baseline",
+               "worse_than_baseline": "no candidate beats the baseline; " + ", ".join(verdict["worse"]) + " worse"}
+    budget = summary.get("budget") or {}
+    figure.update_layout(title=f"Confirm stage: {outcome[verdict['outcome']]} ({len(summary['seeds'])} seeds, "
+                               f"{budget.get('epochs')} epochs, {verdict['comparisons']} candidates)", **LAYOUT)
+    figure.update_xaxes(title="arm (candidates: #trial)")
+    figure.update_yaxes(title="validation accuracy - baseline (points, paired by seed)")
     return figure
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import optuna
 from optuna_dashboard import get_note, save_note, save_plotly_graph_object
 
-from dashboards.figures import study_schedule_figure
+from dashboards.figures import study_schedule_figure, verdict_figure
 from search import records
+from search.evidence.confirm_plan import is_current
 from search.evidence.noise import gain_in_noise, noise_floor
 from search.evidence.verdict import describe
 from search.next_steps import next_commands
@@ -21,6 +22,7 @@ from search.pruning import fidelity, pruner_rungs
 from storage.attributes import held_back_study_attrs
 
 FIGURE_ID = "schedules"
+VERDICT_FIGURE_ID = "verdict"
 # the tool's part of the study note; a user's own text in optuna-dashboard goes outside these lines and stays
 NOTE_BEGIN = "<!-- shortcut-search: this section is rewritten after every trial; write your own notes outside it -->"
 NOTE_END = "<!-- shortcut-search: end of section -->"
@@ -31,15 +33,18 @@ def study_note(study: optuna.Study, storage_url: str, target: int | None = None,
     """Markdown: the best trial, its gap to the baseline on the same budget, the expected time to the ``target``
     count of finished trials, and the export command."""
     complete = records.complete(study)
-    lines = [f"# {study.study_name}", f"{records.finished_count(study)} trials finished ({len(complete)} complete)."]
+    searched = len([t for t in records.finished(study) if records.is_searched(t)])
+    lines = [f"# {study.study_name}", f"{records.finished_count(study)} trials finished ({len(complete)} complete): "
+                                      f"{searched} searched, the rest references."]
     if target is not None and (cost := remaining_cost(study, target, workers, confirm_runs)):
         lines += ["", f"**Cost:** {cost}."]
-    candidates = records.ranked(records.schedule_trials(study))
+    candidates = records.candidates(study)
     if candidates:
         best = candidates[0]
         schedule = records.schedule_of(best)
         text = schedule.describe() if schedule else str(best.params)
-        lines += ["", f"**Best:** trial {best.number}, `{text}`, validation accuracy {100 * best.value:.2f} %."]
+        lines += ["", f"**Best:** candidate trial {best.number}, `{text}`, validation accuracy "
+                      f"{100 * best.value:.2f} %."]
         baseline = records.baseline_trial(study)
         if baseline is not None:
             gap = gain_in_noise(best.value - baseline.value, noise_floor(study))
@@ -56,7 +61,9 @@ def study_note(study: optuna.Study, storage_url: str, target: int | None = None,
                          + ", ".join(f"epoch {row['epoch']}{' (rung)' if row['epoch'] in rungs else ''}: "
                                      f"{row['tau']}" for row in shown) + ".")
         if confirmation := records.confirmation(study):
-            lines += ["", "**Confirm stage** (fresh seeds, validation, paired with the baseline):", "```",
+            stale = "" if is_current(study, confirmation) else (" **Out of date:** the search has other top "
+                                                                "candidates since; run the confirm stage again.")
+            lines += ["", f"**Confirm stage** (fresh seeds, validation, paired with the baseline).{stale}", "```",
                       describe(confirmation), "```"]
         lines += ["", "Export it, then test it over seeds:", "```", *next_commands(study, storage_url), "```"]
     return "\n".join(lines)
@@ -68,6 +75,8 @@ def publish(storage, study_name: str, storage_url: str, target: int | None = Non
     atomically and one writer at a time."""
     with held_back_study_attrs(storage, study_name) as study:
         save_plotly_graph_object(study, study_schedule_figure(study), graph_object_id=FIGURE_ID)
+        if confirmation := records.confirmation(study):
+            save_plotly_graph_object(study, verdict_figure(confirmation), graph_object_id=VERDICT_FIGURE_ID)
         note = study_note(study, storage_url, target, workers, confirm_runs)
         save_note(study, merged_note(get_note(study), note))
 

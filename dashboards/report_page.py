@@ -25,6 +25,8 @@ def report_figures(study: optuna.Study) -> list:
              figures.learning_curves_figure(study), figures.training_curves_figure(study),
              figures.fidelity_figure(study), figures.family_figure(study),
              figures.importance_figure(study), optuna.visualization.plot_timeline(study)]
+    if confirmation := records.confirmation(study):
+        built.append(figures.verdict_figure(confirmation))
     built += [figures.evaluation_figure(record) for record in records.evaluations(study)]
     built.append(figures.top_trials_table(study))
     return built

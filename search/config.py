@@ -64,7 +64,8 @@ class SearchConfig:
     steps_per_execution: int = 1
     baseline_seeds: int = 3
     confirm_top: int = 5
-    confirm_seeds: int = 3
+    confirm_seeds: int | None = 3  # None: auto, as many as min_effect needs (search.evidence.confirm_plan)
+    min_effect: float = 0.01  # the gain (a fraction: 0.01 = 1 pt) the power line and auto seeds are about
     checkpoint_dir: str | None = None
     keep_models: int = 5
     artifact_dir: str | None = None
@@ -91,7 +92,12 @@ class SearchConfig:
         lo, hi = self.scale_range
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
             raise UsageError(f"scale-range: need 0 < LO < HI, got {lo:g} {hi:g}; e.g. --scale-range 0.5 1.5")
-        for name in ("workers", "max_failures", "heartbeat", "confirm_seeds"):
+        if self.confirm_seeds is not None and self.confirm_seeds < 2:
+            raise UsageError(f"confirm-seeds: at least 2 (a verdict needs a spread over seeds; one seed would be "
+                             f"another single-run best of K), got {self.confirm_seeds}")
+        if not (math.isfinite(self.min_effect) and 0 < self.min_effect < 1):
+            raise UsageError(f"min-effect: a gain in points between 0 and 100, got {100 * self.min_effect:g}")
+        for name in ("workers", "max_failures", "heartbeat"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name.replace('_', '-')}: must be > 0, got {getattr(self, name)}")
         for name in ("baseline_seeds", "confirm_top", "keep_models"):

@@ -1,24 +1,26 @@
-"""The confirm stage: re-train the search's top schedules, the baseline and the paper's preset on fresh seeds.
+"""The confirm stage: re-train the search's top candidates, the baseline and the paper's preset on fresh seeds.
 
     python -m search.confirm --storage sqlite:///search.db --study cifar10-resnet32 --top 5 --seeds 3
 
 A search picks its best schedule from single runs on one seed: the best of N is high partly by chance. This stage
-trains the top K completed schedules, the baseline and the study's paper preset again with S seeds of their own
-(the study's seed + 2000 + i: disjoint from the search's and the baseline replicas'), on the same split and
-budget, judged on validation and paired by seed with the baseline. The confirmed winner is the candidate with the
-highest mean paired difference; its 95 % CI, its p-value and Holm's correction over the K candidates say whether
-the gain is real. ``search.run`` runs this stage after its search (``--confirm-top``, ``--confirm-seeds``).
+trains the top K candidates, the baseline and the study's paper preset again with S seeds of their own (the
+study's seed + 2000 + i: disjoint from the search's and the baseline replicas'), on the same split and budget,
+judged on validation and paired by seed with the baseline. The verdict is one-sided and simultaneous over the K
+candidates (Dunnett, variance pooled over arms and seeds): a candidate beats the baseline when its adjusted 95 %
+lower bound is above zero; otherwise the baseline stays the recommendation. ``search.run`` runs this stage after
+its search (``--confirm-top``, ``--confirm-seeds``).
 
 The runs are trials of a study of their own, ``<study>.confirm``, in the same storage: resumable (kill it and
 run the command again; nothing done twice), shared by any number of workers or machines, visible in
-optuna-dashboard, and never counted toward the search's ``--trials``.
+optuna-dashboard, and never counted toward the search's ``--trials``. Run it again after extending the search:
+it confirms the new top K, reusing every run already done.
 """
 from __future__ import annotations
 
 import sys
 from typing import Sequence
 
-from commands.flags import add_storage_argument
+from commands.flags import add_confirm_arguments, add_storage_argument
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
 from common.log import quiet_optuna
@@ -33,8 +35,9 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m search.confirm", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--study", required=True, help="the search study to confirm")
-    parser.add_argument("--top", type=positive_int, default=5, help="completed schedules to confirm (default 5)")
-    parser.add_argument("--seeds", type=positive_int, default=3, help="fresh seeds per arm (default 3)")
+    parser.add_argument("--top", type=positive_int, default=5, help="the search's best candidates to confirm "
+                        "(default 5)")
+    add_confirm_arguments(parser, "--seeds")
     parser.add_argument("--data-dir", help="folder of the CIFAR archive, as for the search")
     return parser
 
@@ -47,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the search's own budget, its epochs as resolved when it started
     settings = {**records.require_settings(study), "epochs": records.epochs(study)}
     config = SearchConfig(**settings, storage=args.storage, study=args.study, data_dir=args.data_dir,
-                          confirm_top=args.top, confirm_seeds=args.seeds)
+                          confirm_top=args.top, confirm_seeds=args.seeds, min_effect=args.min_effect / 100)
     if not any(records.is_baseline_run(t) for t in study.get_trials(deepcopy=False)):
         raise UsageError(f"study: {args.study!r} has no baseline trial")
     data = load_dataset(config.dataset, config.data_dir, config.subset)

@@ -1,13 +1,14 @@
-"""Export the confirmed winner of a study (else its best trial) as a schedule JSON file, with its evidence.
+"""Export a study's answer as a schedule JSON file: the confirmed winner, with the verdict and its evidence.
 
     python -m search.export --storage sqlite:///search.db --study cifar10-resnet32 --output best.json
 
 The file holds the schedule realised at the searched depth (or --depth), where it came from (study, trial,
-dataset, depth searched, epochs), its validation accuracy next to the baseline's on the same budget, the study's
-noise floor (the baseline's spread over seeds, and the gain the best of N equal schedules would show by chance),
-the confirm stage's paired statistics on fresh seeds when the stage ran, and the multi-seed test evaluation of
-search.evaluate on the same budget where one was recorded. Without a confirmation it exports the single-seed best
-of N trials and warns that this is what it is. The file is also attached to the study as an artifact.
+dataset, depth searched, epochs), the verdict (does it beat the baseline? one-sided, adjusted for the K candidates
+confirmed, with its seeds, budget and power), the confirm stage's figures for it, its validation accuracy next to
+the baseline's on the same budget with the study's noise in sigma_d and what the best of N would show by chance,
+and the multi-seed test evaluation of search.evaluate on the same budget where one was recorded. When no candidate
+beats the baseline, it holds the best candidate and says so (the baseline stays the recommendation); without a
+confirmation, the single-seed best of N candidates, and it warns. The file is also attached to the study.
 
     python -m search.export --output best.json --model best.keras
 
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import optuna
 from optuna.artifacts import download_artifact
 
 from commands.flags import add_artifact_dir_argument, add_storage_argument
@@ -29,8 +31,10 @@ from common.files import write_json_atomic
 from common.log import log, quiet_optuna, result
 from models.schedules import Schedule, block_count
 from search import records
+from search.evidence.confirm_plan import arm_key
 from search.evidence.document import export_document
 from search.evidence.noise import gain_in_noise, noise_floor
+from search.evidence.verdict import power_line, verdict_line
 from search.keep import model_to_export
 from search.next_steps import next_commands
 from storage.artifacts import artifact_store, attach_when_free
@@ -57,33 +61,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     study = load_existing_study(storage, records.search_study_name(storage, args.study))
     document = export_document(study, args.depth)
-    provenance, evidence = document["provenance"], document["evidence"]
-    best, schedule, floor = study.trials[provenance["trial"]], Schedule.from_dict(document), noise_floor(study)
-    confirmation = records.confirmation(study)
-    winner = confirmation and confirmation.get("winner")
+    provenance, evidence, verdict = document["provenance"], document["evidence"], document["verdict"]
+    best, schedule = study.trials[provenance["trial"]], Schedule.from_dict(document)
     store = artifact_store(args.storage, args.artifact_dir)
-    model = args.model and model_to_export(best, study, store, args.model, args.output)
+    model = None
+    if args.model:
+        confirm_name = records.confirm_study_name(study.study_name)
+        confirm = (optuna.load_study(study_name=confirm_name, storage=storage)
+                   if confirm_name in optuna.get_all_study_names(storage) else None)
+        model = model_to_export(best, study, store, args.model, args.output, confirm, arm_key(document))
     path = write_json_atomic(args.output, document)
     attach_when_free(args.storage, study.study_name, store, path)
     if model:
+        artifact, origin = model
         partial = Path(f"{args.model}.partial")
         partial.unlink(missing_ok=True)
-        download_artifact(artifact_store=store, file_path=str(partial), artifact_id=model)
+        download_artifact(artifact_store=store, file_path=str(partial), artifact_id=artifact)
         os.replace(partial, args.model)
-        result(f"wrote {args.model}: the trained model of trial {best.number} (seed {records.seed_of(best)}, "
-               f"{provenance['epochs']} epochs, validation accuracy {best.value:.4f})")
-    if winner:
-        ci = winner["difference_ci95"]
-        result(f"wrote {path}: confirmed winner {winner['label']} {schedule.describe()}, "
-               f"{100 * winner['difference_mean']:+.2f} pt vs baseline over {len(confirmation['seeds'])} fresh seeds"
-               + (f", 95 % CI [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else ""))
-    else:
+        result(f"wrote {args.model}: the trained model of {origin}, {provenance['epochs']} epochs")
+    confirmation = records.confirmation(study)
+    if confirmation is None:
         gain = evidence["val_accuracy_gain"]
         log.warning(f"warning: no confirm stage has run on {study.study_name!r}: trial {best.number} is the "
-                    f"single-seed best of {evidence['selected_from']} trials, and its gain is partly chance; run "
-                    f"python -m search.confirm")
+                    f"single-seed best of {evidence['selected_from']} candidates, and its gain is partly chance; "
+                    f"run shortcut-search confirm --study {study.study_name}")
         result(f"wrote {path}: trial {best.number} {schedule.describe()}, val {best.value:.4f}"
-               + (f" ({gain_in_noise(gain, floor)} vs baseline)" if gain is not None else " (no baseline trial)"))
+               + (f" ({gain_in_noise(gain, noise_floor(study))} vs baseline)" if gain is not None
+                  else " (no baseline trial)"))
+    else:
+        if not verdict["current"]:
+            log.warning(f"warning: the confirmation is out of date: the search has other top candidates since it "
+                        f"ran; run shortcut-search confirm --study {study.study_name} to confirm them")
+        if confirmation.get("winner"):
+            result(f"wrote {path}: {schedule.describe()}; {verdict_line(confirmation)}")
+        else:
+            log.warning(f"warning: {verdict_line(confirmation)}; {path} holds that best candidate, "
+                        f"{schedule.describe()}, for the record, not as a winner")
+            result(f"wrote {path}: the best candidate (not a winner; recommendation: the baseline)")
+        if line := power_line(confirmation):
+            log.info(line)
     if "evaluation" not in document:
         log.info(f"next: {next_commands(study, args.storage)[1].replace('best.json', str(path))}")
     return 0

@@ -1,11 +1,13 @@
-"""Which trained networks a study keeps: the models of its best ``keep`` schedule trials, as artifacts.
+"""Which trained networks a study keeps: the models of its best ``keep`` candidates, as artifacts, and in the
+confirm stage one model per candidate arm.
 
 A trial that completes saves its trained model (a ``.keras`` file: the network behind its input pipeline, with
 the schedule in its config and the optimizer's state) and uploads it to the study's artifact store while it is
-still running, if it ranks among the top ``keep`` completed schedule trials by validation accuracy; a model that
-falls out of the top ``keep`` is removed, file and record. The learned arms' models are not kept (they are
-references, not schedules to hand over). Several workers may decide at once: each ranks what the study holds,
-so a model is only ever removed by a view that ranks it out.
+still running, if it ranks among the top ``keep`` completed candidates by validation accuracy; a model that
+falls out of the top ``keep`` is removed, file and record. References (baseline runs, learned arms) never take
+a slot. Several workers may decide at once: each ranks what the study holds, so a model is only ever removed by
+a view that ranks it out. The confirm stage keeps the model of each candidate arm's first finished run, so the
+confirmed winner's network can be exported even when its search trial's model was not kept.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ class ModelKeeper:
     def offer(self, trial: optuna.Trial, value: float, model_file: Path) -> bool:
         """Keep the running ``trial``'s model if it ranks in the top ``keep``; drop the models it pushes out.
         True when it was kept."""
-        holders = [t for t in records.schedule_trials(trial.study) if kept_model(t) is not None]
+        holders = [t for t in records.candidates(trial.study) if kept_model(t) is not None]
         ranked = sorted([(t.value, -t.number, t) for t in holders] + [(value, -trial.number, None)],
                         key=lambda item: item[:2], reverse=True)
         kept = any(t is None for *_, t in ranked[:self.keep])
@@ -48,12 +50,42 @@ class ModelKeeper:
         return kept
 
 
-def model_to_export(trial: optuna.trial.FrozenTrial, study: optuna.Study, store, path: str, output: str) -> str:
-    """The artifact id of ``trial``'s kept model, for ``export --model PATH``; UsageError (with the command that
-    trains it, or the store to name) before anything is written."""
+class ArmModelKeeper:
+    """The confirm stage's keeper: the model of each candidate arm's first finished run."""
+
+    def __init__(self, store):
+        self.store = store
+
+    @classmethod
+    def for_search(cls, config, storage) -> "ArmModelKeeper | None":
+        if not config.keep_models:
+            return None
+        return cls(artifact_store(config.storage, config.artifact_dir))
+
+    def offer(self, trial: optuna.Trial, value: float, model_file: Path) -> bool:
+        arm = records.attr(trial, TrialKey.ARM)
+        if any(records.attr(t, TrialKey.ARM) == arm and kept_model(t) is not None
+               for t in records.complete(trial.study)):
+            return False
+        records.write(trial, TrialKey.MODEL_ARTIFACT, attach(trial, self.store, model_file))
+        return True
+
+
+def model_to_export(trial: optuna.trial.FrozenTrial, study: optuna.Study, store, path: str, output: str,
+                    confirm: optuna.Study | None = None, arm: str | None = None) -> tuple[str, str]:
+    """The artifact id of the model ``export --model PATH`` writes, and where it comes from: ``trial``'s kept
+    model, else the model of a confirm run of its ``arm``; UsageError (with the command that trains it, or the
+    store to name) before anything is written."""
     if not path.endswith(".keras"):
         raise UsageError(f"model: {path!r} must end in .keras (Keras's file format)")
-    if (artifact := kept_model(trial)) is None:
+    artifact, origin = kept_model(trial), f"trial {trial.number} (seed {records.seed_of(trial)})"
+    if artifact is None and confirm is not None and arm is not None:
+        for run in records.complete(confirm):
+            if records.attr(run, TrialKey.ARM) == arm and kept_model(run) is not None:
+                artifact = kept_model(run)
+                origin = f"confirm run {run.number} of trial {trial.number}'s schedule (seed {records.seed_of(run)})"
+                break
+    if artifact is None:
         budget = records.budget(study)
         extra = "".join(f" --{flag} {budget[key]}" for flag, key in (("subset", "subset"),
                                                                       ("batch-size", "batch_size"))
@@ -67,4 +99,4 @@ def model_to_export(trial: optuna.trial.FrozenTrial, study: optuna.Study, store,
     except Exception:
         raise UsageError(f"model: trial {trial.number}'s model is not in this artifact store; name the one the "
                          f"search used with --artifact-dir") from None
-    return artifact
+    return artifact, origin

@@ -55,7 +55,7 @@ class Objective:
 
         result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data,
                              report, self.config.checkpoints(trial.study.study_name),
-                             None if schedule.learned else self.keeper, self.config.tensorboard)
+                             self.keeper if records.is_candidate(trial) else None, self.config.tensorboard)
         if result.stopped_early:
             records.write(trial, TrialKey.PRUNED_AT_EPOCH, result.epochs_run)
             raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")

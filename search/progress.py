@@ -52,7 +52,7 @@ def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_r
 def confirm_runs(config) -> int:
     """Runs of the confirm stage a search will start, at most: (top K + baseline + paper preset) x seeds, or 0
     (fewer when the paper preset is among the top K)."""
-    return (config.confirm_top + 2) * config.confirm_seeds if config.confirm_top else 0
+    return (config.confirm_top + 2) * (config.confirm_seeds or 3) if config.confirm_top else 0
 
 
 def duration(seconds: float) -> str:
@@ -104,21 +104,27 @@ class TrialReporter:
 
     @staticmethod
     def standing(study: optuna.Study) -> str:
-        if not (candidates := records.ranked(records.schedule_trials(study))):
+        if not (candidates := records.candidates(study)):
             return ""
         best = candidates[0]
         text = f" | best {best.value:.4f} (#{best.number})"
         baseline = records.baseline_trial(study)
         if baseline is not None:
-            gain = gain_in_noise(best.value - baseline.value, noise_floor(study))
+            gain = gain_in_noise(best.value - baseline.value, noise_floor(study), short=True)
             text += f"; vs baseline {baseline.value:.4f}: {gain}"
         return text
 
     def summary(self, study: optuna.Study) -> None:
-        if not (candidates := records.ranked(records.schedule_trials(study))):
+        searched = len([t for t in records.finished(study) if records.is_searched(t)])
+        result(f"searched {searched} schedules; {len(records.candidate_pool(study))} candidates in all with the "
+               f"paper's")
+        if not (candidates := records.candidates(study)):
             return
-        best = candidates[0]
-        result(f"best: trial {best.number} {records.schedule_text(best)}{self.standing(study)}")
+        best, baseline = candidates[0], records.baseline_trial(study)
+        gain = "" if baseline is None else \
+            f"; vs baseline {baseline.value:.4f}: {gain_in_noise(best.value - baseline.value, noise_floor(study))}"
+        result(f"best candidate: trial {best.number} {records.schedule_text(best)}, val {best.value:.4f}{gain} "
+               f"(a single-seed best of N until the confirm stage)")
         export, evaluate = next_commands(study, self.config.storage)
         log.info(f"next: {export}\n      {evaluate}")
 

@@ -10,8 +10,9 @@ evaluations as user attributes; each trial its schedule, seed, curves and fate. 
   to hand over;
 - a **reference** is any warm-start trial (it has a ``preset``): the baseline runs, the paper's schedules and the
   learned arms; a **searched** trial is one the sampler proposed;
-- a **schedule trial** is a completed trial with a fixed schedule (learned arms aside): the candidates for the
-  study's answer;
+- a **candidate** is a trial whose fixed schedule could be the study's answer: a searched trial or one of the
+  paper's schedules (never a baseline run, never a learned arm). Only candidates are the best schedule, are
+  confirmed, are ranked (``rank_in_search``) and keep their models;
 - **the ranking**: validation accuracy, best first, the earlier trial first on a tie (``ranked``).
 
 Nothing else in the tree reads or writes ``user_attrs`` (a test checks): a reader that needs a record asks here.
@@ -78,6 +79,9 @@ class TrialKey:
     MODEL_ARTIFACT = "model_artifact"  # the kept model's artifact id
     DUPLICATE_OF = "duplicate_of"  # confirm stage: the earlier run of the same arm and seed
     SOURCE_TRIAL = "source_trial"  # confirm stage: the search trial the arm's schedule came from
+    ARM = "arm"  # confirm stage: the arm's key (a digest of its schedule)
+    LABEL = "label"  # confirm stage: the arm's name (baseline, paper-c10-r32, #7 linear)
+    CANDIDATE = "candidate"  # confirm stage: the arm is one of the search's top candidates
 
 
 INTERRUPTED = "interrupted"  # the fail reason of a trial that Ctrl-C or SIGTERM cut short
@@ -152,6 +156,16 @@ def is_reference(trial: FrozenTrial) -> bool:
     return preset_of(trial) is not None
 
 
+def is_candidate(trial: FrozenTrial) -> bool:
+    """A fixed schedule that could be the answer: searched, or one of the paper's (not f = 1, not learned)."""
+    return not is_baseline_run(trial) and not is_learned_arm(trial)
+
+
+def is_searched(trial: FrozenTrial) -> bool:
+    """A trial the sampler proposed (no reference)."""
+    return not is_reference(trial)
+
+
 def ranked(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """Completed trials by validation accuracy, best first; on a tie the earlier trial first. The one ranking."""
     return sorted(trials, key=lambda t: (-t.value, t.number))
@@ -206,6 +220,16 @@ def enqueue(study: optuna.Study, params: dict[str, Any], *, preset: str | None =
     if retry_of is not None:
         attrs[TrialKey.RETRY_OF] = retry_of
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=once)
+
+
+def enqueue_confirm_run(confirm: optuna.Study, arm: dict[str, Any], seed: int) -> None:
+    """Queue one confirm run: ``arm`` (``{"key", "label", "schedule", "source_trial", "candidate"}``) on ``seed``.
+    The arm and seed are records, not parameters: the arms change as the search's top K does, and a categorical
+    parameter's choices cannot."""
+    confirm.enqueue_trial({}, user_attrs={
+        TrialKey.ARM: arm["key"], TrialKey.SEED: seed, TrialKey.LABEL: arm["label"],
+        TrialKey.SCHEDULE: arm["schedule"], TrialKey.SOURCE_TRIAL: arm["source_trial"],
+        TrialKey.CANDIDATE: arm["candidate"]})
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -328,9 +352,20 @@ def baseline_pending(study: optuna.Study) -> bool:
     return any(is_baseline_run(t) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
-def schedule_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The completed trials that are schedules: every candidate for the answer (the learned arms are references)."""
-    return [t for t in complete(study) if not is_learned_arm(t)]
+def candidates(study: optuna.Study) -> list[FrozenTrial]:
+    """The completed candidates, ranked (``ranked``): the schedules that could be the study's answer."""
+    return ranked(t for t in complete(study) if is_candidate(t))
+
+
+def candidate_pool(study: optuna.Study) -> list[FrozenTrial]:
+    """Every finished candidate, pruned ones included: what the best was selected from."""
+    return [t for t in finished(study) if is_candidate(t)]
+
+
+def rank_in_search(study: optuna.Study, number: int | None) -> int | None:
+    """Trial ``number``'s rank among the completed candidates (1 = best), or None."""
+    numbers = [t.number for t in candidates(study)]
+    return numbers.index(number) + 1 if number in numbers else None
 
 
 def learned_arms(study: optuna.Study) -> list[FrozenTrial]:
@@ -338,11 +373,16 @@ def learned_arms(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The best schedule trial (``ranked``), or UsageError when none finished."""
-    candidates = ranked(schedule_trials(study))
-    if not candidates:
-        raise UsageError(f"study: {study.study_name!r} has no completed trial yet; run the search first")
-    return candidates[0]
+    """The best candidate (``ranked``), or UsageError when none completed."""
+    if not (ranking := candidates(study)):
+        raise UsageError(f"study: {study.study_name!r} has no completed schedule yet besides its references; run "
+                         f"the search (with more --trials)")
+    return ranking[0]
+
+
+def reference_count(study: optuna.Study) -> int:
+    """References the study holds, run or queued (failed attempts and their retries counted once)."""
+    return len([t for t in study.get_trials(deepcopy=False) if is_reference(t) and retry_of(t) is None])
 
 
 def study_seeds(study: optuna.Study) -> list[int]:

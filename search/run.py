@@ -13,7 +13,8 @@ import functools
 import sys
 from typing import Sequence
 
-from commands.flags import add_artifact_dir_argument, add_storage_argument, add_training_arguments
+from commands.flags import (add_artifact_dir_argument, add_confirm_arguments, add_storage_argument,
+                            add_training_arguments)
 from dashboards.live import publish
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
@@ -21,6 +22,7 @@ from common.log import log, quiet_optuna, result
 from common.machine import gpu_count
 from search import records
 from search.config import SAMPLERS, SearchConfig
+from search.evidence.confirm_plan import is_settled
 from search.progress import confirm_runs
 from search.pruning import PRUNERS
 from search.space import FAMILY_CHOICES
@@ -55,14 +57,14 @@ def build_parser() -> ArgumentParser:
                         help="run this many trials at once on every visible GPU (worker processes sharing it, "
                              "memory growth on): small CIFAR ResNets leave a large GPU mostly idle (default 1)")
     parser.add_argument("--baseline-seeds", type=int, default=3, metavar="R",
-                        help="train the baseline R more times on seeds of their own (seed + 1000 + i): their spread is "
-                             "the study's noise floor, in which every gain is stated; they count as trials "
-                             "(default 3)")
+                        help="train the baseline R more times on seeds of their own (seed + 1000 + i): their spread "
+                             "estimates the study's noise, sigma_d, until the confirm stage measures it; they count "
+                             "as trials (default 3)")
     parser.add_argument("--confirm-top", type=int, default=5, metavar="K",
-                        help="after the search, re-train the top K schedules, the baseline and the paper's preset "
-                             "on fresh seeds and name the confirmed winner (search.confirm); 0 = off (default 5)")
-    parser.add_argument("--confirm-seeds", type=positive_int, default=3, metavar="S",
-                        help="fresh seeds per confirmed schedule, seed + 2000 + i (default 3)")
+                        help="after the search, re-train the top K candidates, the baseline and the paper's preset "
+                             "on fresh seeds and say whether one beats the baseline (search.confirm); 0 = off "
+                             "(default 5)")
+    add_confirm_arguments(parser, "--confirm-seeds")
     parser.add_argument("--checkpoint-dir", metavar="DIR",
                         help="where trials save their state after every epoch, so that a trial cut short (kill, "
                              "crash, Ctrl-C) resumes at its last finished epoch when re-run; a folder on storage "
@@ -103,7 +105,7 @@ def config_from(args: argparse.Namespace) -> SearchConfig:
         max_failures=args.max_failures, heartbeat=args.heartbeat, steps_per_execution=args.steps_per_execution,
         baseline_seeds=args.baseline_seeds, confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds,
         checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models, artifact_dir=args.artifact_dir,
-        tensorboard=args.tensorboard)
+        tensorboard=args.tensorboard, min_effect=args.min_effect / 100)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,7 +122,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info(f"{'resuming' if resuming else 'new'} study {config.study!r} in {redacted(config.storage)}: "
              f"{done}/{config.trials} trials finished; ResNet-{config.depth}, {data.summary()}, "
              f"{epochs} epochs a trial")
-    if done >= config.trials and (not config.confirm_top or records.confirmation(study)):
+    references = records.reference_count(study)
+    if (searched := config.trials - references) > 0:
+        log.info(f"{references} of the {config.trials} trials are references (the baseline, its replicas, the "
+                 f"paper's schedules, the learned arms); {searched} schedules will be searched")
+    else:
+        log.warning(f"warning: --trials {config.trials} leaves no trial to search: the study's {references} "
+                    f"references (the baseline, its replicas, the paper's schedules, the learned arms) come first; "
+                    f"raise --trials above {references}")
+    settled = not config.confirm_top or is_settled(study, config.confirm_top, config.confirm_seeds,
+                                                   config.min_effect)
+    if done >= config.trials and settled:
         result("target reached; raise --trials to search further")
         return 0
     if config.workers == 1:

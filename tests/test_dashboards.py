@@ -15,7 +15,10 @@ import pytest
 from optuna.trial import TrialState
 
 from dashboards import figures, report, report_page
-from dashboards.live import FIGURE_ID
+from dashboards.live import FIGURE_ID, VERDICT_FIGURE_ID, publish
+from search import records
+from search.evidence.verdict import summarise
+from storage.rdb import open_storage
 from search import evaluate
 from search import run as search_run
 
@@ -35,6 +38,17 @@ def searched(tmp_path_factory):
                           "--batch-size", "50", "--precision", "float32", "--seeds", "2",
                           "--output", str(folder / "evaluation.json"), "--storage", url,
                           "--study", "digits-resnet8", "--keep-models"]) == 0
+    # a confirm stage's verdict on constructed accuracies (the stage itself runs in test_search): the report and
+    # the dashboard draw it
+    study = study_of(url)
+    plan = [{"key": f"k{i}", "label": label, "schedule": {}, "source_trial": number, "candidate": i > 0,
+             "rank_in_search": i or None} for i, (label, number) in enumerate([("baseline", None), ("#3", 3),
+                                                                                ("#4", 4)])]
+    accuracy = {("k0", 0): 0.80, ("k0", 1): 0.82, ("k1", 0): 0.83, ("k1", 1): 0.86, ("k2", 0): 0.79,
+                ("k2", 1): None}
+    records.write_study_value(study, records.StudyKey.CONFIRMATION, summarise(
+        plan, [0, 1], accuracy, set(), 1 / 144, records.budget(study)))
+    publish(open_storage(url), study.study_name, url)
     return url, folder
 
 
@@ -114,7 +128,8 @@ def test_fidelity_figure_and_note_show_tau_per_epoch_the_rungs_and_the_noise_flo
     assert taus[:5] == [-1.0] * 5 and taus[5:] == [1.0] * 5
     assert sorted(shape.x0 for shape in figure.layout.shapes) == [6, 8]  # the default pruner's rungs
     note = study_note(study, url)
-    assert "epoch 6 (rung): 1.0, epoch 8 (rung): 1.0" in note and "sd of the baseline over 3 seeds" in note
+    assert "epoch 6 (rung): 1.0, epoch 8 (rung): 1.0" in note
+    assert "sigma_d" in note and "the baseline's spread over 3 seeds" in note and "95th percentile" in note
     history = figures.history_figure(study)
     assert any("+- 1 sd over 3 seeds" in (a.text or "") for a in history.layout.annotations)
 
@@ -133,6 +148,8 @@ def test_a_note_the_user_wrote_survives_the_searchs_refreshes(tmp_path):
     study = open_study(storage, SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)
     study.add_trial(create_trial(value=0.5, user_attrs={"preset": "baseline", "schedule": {
         "family": "constant", "params": {"value": 1.0}}}))
+    study.add_trial(create_trial(value=0.6, user_attrs={"schedule": {"family": "linear", "params": {
+        "start": 1.2, "end": 0.9}}}))
     save_note(study, "My remarks: the lr looks too high.")  # typed in optuna-dashboard before the search wrote
     publish(storage, study.study_name, url)
     publish(storage, study.study_name, url)
@@ -263,7 +280,9 @@ def test_optuna_dashboard_serves_the_study_and_its_figure(searched):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}") as response:
             detail = json.load(response)
         graphs = {graph["id"]: graph for graph in detail["plotly_graph_objects"]}
-        assert FIGURE_ID in graphs
+        assert FIGURE_ID in graphs and VERDICT_FIGURE_ID in graphs
+        verdict = json.loads(graphs[VERDICT_FIGURE_ID]["graph_object"])
+        assert "Confirm stage" in verdict["layout"]["title"]["text"]
         figure = json.loads(graphs[FIGURE_ID]["graph_object"])
         assert any(trace.get("name") == "baseline f = 1" for trace in figure["data"])
         assert "Best:" in detail["note"]["body"]
@@ -273,7 +292,10 @@ def test_optuna_dashboard_serves_the_study_and_its_figure(searched):
         files = [a["filename"] for a in detail["artifacts"]]  # (and the report, once written)
         assert "evaluation.json" in files and "seed-10001-paper-c10-r32.keras" in files  # evaluate --keep-models
         models = [(t["trial_id"], a) for t in detail["trials"] for a in t["artifacts"]]
-        assert len(models) == 5 and all(re.fullmatch(r"trial-\d{4}\.keras", a["filename"]) for _, a in models)
+        candidates = [t for t in study_of(url).get_trials(states=(TrialState.COMPLETE,))
+                      if t.user_attrs.get("preset") not in ("baseline", "learned", "skipinit")]
+        assert len(models) == min(5, len(candidates)) > 0  # only candidates keep models, references never
+        assert all(re.fullmatch(r"trial-\d{4}\.keras", a["filename"]) for _, a in models)
         trial_id, model = models[0]
         address = f"http://127.0.0.1:{port}/artifacts/{summary['study_id']}/{trial_id}/{model['artifact_id']}"
         with urllib.request.urlopen(address) as response:

@@ -337,7 +337,7 @@ def test_two_machines_starting_a_new_study_together_share_it_and_never_show_its_
             psycopg.connect(url.set(drivername="postgresql", password="wrong").render_as_string(False)).close()
         url = url.render_as_string(hide_password=False)
         target = 8
-        argv = [*TINY, "--family", "any", "--baseline-seeds", "1", "--confirm-top", "1", "--confirm-seeds", "1",
+        argv = [*TINY, "--family", "any", "--baseline-seeds", "1", "--confirm-top", "1", "--confirm-seeds", "2",
                 "--trials", str(target), "--pruner", "none", "--checkpoint-dir", str(tmp_path / "checkpoints"),
                 "--artifact-dir", str(tmp_path / "artifacts")]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEARCH_STORAGE": url}

@@ -159,13 +159,15 @@ for path in sys.argv[1:]:
 
 def test_export_and_evaluate(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    assert search_run.main([*TINY, "--trials", "3", "--storage", url, "--pruner", "none", "--keep-models", "2",
-                            "--tensorboard", str(tmp_path / "board")]) == 0
-    assert sorted(path.name for path in (tmp_path / "board").iterdir()) == ["trial-0000", "trial-0001", "trial-0002"]
-    # the two best trials keep their trained models as artifacts; each loads in a fresh process and gives its
-    # trial's validation accuracy again
+    assert search_run.main([*TINY, "--trials", "4", "--baseline-seeds", "0", "--storage", url, "--pruner", "none",
+                            "--keep-models", "2", "--tensorboard", str(tmp_path / "board")]) == 0
+    assert sorted(path.name for path in (tmp_path / "board").iterdir()) == [f"trial-000{i}" for i in range(4)]
+    # the two best candidates keep their trained models as artifacts (the baseline, a reference, never takes a
+    # slot); each loads in a fresh process and gives its trial's validation accuracy again
     study = load(url)
-    complete = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+    assert kept_model(study.trials[0]) is None and study.trials[0].user_attrs["preset"] == "baseline"
+    complete = sorted((t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.number),
+                      key=lambda t: (-t.value, t.number))
     assert len(complete) == 3 and [kept_model(t) is not None for t in complete] == [True, True, False]
     store = FileSystemArtifactStore(str(tmp_path / "search-artifacts"))
     assert len(list((tmp_path / "search-artifacts").iterdir())) == 2
@@ -190,10 +192,9 @@ def test_export_and_evaluate(tmp_path, capsys):
     document = json.loads(out.read_text())
     assert document["format"] == "resnet-shortcut-schedule" and document["depth"] == 8
     assert len(document["values"]) == len(document["x"]) == 3
-    assert document["provenance"]["trial"] == study.best_trial.number
-    assert document["evidence"]["val_accuracy"] == study.best_value
-    assert document["evidence"]["val_accuracy_gain"] == pytest.approx(
-        study.best_value - study.trials[0].value)
+    assert document["provenance"]["trial"] == complete[0].number and document["verdict"]["outcome"] == "not_confirmed"
+    assert document["evidence"]["val_accuracy"] == complete[0].value
+    assert document["evidence"]["val_accuracy_gain"] == pytest.approx(complete[0].value - study.trials[0].value)
     assert export.main(["--storage", url, "--depth", "20", "--output", str(tmp_path / "d20.json")]) == 0
     assert len(json.loads((tmp_path / "d20.json").read_text())["values"]) == 9
 
@@ -243,7 +244,7 @@ def test_evaluate_compares_several_arms_with_the_baseline_and_corrects_their_p_v
     assert run_command(evaluate.main, [*argv, "--schedule", "learned"]) == 2  # an arm given twice
 
 
-def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_winner(tmp_path):
+def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_verdict(tmp_path):
     import signal
     import subprocess
     import sys
@@ -267,39 +268,54 @@ def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_w
         time.sleep(0.2)
     stage.send_signal(signal.SIGTERM)  # kill it after its first run, most likely during the second
     assert stage.wait(timeout=60) == 143, stage.stderr.read()
-    before = {t.number: t.params for t in load(url, "digits-resnet8.confirm").get_trials(
+    before = {t.number: t.user_attrs for t in load(url, "digits-resnet8.confirm").get_trials(
         states=(TrialState.COMPLETE,))}
-    assert 1 <= len(before) < 4
+    assert 1 <= len(before) < 6
     assert run_command(confirm.main, argv) == 0  # the same command resumes
     confirm_study = load(url, "digits-resnet8.confirm")
     runs = confirm_study.get_trials()
-    pairs = [(t.params["arm"], t.params["seed"]) for t in runs if t.state == TrialState.COMPLETE]
-    ranked = sorted(load(url).get_trials(states=(TrialState.COMPLETE,)), key=lambda t: (-t.value, t.number))
-    top = next(t for t in ranked if t.user_attrs.get("preset") != "baseline")  # the best schedule that is not f = 1
-    arms = [arm["label"] for arm in confirm_study.user_attrs["arms"]]  # baseline, the paper's, the top schedule
-    assert arms[0] == "baseline" and any(label.startswith(f"#{top.number}") for label in arms)
-    assert sorted(pairs) == sorted((arm, seed) for arm in arms for seed in (2000, 2001))  # each exactly once
-    assert all(runs[number].params == params for number, params in before.items())  # finished runs untouched
+    pairs = [(t.user_attrs["label"], t.user_attrs["seed"]) for t in runs if t.state == TrialState.COMPLETE]
+    candidates = [t for t in load(url).get_trials(states=(TrialState.COMPLETE,))
+                  if t.user_attrs.get("preset") != "baseline"]
+    top = max(candidates, key=lambda t: (t.value, -t.number))  # the best candidate (never a baseline run)
+    labels = sorted({label for label, _ in pairs})  # baseline, the paper's (the top candidate here) and no other
+    assert "baseline" in labels and any(label.startswith(f"#{top.number}") for label in labels)
+    assert sorted(pairs) == sorted((label, seed) for label in labels for seed in (2000, 2001))  # each once
+    assert all(runs[number].user_attrs == attrs for number, attrs in before.items())  # finished runs untouched
     assert all(t.user_attrs.get("fail_reason") == "interrupted" for t in runs if t.state == TrialState.FAIL)
     search_study = load(url)
     summary = search_study.user_attrs["confirmation"]
     assert summary["seeds"] == [2000, 2001] and summary["candidates"] == 1
-    assert summary["winner"]["source_trial"] == top.number
+    assert summary["candidate_trials"] == [top.number] and summary["verdict"]["comparisons"] == 1
     assert set(search_study.user_attrs["confirm_seeds"]) == {2000, 2001}
     assert run_command(search_run.main, [*TINY, "--epochs", "3", "--trials", "3", "--baseline-seeds", "1",
                                          "--confirm-top", "1", "--confirm-seeds", "2", "--storage", url]) == 0
-    assert len(load(url, "digits-resnet8.confirm").get_trials()) == len(runs)
+    assert len(load(url, "digits-resnet8.confirm").get_trials()) == len(runs)  # nothing to re-plan or re-run
     out = tmp_path / "best.json"
     assert export.main(["--storage", url, "--output", str(out)]) == 0
     document = json.loads(out.read_text())
-    block = document["confirmation"]
-    assert block["seeds"] == [2000, 2001] and block["candidates"] == 1
-    assert block["rank_in_search"] == ranked.index(top) + 1 and document["provenance"]["trial"] == top.number
+    verdict, block = document["verdict"], document["confirmation"]
+    assert verdict["outcome"] in ("beats_baseline", "no_candidate_beats_baseline", "worse_than_baseline")
+    assert verdict["current"] and verdict["seeds"] == [2000, 2001] and verdict["budget"]["epochs"] == 3
+    assert verdict["recommendation"] == ("baseline" if verdict["winner"] is None else verdict["winner"])
+    assert block["rank_in_search"] == 1 and document["provenance"]["trial"] == top.number
     assert len(block["baseline_val_accuracy"]) == len(block["schedule_val_accuracy"]) == 2
-    assert {"difference_mean", "difference_ci95", "p_value", "p_holm"} <= set(block)
+    assert {"difference_mean", "bounds_raw", "bounds_adjusted", "p_better", "pairs", "diverged"} <= set(block)
     evidence = document["evidence"]
-    assert evidence["selected_from"] == 3 and evidence["baseline_seed_std"] >= 0
-    assert evidence["expected_best_of_n_by_chance"] >= 0
+    assert evidence["selected_from"] == 1 and evidence["searched"] == 0 and evidence["sigma_d"] > 0
+    assert evidence["chance_best_p95"] >= evidence["chance_best_mean"] >= 0
+
+
+def test_a_search_with_nothing_to_confirm_says_so_and_exits_0(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    # constant schedules only: no paper schedule fits, so the two trials are the baseline and its replica
+    argv = [*TINY, "--family", "constant", "--trials", "2", "--baseline-seeds", "1", "--confirm-top", "1",
+            "--storage", url]
+    assert search_run.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "--trials 2 leaves no trial to search: the study's 4 references" in err
+    assert "searched 0 schedules" in err and "nothing to confirm" in err
+    assert "confirmation" not in load(url).user_attrs
 
 
 def test_a_storage_password_never_reaches_messages_commands_or_the_note(tmp_path, monkeypatch, capsys):
@@ -334,6 +350,8 @@ def test_export_reads_while_a_worker_holds_the_write_lock(tmp_path):
     study = open_study(open_storage(f"sqlite:///{db}"), SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)
     study.add_trial(create_trial(value=0.5, user_attrs={"preset": "baseline", "schedule": {
         "family": "constant", "params": {"value": 1.0}}}))
+    study.add_trial(create_trial(value=0.6, user_attrs={"schedule": {"family": "linear", "params": {
+        "start": 1.2, "end": 0.9}}}))
     worker = sqlite3.connect(db, isolation_level=None)
     worker.execute("BEGIN IMMEDIATE")  # what a worker's transaction holds while it claims or reports a trial
     started = time.monotonic()
@@ -422,6 +440,8 @@ def _contents(url):
     (["--storage", "postgresql+psycopg://nobody@127.0.0.1:9/none"], "cannot open"),
     (["--dataset", "cifar10", "--data-dir", "{tmp}/corrupt"], "not a readable tar.gz"),
     (["--checkpoint-dir", "{tmp}/garbage.db/checkpoints"], "checkpoint-dir: cannot create"),
+    (["--confirm-seeds", "1"], "confirm-seeds"),  # one seed would be another single-run best of K
+    (["--min-effect", "0"], "min-effect"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(one_trial_study, tmp_path, capsys,
                                                                            extra, message):
@@ -458,7 +478,7 @@ def test_export_bad_input(tmp_path, capsys, argv, message):
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "b.json").exists()
     assert run_command(export.main, ["--storage", url, "--output", str(tmp_path / "b.json")]) == 2
-    assert "no completed trial" in capsys.readouterr().err
+    assert "no completed schedule" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content, message", [

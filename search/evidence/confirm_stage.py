@@ -1,13 +1,16 @@
-"""The confirm stage: re-train the search's top schedules, the baseline and the paper's preset on fresh seeds.
+"""The confirm stage: re-train the search's top candidates, the baseline and the paper's preset on fresh seeds.
 
 A search picks its best schedule from single runs on one seed: the best of N is high partly by chance. This stage
-trains the top K completed schedules, the baseline and the study's paper preset again with S seeds of their own
-(the study's seed + 2000 + i: disjoint from the search's and the baseline replicas'), on the same split and
-budget, judged on validation and paired by seed with the baseline (``verdict`` sums it up).
+trains the top K candidates, the baseline and the study's paper preset again with S seeds of their own (the
+study's seed + 2000 + i: disjoint from the search's and the baseline replicas'), on the same split and budget,
+judged on validation and paired by seed with the baseline (``verdict`` sums it up).
 
 The runs are trials of a study of their own, ``<study>.confirm``, in the same storage: resumable (kill it and
 run the command again; nothing done twice), shared by any number of workers or machines, visible in
-optuna-dashboard, and never counted toward the search's ``--trials``.
+optuna-dashboard, and never counted toward the search's ``--trials``. The plan is the search's *current* top K:
+extending the search (a larger ``--trials``) or asking for more seeds re-plans the stage, and a run already done
+(same schedule, same seed) is reused, never trained again. A run that fails with an error is retried (up to
+``ATTEMPTS`` times); one that diverged counts against its arm.
 """
 from __future__ import annotations
 
@@ -17,128 +20,117 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from common.errors import UsageError
 from common.log import log, result
-from models.schedules import Schedule, paper_preset_for, preset
+from models.schedules import Schedule
 from search import records
-from search.config import CONFIRM_SEED_OFFSET
+from search.evidence.confirm_plan import confirm_seeds, outcome, plan_arms, runs_by_pair
 from search.evidence.verdict import describe, summarise
 from search.interrupts import raise_if_interrupted
-from search.keep import ModelKeeper
+from search.keep import ArmModelKeeper
 from search.liveness import clear_zombies, record_process
 from search.objective import train_trial
-from search.records import BASELINE, StudyKey, TrialKey
-from search.study import requeue_interrupted
+from search.records import StudyKey, TrialKey
 
 
-def plan_arms(study: optuna.Study, top: int) -> list[dict[str, Any]]:
-    """The arms: baseline, the study's paper preset, then the top ``top`` completed schedules by validation
-    accuracy (baseline runs and the learned arms excluded; a preset among them is not repeated)."""
-    settings = records.settings(study)
-    paper = paper_preset_for(settings["dataset"], settings["depth"])
-    arms = [{"label": BASELINE, "schedule": preset(BASELINE).to_dict(), "source_trial": None, "candidate": False},
-            {"label": paper, "schedule": preset(paper).to_dict(), "source_trial": None, "candidate": False}]
-    candidates = records.ranked(t for t in records.schedule_trials(study) if not records.is_baseline_run(t))
-    for trial in candidates[:top]:
-        name = records.preset_of(trial)
-        label = f"#{trial.number}" + (f" {name}" if name else "")
-        if name == paper:
-            arms[1].update(label=label, source_trial=trial.number, candidate=True)
-        else:
-            arms.append({"label": label, "schedule": records.schedule_of(trial).to_dict(),
-                         "source_trial": trial.number, "candidate": True})
-    return arms
-
-
-def open_confirm_study(storage, study: optuna.Study, top: int, seeds: int) -> optuna.Study:
-    """The confirm study, created with its arms and seeds on first use; every (arm, seed) run queued once.
-
-    A later call with another ``top`` or ``seeds`` than the stage was planned with is refused."""
-    planned = {"top": top, "seeds": [records.settings(study)["seed"] + CONFIRM_SEED_OFFSET + i
-                                     for i in range(seeds)]}
-    name = records.confirm_study_name(study.study_name)
-    arms = None
-    if name not in optuna.get_all_study_names(storage):  # checked before anything is written
-        arms = plan_arms(study, top)
-        if not any(arm["candidate"] for arm in arms):
-            raise UsageError(f"study: {study.study_name!r} has no completed schedule to confirm yet")
-    confirm = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                  sampler=optuna.samplers.RandomSampler(), load_if_exists=True)
-    if records.study_value(confirm, StudyKey.PLAN) is None:
-        records.write_study_value(confirm, StudyKey.PLAN, planned)
-        records.write_study_value(confirm, StudyKey.ARMS, arms or plan_arms(study, top))
+def open_confirm_study(storage, study: optuna.Study) -> optuna.Study:
+    """The confirm study of ``study``, created on first use; zombie runs of dead workers failed at once."""
+    confirm = optuna.create_study(storage=storage, study_name=records.confirm_study_name(study.study_name),
+                                  direction="maximize", sampler=optuna.samplers.RandomSampler(),
+                                  load_if_exists=True)
+    if records.study_value(confirm, StudyKey.SOURCE_STUDY) is None:
         records.write_study_value(confirm, StudyKey.SOURCE_STUDY, study.study_name)
         confirm.set_metric_names([records.METRIC])
-        records.write_study_value(study, StudyKey.CONFIRM_SEEDS, planned["seeds"])
-    elif (plan := records.study_value(confirm, StudyKey.PLAN)) != planned:
-        raise UsageError(f"confirm: {study.study_name!r} was confirmed with top {plan['top']} and "
-                         f"{len(plan['seeds'])} seeds; ask for the same (--top {plan['top']} --seeds "
-                         f"{len(plan['seeds'])}), or search again under a new --study")
-    labels = [arm["label"] for arm in records.study_value(confirm, StudyKey.ARMS)]
-    for seed in planned["seeds"]:  # seed by seed, so that early results already pair up
-        for label in labels:
-            confirm.enqueue_trial({"arm": label, "seed": seed}, skip_if_exists=True)
     clear_zombies(storage, confirm)
-    requeue_interrupted(confirm)
     return confirm
 
 
-class ConfirmObjective:
-    """One confirm run: the arm's schedule on the arm's seed, the search's budget, no pruning."""
+def queue_plan(confirm: optuna.Study, arms: list[dict[str, Any]], seeds: list[int]) -> int:
+    """Queue every (arm, seed) of the plan that has no run, finished or under way (a failed one again); seed by
+    seed, so early results already pair up. The count queued."""
+    pairs, queued = runs_by_pair(confirm), 0
+    for seed in seeds:
+        for arm in arms:
+            state, _ = outcome(pairs.get((arm["key"], seed), []))
+            if state == "missing":
+                records.enqueue_confirm_run(confirm, arm, seed)
+                queued += 1
+    return queued
 
-    def __init__(self, config, data, arms: list[dict[str, Any]], seeds: list[int], keeper=None):
-        self.config, self.data, self.seeds, self.keeper = config, data, seeds, keeper
-        self.arms = {arm["label"]: arm for arm in arms}
+
+class ConfirmObjective:
+    """One confirm run: the queued arm's schedule on its seed, the search's budget, no pruning."""
+
+    def __init__(self, config, data, keeper: ArmModelKeeper | None = None):
+        self.config, self.data, self.keeper = config, data, keeper
 
     def __call__(self, trial: optuna.Trial) -> float:
         record_process(trial)
-        label = trial.suggest_categorical("arm", list(self.arms))
-        seed = trial.suggest_categorical("seed", self.seeds)
-        # a worker that found the queue empty gets a sampled pair: it runs only if nobody ran it or is running it
+        key, seed = records.attr(trial, TrialKey.ARM), records.seed_of(trial)
+        if key is None:  # another worker took the last queued run between our look and our ask
+            raise optuna.TrialPruned("nothing left to run")
         twins = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                 if t.number < trial.number and t.params == {"arm": label, "seed": seed}]
-        if twins:
+                 if t.number != trial.number and records.attr(t, TrialKey.ARM) == key and records.seed_of(t) == seed
+                 and (t.state == TrialState.COMPLETE or t.number < trial.number)]
+        if twins:  # two workers queued the same run: the later one steps aside
             records.write(trial, TrialKey.DUPLICATE_OF, twins[0].number)
             raise optuna.TrialPruned(f"duplicate of trial {twins[0].number}")
-        records.write(trial, TrialKey.SCHEDULE, self.arms[label]["schedule"])
-        records.write(trial, TrialKey.SOURCE_TRIAL, self.arms[label]["source_trial"])
 
         def report(epoch: int, accuracy: float) -> bool:
             raise_if_interrupted()
             trial.report(accuracy, epoch)
             return False
 
+        keeper = self.keeper if records.attr(trial, TrialKey.CANDIDATE) else None
         run = train_trial(trial, dataclasses.replace(self.config.train, seed=seed),
-                          Schedule.from_dict(self.arms[label]["schedule"]), self.data, report,
-                          self.config.checkpoints(trial.study.study_name), self.keeper, self.config.tensorboard)
+                          Schedule.from_dict(records.attr(trial, TrialKey.SCHEDULE)), self.data, report,
+                          self.config.checkpoints(trial.study.study_name), keeper, self.config.tensorboard)
         return run.final_val_accuracy
 
 
 def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | None:
-    """Work through the confirm queue (with any other workers); the summary once every run has finished, stored
-    on the search study as ``confirmation``, else None. The ``--keep-models`` best confirm runs keep their trained
-    models, as the search's trials do."""
-    confirm = open_confirm_study(storage, study, config.confirm_top, config.confirm_seeds)
-    arms, seeds = records.study_value(confirm, StudyKey.ARMS), records.study_value(confirm, StudyKey.PLAN)["seeds"]
-    objective = ConfirmObjective(config, data, arms, seeds, ModelKeeper.for_search(config, storage))
-    log.info(f"confirm: {len(arms)} arms x {len(seeds)} seeds ({len(arms) * len(seeds)} runs) in study "
-             f"{confirm.study_name!r}")
+    """Work through the confirm stage of the search's current top ``config.confirm_top`` candidates on
+    ``config.confirm_seeds`` seeds (with any other workers); the summary once every run has finished, stored on the
+    search study as ``confirmation``, else None (other workers finish it, or nothing to confirm)."""
+    arms = plan_arms(study, config.confirm_top)
+    if not any(arm["candidate"] for arm in arms):
+        result(f"nothing to confirm: study {study.study_name!r} has no completed schedule besides its references "
+               f"(raise --trials to search some)")
+        return None
+    seeds = confirm_seeds(study, config.confirm_seeds, config.confirm_top, config.min_effect)
+    confirm = open_confirm_study(storage, study)
+    used = set(records.study_value(study, StudyKey.CONFIRM_SEEDS, []))
+    if not set(seeds) <= used:
+        records.write_study_value(study, StudyKey.CONFIRM_SEEDS, sorted(used | set(seeds)))
+    objective = ConfirmObjective(config, data, ArmModelKeeper.for_search(config, storage))
+    log.info(f"confirm: {len(arms)} arms x {len(seeds)} seeds ({len(arms) * len(seeds)} runs, those done already "
+             f"reused) in study {confirm.study_name!r}")
 
     def line(_, trial) -> None:
         if trial.state == TrialState.COMPLETE:
-            outcome = f"val {trial.value:.4f}"
+            said = f"val {trial.value:.4f}"
         elif (twin := records.attr(trial, TrialKey.DUPLICATE_OF)) is not None:
-            outcome = f"already run as trial {twin}"
+            said = f"already run as trial {twin}"
+        elif records.attr(trial, TrialKey.ARM) is None:
+            return
         else:
-            outcome = records.diverged_reason(trial) or records.fail_reason(trial, trial.state.name)
-        log.info(f"confirm {trial.params.get('arm')} seed {trial.params.get('seed')}: {outcome}")
+            said = records.diverged_reason(trial) or records.fail_reason(trial, trial.state.name)
+        log.info(f"confirm {records.attr(trial, TrialKey.LABEL)} seed {records.seed_of(trial)}: {said}")
 
-    while confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    while True:
+        queue_plan(confirm, arms, seeds)
+        if not confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            break
         confirm.optimize(objective, n_trials=1, callbacks=[line], catch=(Exception,), gc_after_trial=True)
-    if confirm.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+    pairs = runs_by_pair(confirm)
+    states = {(arm["key"], seed): outcome(pairs.get((arm["key"], seed), [])) for arm in arms for seed in seeds}
+    if any(state == "running" for state, _ in states.values()):
         log.info("confirm: other workers are finishing the last runs")
         return None
-    summary = summarise(study, confirm)
+    summary = summarise(arms, seeds, {pair: value for pair, (state, value) in states.items()
+                                      if state in ("done", "diverged")},
+                        {pair for pair, (state, _) in states.items() if state == "failed"},
+                        resolution=1 / len(data.y_val) if len(data.y_val) else None, budget=records.budget(study),
+                        min_effect=config.min_effect, top=config.confirm_top)
     records.write_study_value(study, StudyKey.CONFIRMATION, summary)
     result(describe(summary))
     return summary

@@ -1,40 +1,66 @@
-"""The study's own noise floor, and a gain stated in its units next to what chance alone would give."""
+"""The study's own noise, in the unit a gain is measured in, and what chance alone would show.
+
+Every search trial is trained on the study's seed, so a searched gain is a *within-seed* difference (schedule -
+baseline on the same initial weights and data order). Its chance spread is sigma_d, the standard deviation of one
+seed's paired difference. Once the confirm stage has run, sigma_d is measured there (its paired differences,
+pooled over arms and seeds). Before it, sigma_d is estimated as sqrt(2) times the baseline's spread over its seeds
+(the replicas): exact when two schedules on one seed are uncorrelated, an overestimate when they are positively
+correlated (the chance line errs high, never low), and uncertain with few runs (its 95 % interval is stated).
+
+The chance line: the best of N candidates as good as the baseline, each a one-seed difference of sd sigma_d,
+reaches on average sigma_d E[max of N normals], and 5 % of the time more than the 95th percentile. N counts every
+finished candidate, pruned ones included: they were part of the selection.
+"""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import optuna
 
 from search import records
-from search.evidence.stats import expected_best_of
+from search.evidence import stats
 
 
 def noise_floor(study: optuna.Study) -> dict[str, Any] | None:
-    """The study's own noise: the spread of its baseline runs over seeds, on its own budget, and the gain over the
-    baseline that the best of N schedules would show by chance if all N were as good as the baseline.
-
-    ``{"seeds": [...], "baseline_val_accuracy": [...], "baseline_seed_std": s, "selected_from": N,
-    "expected_best_of_n_by_chance": s * E[max of N standard normals]}``; None below two finished baseline runs.
-    N counts the completed trials. (The search's trials share one seed, so the spread across schedules at that
-    seed is not exactly the spread across seeds; the seeds' spread is the yardstick a re-run would face.)
-    """
+    """``{"sigma_d", "sigma_d_ci95", "source", "runs"/"df", "seeds", "baseline_val_accuracy",
+    "baseline_seed_std", "selected_from", "chance_best_mean", "chance_best_p95"}``; None before two baseline
+    runs finished and without a confirm stage."""
     runs = sorted(records.baseline_runs(study), key=lambda t: t.number)
-    if len(runs) < 2:
-        return None
     values = [t.value for t in runs]
-    std = float(np.std(values, ddof=1))
-    selected_from = len(records.complete(study))
-    return {"seeds": [records.seed_of(t) for t in runs], "baseline_val_accuracy": values,
-            "baseline_seed_std": std, "selected_from": selected_from,
-            "expected_best_of_n_by_chance": std * expected_best_of(selected_from)}
+    floor: dict[str, Any] = {"seeds": [records.seed_of(t) for t in runs], "baseline_val_accuracy": values,
+                             "baseline_seed_std": float(np.std(values, ddof=1)) if len(runs) > 1 else None,
+                             "selected_from": len(records.candidate_pool(study))}
+    confirmation = records.confirmation(study) or {}
+    verdict = confirmation.get("verdict") or {}
+    if verdict.get("sigma_d") and verdict.get("df"):
+        floor.update(sigma_d=verdict["sigma_d"], sigma_d_ci95=list(stats.sigma_interval(verdict["sigma_d"],
+                                                                                         verdict["df"])),
+                     source=f"measured by the confirm stage ({verdict['df']} df)")
+    elif floor["baseline_seed_std"] is not None:
+        sigma_d = math.sqrt(2) * floor["baseline_seed_std"]
+        interval = stats.sigma_interval(sigma_d, len(runs) - 1)
+        floor.update(sigma_d=sigma_d, sigma_d_ci95=list(interval),
+                     source=f"estimated: sqrt(2) x the baseline's spread over {len(runs)} seeds")
+    else:
+        return None
+    chance = stats.chance_best_of(floor["selected_from"], floor["sigma_d"])
+    floor.update(chance_best_mean=chance["mean"], chance_best_p95=chance["p95"])
+    return floor
 
 
-def gain_in_noise(gain: float, floor: dict[str, Any] | None) -> str:
-    """``+0.85 pt (2.1 baseline sd; the best of 40 equal schedules: +0.9 pt by chance)`` or just ``+0.85 pt``."""
+def gain_in_noise(gain: float, floor: dict[str, Any] | None, short: bool = False) -> str:
+    """``+0.85 pt (+1.5 sigma_d; chance: the best of 31 equal candidates +1.20 pt at the 95th percentile)``; with
+    ``short`` the sigma_d count only; just ``+0.85 pt`` without a noise floor."""
     text = f"{100 * gain:+.2f} pt"
-    if floor is None or floor["baseline_seed_std"] <= 0:
+    if floor is None or not floor["sigma_d"]:
         return text
-    return (f"{text} ({gain / floor['baseline_seed_std']:+.1f} sd of the baseline over {len(floor['seeds'])} "
-            f"seeds; the best of {floor['selected_from']} schedules as good as the baseline would show "
-            f"{100 * floor['expected_best_of_n_by_chance']:+.2f} pt by chance)")
+    text += f" ({gain / floor['sigma_d']:+.1f} sigma_d"
+    if short:
+        return text + f"; chance p95 {100 * floor['chance_best_p95']:+.2f} pt)"
+    low, high = floor["sigma_d_ci95"]
+    return (f"{text}, sigma_d {100 * floor['sigma_d']:.2f} pt [95 % {100 * low:.2f}-{100 * high:.2f}], "
+            f"{floor['source']}; the best of {floor['selected_from']} candidates as good as the baseline would "
+            f"show {100 * floor['chance_best_p95']:+.2f} pt by chance at the 95th percentile, "
+            f"{100 * floor['chance_best_mean']:+.2f} pt on average)")

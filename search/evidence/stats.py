@@ -1,23 +1,49 @@
-"""The statistics of the evidence, pure (NumPy and SciPy; no Optuna, no Keras): paired differences over seeds,
-multiple testing, and what the best of N would show by chance.
+"""The statistics of the evidence, pure (NumPy and SciPy; no Optuna, no Keras).
 
-Baseline and schedule are trained with the same seeds (same initial weights and data order), so the per-seed
-differences are paired: the mean difference gets a Student-t 95 % confidence interval and a paired t-test. A run
-that diverged has no accuracy (None): its pair is left out of the statistics and counted, never scored 0.
+Accuracies are fractions in [0, 1]; a run that diverged has none (None / NaN). Units: a ``resolution`` is the
+smallest step an accuracy can take (1 / images it is measured on); ``sigma_d`` is the standard deviation of one
+seed's paired difference (schedule - baseline trained on the same seed).
+
+- ``paired_statistics``: one arm against the baseline over seeds (Student-t; ``search.evaluate``).
+- ``many_to_one``: K candidates against one baseline in a randomized block design (arm x seed), one-sided and
+  simultaneous (Dunnett), with a pooled variance: the confirm stage's verdict.
+- ``dunnett_cdf`` / ``dunnett_critical``: the distribution of the largest of K such comparisons.
+- ``detectable_effect`` / ``seeds_needed``: the power of that verdict.
+- ``chance_best_of`` / ``sigma_interval``: what the best of N equal schedules shows by chance, and how well a
+  spread measured on few runs is known.
+
+Ties: a difference measured on n images is known only to 1/n, so no variance is taken below the rounding's,
+1 / (12 n^2) per accuracy (``resolution``); identical differences over a few seeds never read as certainty.
 """
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, special, stats
+
+ALPHA = 0.05  # the family-wise error of every claim (better, and separately worse, than the baseline)
+POWER = 0.80
+_Z_NODES, _Z_WEIGHTS = special.roots_hermitenorm(64)  # E over a standard normal: sum(w * f(z)) / sqrt(2 pi)
+_Z_WEIGHTS = _Z_WEIGHTS / math.sqrt(2 * math.pi)
+_U_NODES, _U_WEIGHTS = special.roots_legendre(160)  # E over W = sqrt(chi2_df / df), by its quantiles on (0, 1)
+_U_NODES, _U_WEIGHTS = (_U_NODES + 1) / 2, _U_WEIGHTS / 2
 
 
-def paired_statistics(baseline: Sequence[float | None], schedule: Sequence[float | None]) -> dict[str, Any]:
+def rounding_variance(resolution: float | None) -> float:
+    """The variance of one accuracy's rounding to a multiple of ``resolution`` (0 without one)."""
+    return (resolution or 0.0) ** 2 / 12
+
+
+def paired_statistics(baseline: Sequence[float | None], schedule: Sequence[float | None],
+                      resolution: float | None = None) -> dict[str, Any]:
     """Mean +- sample std of each arm, and the mean paired difference (schedule - baseline) with its 95 % CI
     and the two-sided paired t-test p-value. Accuracies are fractions, None for a diverged run; pairs with a None
     are left out (``pairs`` counts the rest, ``diverged`` the runs left out per arm). Below two pairs the CI and p
-    are None; identical differences give p = 1 when they are zero and p = 0 otherwise."""
+    are None. The differences' variance is at least the rounding's (``resolution``), so identical non-zero
+    differences give a finite interval and p > 0; identical zero differences give p = 1."""
     pairs = [(b, s) for b, s in zip(baseline, schedule) if b is not None and s is not None]
     base, sched = np.asarray([b for b, _ in pairs], float), np.asarray([s for _, s in pairs], float)
     diff = sched - base
@@ -32,13 +58,15 @@ def paired_statistics(baseline: Sequence[float | None], schedule: Sequence[float
         "difference_mean": mean(diff), "difference_ci95": None, "p_value": None,
     }
     if n > 1:
-        if diff.std(ddof=1) > 1e-12:  # accuracies are counts / N: a smaller spread is rounding
-            test = stats.ttest_rel(sched, base)
-            summary["difference_ci95"] = [float(bound) for bound in test.confidence_interval(0.95)]
-            summary["p_value"] = float(test.pvalue)
-        else:  # the same difference every seed: none at all is no evidence, a constant non-zero one is certain
+        variance = max(float(diff.var(ddof=1)), 2 * rounding_variance(resolution))
+        if variance <= 1e-24:  # no resolution given and no spread at all
             summary["difference_ci95"] = [float(diff.mean())] * 2
             summary["p_value"] = 1.0 if abs(diff.mean()) <= 1e-12 else 0.0
+            return summary
+        se = math.sqrt(variance / n)
+        half = float(stats.t.ppf(0.975, n - 1)) * se
+        summary["difference_ci95"] = [float(diff.mean()) - half, float(diff.mean()) + half]
+        summary["p_value"] = float(2 * stats.t.sf(abs(diff.mean()) / se, n - 1))
     return summary
 
 
@@ -53,9 +81,167 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     return adjusted
 
 
+# --- many candidates against one baseline ------------------------------------------------------------------
+
+def dunnett_cdf(t: float, comparisons: int, df: float) -> float:
+    """P(max of ``comparisons`` Dunnett statistics <= t) under the null: the statistics share the baseline (their
+    correlation is 1/2, as for equal seeds per arm) and one pooled variance estimate with ``df`` degrees of
+    freedom (``math.inf``: known). For one comparison it is Student's t.
+
+    T_k = (E_k - E_0) / (sqrt(2) W) with E iid N(0, 1), W = sqrt(chi2_df / df): P = E[Phi(E_0 + sqrt(2) t W)^K],
+    a two-dimensional integral (Gauss-Hermite over E_0, Gauss-Legendre over W's quantiles).
+    """
+    w = np.ones(1) if math.isinf(df) else np.sqrt(stats.chi2.ppf(_U_NODES, df) / df)
+    weights = np.ones(1) if math.isinf(df) else _U_WEIGHTS
+    inner = stats.norm.cdf(_Z_NODES[None, :] + math.sqrt(2) * t * w[:, None]) ** comparisons
+    return float(np.clip(weights @ (inner @ _Z_WEIGHTS), 0.0, 1.0))
+
+
+@functools.lru_cache(maxsize=512)
+def dunnett_critical(comparisons: int, df: float, alpha: float = ALPHA) -> float:
+    """The one-sided simultaneous critical value c: P(max of ``comparisons`` statistics > c) = ``alpha``."""
+    return float(optimize.brentq(lambda t: dunnett_cdf(t, comparisons, df) - (1 - alpha), -5.0, 200.0,
+                                 xtol=1e-7))
+
+
+def many_to_one(accuracy: Sequence[Sequence[float | None]], candidates: Sequence[int],
+                resolution: float | None = None, alpha: float = ALPHA) -> dict[str, Any]:
+    """Every arm against the baseline (row 0) of ``accuracy`` (arms x seeds, None: diverged), one-sided and
+    simultaneous over the ``candidates`` (row indices), with a variance pooled over arms and seeds.
+
+    The design is a randomized block: every arm is trained on the same seeds, each seed a block (same initial
+    weights and data order). Seeds where the baseline has no accuracy are left out; an arm without an accuracy on
+    one of the rest (it diverged) is *incomplete*: it cannot win, and its figures are its own pairs only. The
+    complete arms give a two-way analysis (arm + seed) whose residual variance sigma^2 (at least the rounding's)
+    is every comparison's: a difference has sd sigma_d = sqrt(2) sigma, its mean over S seeds se = sigma_d /
+    sqrt(S), with (A - 1)(S - 1) degrees of freedom.
+
+    Per arm: ``pairs``, ``difference_mean``, ``bounds_raw`` (one-sided 95 % bounds of this arm alone, Student's
+    t), and for complete arms ``t``, ``bounds_adjusted`` (simultaneous one-sided 95 % bounds: with 95 % confidence
+    every candidate's difference is above its lower bound, and, separately, below its upper one; always wider than
+    the raw ones), ``p_better`` and ``p_worse`` (Dunnett-adjusted one-sided p-values over the candidates). A candidate *beats* the baseline when
+    its lower bound is above 0 (``p_better`` < ``alpha``), is *worse* when its upper bound is below 0.
+    The ``comparisons`` are all planned candidates, complete or not (a diverged arm does not shrink the family).
+    """
+    values = np.array([[np.nan if v is None else float(v) for v in row] for row in accuracy], float)
+    arms, _ = values.shape
+    seeds = ~np.isnan(values[0])
+    complete = [a for a in range(arms) if seeds.any() and not np.isnan(values[a, seeds]).any()]
+    block = values[np.ix_(complete, np.flatnonzero(seeds))]
+    n_arms, n_seeds = block.shape
+    df = (n_arms - 1) * (n_seeds - 1) if n_arms >= 2 and n_seeds >= 2 else 0
+    sigma2 = None
+    if df > 0:
+        residual = block - block.mean(1, keepdims=True) - block.mean(0, keepdims=True) + block.mean()
+        sigma2 = max(float((residual ** 2).sum() / df), rounding_variance(resolution))
+    comparisons = max(len(candidates), 1)
+    critical = dunnett_critical(comparisons, df, alpha) if sigma2 else None
+    t_raw = float(stats.t.ppf(1 - alpha, df)) if sigma2 else None
+    rows = []
+    for arm in range(1, arms):
+        pair = seeds & ~np.isnan(values[arm])
+        diff = values[arm, pair] - values[0, pair]
+        row: dict[str, Any] = {"pairs": int(pair.sum()), "diverged": int(np.isnan(values[arm]).sum()),
+                               "complete": arm in complete and sigma2 is not None,
+                               "difference_mean": float(diff.mean()) if len(diff) else None,
+                               "bounds_raw": None, "t": None, "bounds_adjusted": None, "p_better": None,
+                               "p_worse": None}
+        if row["complete"]:
+            se = math.sqrt(2 * sigma2 / n_seeds)
+            mean = row["difference_mean"]
+            row.update(t=mean / se, bounds_raw=[mean - t_raw * se, mean + t_raw * se],
+                       bounds_adjusted=[mean - critical * se, mean + critical * se],
+                       p_better=1 - dunnett_cdf(mean / se, comparisons, df),
+                       p_worse=1 - dunnett_cdf(-mean / se, comparisons, df))
+        elif len(diff) > 1:  # its own pairs only, for the table: it cannot win
+            own_se = math.sqrt(max(float(diff.var(ddof=1)), 2 * rounding_variance(resolution)) / len(diff))
+            half = float(stats.t.ppf(1 - alpha, len(diff) - 1)) * own_se
+            row["bounds_raw"] = [float(diff.mean()) - half, float(diff.mean()) + half]
+        rows.append(row)
+    return {"arms": rows, "seeds_used": int(n_seeds), "df": int(df), "comparisons": comparisons,
+            "sigma_d": math.sqrt(2 * sigma2) if sigma2 else None, "critical": critical, "alpha": alpha,
+            "method": f"Dunnett, one-sided, simultaneous over {comparisons} candidate(s); variance pooled over "
+                      f"{n_arms} arms x {n_seeds} seeds ({df} df)"}
+
+
+def corrected_best(means: Sequence[float], se: float) -> float:
+    """The largest of ``means`` (each candidate's mean difference, standard error ``se``) with the winner's curse
+    taken out by a parametric bootstrap: minus E[max_k (m_k + e_k)] - max_k m_k, where e_k is a candidate's own
+    noise (sd se / sqrt 2: the baseline's half of a difference is shared, so it does not bias the choice).
+
+    Simulated (benchmarks/verdict_calibration.py): with no true effect it halves the raw mean's bias; with a
+    clear winner (+2 sigma_d) both are nearly unbiased, where shrinking towards the candidates' average
+    (James-Stein) was off by -0.4 to -1 sigma_d. With one candidate it is the plain mean."""
+    values = np.asarray(means, float)
+    if len(values) < 2 or se <= 0:
+        return float(values.max())
+    sd = se / math.sqrt(2)
+    x = np.linspace(values.min() - 9 * sd, values.max() + 9 * sd, 4001)
+    all_below = np.prod(stats.norm.cdf((x[None, :] - values[:, None]) / sd), axis=0)
+    expected_max = float(x[-1] - np.trapezoid(all_below, x))  # E[max] = b - integral of P(max <= x) up to b
+    return float(2 * values.max() - expected_max)
+
+
+# --- power ------------------------------------------------------------------------------------------------------
+
+def power_of(effect: float, sigma_d: float, seeds: int, comparisons: int, arms: int,
+             alpha: float = ALPHA) -> float:
+    """The chance that a candidate whose true gain is ``effect`` is declared a winner by ``many_to_one`` with
+    ``seeds`` seeds, ``comparisons`` candidates and ``arms`` arms in all (baseline included), the others as good
+    as the baseline (a lower bound: a better peer never hurts it)."""
+    df = (arms - 1) * (seeds - 1)
+    if df <= 0 or sigma_d <= 0:
+        return float("nan")
+    critical = dunnett_critical(comparisons, df, alpha)
+    return float(stats.nct.sf(critical, df, effect * math.sqrt(seeds) / sigma_d))
+
+
+def detectable_effect(sigma_d: float, seeds: int, comparisons: int, arms: int, alpha: float = ALPHA,
+                      power: float = POWER) -> float:
+    """The smallest true gain the verdict declares with probability ``power`` (the minimum detectable effect)."""
+    if (arms - 1) * (seeds - 1) <= 0 or sigma_d <= 0:
+        return float("nan")
+    return float(optimize.brentq(lambda e: power_of(e, sigma_d, seeds, comparisons, arms, alpha) - power,
+                                 0.0, 100 * sigma_d + 1.0, xtol=1e-6 * sigma_d))
+
+
+def seeds_needed(effect: float, sigma_d: float, comparisons: int, arms: int, alpha: float = ALPHA,
+                 power: float = POWER, most: int = 200) -> int | None:
+    """The fewest seeds (>= 2) with which a true gain of ``effect`` is declared with probability ``power``; None
+    beyond ``most``."""
+    if effect <= 0 or sigma_d <= 0:
+        return None
+    for seeds in range(2, most + 1):
+        if power_of(effect, sigma_d, seeds, comparisons, arms, alpha) >= power:
+            return seeds
+    return None
+
+
+# --- chance ----------------------------------------------------------------------------------------------------
+
 def expected_best_of(n: int) -> float:
     """E[max of n independent standard normal draws]: 0 for n = 1, 1.54 for 10, 2.51 for 100, 3.04 for 500."""
     if n <= 1:
         return 0.0
     x = np.linspace(-9, 9, 6001)
     return float(np.trapezoid(x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1), x))
+
+
+def best_of_quantile(n: int, quantile: float = 0.95) -> float:
+    """The ``quantile`` of the max of n independent standard normal draws: 1.64 for n = 1, 2.57 for 10."""
+    return float(stats.norm.ppf(quantile ** (1 / max(n, 1))))
+
+
+def chance_best_of(n: int, sigma_d: float) -> dict[str, float]:
+    """What the best of ``n`` schedules as good as the baseline shows over it by chance, each a one-seed
+    difference of sd ``sigma_d``: the mean and the 95th percentile of their maximum."""
+    return {"mean": sigma_d * expected_best_of(n), "p95": sigma_d * best_of_quantile(n, 0.95)}
+
+
+def sigma_interval(sd: float, df: int, level: float = 0.95) -> tuple[float, float] | None:
+    """The ``level`` confidence interval of a standard deviation measured as ``sd`` with ``df`` degrees of freedom
+    (chi-square: from 4 runs, df 3, the true value may be 0.57 to 3.7 times the measured one); None for df < 1."""
+    if df < 1:
+        return None
+    return (sd * math.sqrt(df / stats.chi2.ppf(0.5 + level / 2, df)),
+            sd * math.sqrt(df / stats.chi2.ppf(0.5 - level / 2, df)))

@@ -1,70 +1,140 @@
-"""The confirm stage's verdict: every arm paired with the baseline seed by seed, the winner, and its account in
-words for the terminal, the dashboard note and the export."""
+"""The confirm stage's verdict: does a candidate beat the baseline? One-sided, simultaneous over the candidates,
+with a sign, and an account in words for the terminal, the dashboard note, the report and the export.
+
+Three outcomes (``verdict["outcome"]``):
+
+- ``beats_baseline``: a candidate's Dunnett-adjusted one-sided 95 % lower bound is above zero; the winner is the
+  best such candidate (with a pooled variance every complete arm shares one standard error, so it is also the one
+  with the highest mean). Its headline interval is the adjusted one; its estimate is corrected for having been
+  picked as the best of K (``stats.corrected_best``), the raw mean beside it.
+- ``no_candidate_beats_baseline``: the baseline stays the recommendation; the best candidate is named as such.
+- ``worse_than_baseline``: as the previous one, and a candidate is significantly worse (its adjusted upper bound
+  is below zero): named in ``worse`` (also listed when another candidate wins).
+
+An arm with a diverged run cannot win (divergence is a property of the schedule); a run that failed with an error
+is retried by the stage, and an arm still missing one after its retries cannot win either. Every figure names its
+seeds, the budget it was trained on, and what the stage could have detected (``detectable_effect``).
+"""
 from __future__ import annotations
 
+import math
 from typing import Any
 
-import optuna
+from search.evidence import stats
 
-from search import records
-from search.evidence.stats import holm, paired_statistics
-from search.records import BASELINE, StudyKey
+BEATS, NO_WINNER, WORSE = "beats_baseline", "no_candidate_beats_baseline", "worse_than_baseline"
 
 
-def summarise(study: optuna.Study, confirm: optuna.Study) -> dict[str, Any]:
-    """Paired statistics of every arm against the baseline, seed by seed, and the confirmed winner."""
-    seeds = records.study_value(confirm, StudyKey.PLAN)["seeds"]
-    arms = records.study_value(confirm, StudyKey.ARMS)
-    accuracy: dict[tuple[str, int], float | None] = {}
-    for trial in records.finished(confirm):
-        key = (trial.params.get("arm"), trial.params.get("seed"))
-        if trial.state == optuna.trial.TrialState.COMPLETE:
-            accuracy.setdefault(key, trial.value)
-        elif records.diverged_reason(trial) is not None:
-            accuracy.setdefault(key, None)
-    baseline = [accuracy.get((BASELINE, seed)) for seed in seeds]
-    ranks = {t.number: rank for rank, t in enumerate(records.ranked(records.complete(study)), 1)}
-    rows = []
-    for arm in arms:
-        if arm["label"] == BASELINE:
-            continue
-        values = [accuracy.get((arm["label"], seed)) for seed in seeds]
-        stats = paired_statistics(baseline, values)
-        rows.append({"label": arm["label"], "source_trial": arm["source_trial"], "candidate": arm["candidate"],
-                     "schedule": arm["schedule"], "schedule_val_accuracy": values,
-                     "rank_in_search": ranks.get(arm["source_trial"]), **stats})
-    candidates = [row for row in rows if row["candidate"]]
-    for row, adjusted in zip(candidates, holm([row["p_value"] for row in candidates])):
-        row["p_holm"] = adjusted
-    scored = [row for row in candidates if row["difference_mean"] is not None]
-    winner = max(scored, key=lambda row: row["difference_mean"], default=None)
-    return {"candidates": len(candidates), "seeds": seeds, "baseline_val_accuracy": baseline, "arms": rows,
-            "winner": winner and {
-                **{key: winner[key] for key in ("label", "source_trial", "schedule", "schedule_val_accuracy",
-                                                "difference_mean", "difference_ci95", "p_value", "p_holm",
-                                                "rank_in_search")},
-                "ci_excludes_zero": bool(winner["difference_ci95"] and winner["difference_ci95"][0] > 0),
-                "significant_after_holm": winner["p_holm"] is not None and winner["p_holm"] < 0.05}}
+def summarise(arms: list[dict[str, Any]], seeds: list[int], accuracy: dict[tuple[str, int], float | None],
+              failed: set[tuple[str, int]], resolution: float | None, budget: dict[str, Any],
+              min_effect: float = 0.01, top: int | None = None) -> dict[str, Any]:
+    """The verdict over ``arms`` (the baseline first; each ``{"key", "label", "schedule", "source_trial",
+    "candidate", "rank_in_search"}``) on ``seeds``: ``accuracy[(arm key, seed)]`` is a run's validation accuracy,
+    None when it diverged; ``failed`` the runs still failing after their retries. ``resolution`` is 1 / validation
+    images; ``min_effect`` the gain (a fraction) whose seeds the power line states."""
+    rows = [[accuracy.get((arm["key"], seed)) for seed in seeds] for arm in arms]
+    candidates = [index for index, arm in enumerate(arms) if arm["candidate"]]
+    tested = stats.many_to_one(rows, candidates, resolution)
+    summary_rows = []
+    for arm, values, result in zip(arms[1:], rows[1:], tested["arms"]):
+        lost = [seed for seed in seeds if (arm["key"], seed) in failed]
+        row = {**{key: arm[key] for key in ("key", "label", "source_trial", "candidate", "schedule",
+                                            "rank_in_search")},
+               "schedule_val_accuracy": values, "failed": len(lost), **result}
+        row["eligible"] = bool(arm["candidate"] and result["complete"] and not lost)
+        summary_rows.append(row)
+    eligible = [row for row in summary_rows if row["eligible"]]
+    better = [row for row in eligible if row["p_better"] < stats.ALPHA]
+    worse = [row["label"] for row in summary_rows if row["candidate"] and row["p_worse"] is not None
+             and row["p_worse"] < stats.ALPHA]
+    scored = [row for row in summary_rows if row["candidate"] and row["difference_mean"] is not None]
+    best = max(eligible or scored, key=lambda row: row["difference_mean"], default=None)
+    if best is not None and best["eligible"]:  # the best of K: its mean is high partly by chance
+        se = tested["sigma_d"] / math.sqrt(tested["seeds_used"])
+        corrected = stats.corrected_best([row["difference_mean"] for row in eligible], se)
+        low, high = best["bounds_adjusted"]
+        best["difference_estimate"] = min(max(corrected, low), high)
+    # with one pooled variance every complete arm has the same standard error: the best mean is the best test
+    winner = best if best is not None and best in better else None
+    outcome = BEATS if winner else WORSE if worse else NO_WINNER
+    sigma_d, arm_count = tested["sigma_d"], len(arms)
+    power = {"min_effect": min_effect, "detectable_effect": None, "seeds_for_min_effect": None}
+    if sigma_d:
+        power.update(detectable_effect=stats.detectable_effect(sigma_d, len(seeds), tested["comparisons"],
+                                                               arm_count),
+                     seeds_for_min_effect=stats.seeds_needed(min_effect, sigma_d, tested["comparisons"], arm_count))
+    verdict = {"outcome": outcome, "recommendation": winner["label"] if winner else "baseline",
+               "winner": winner["label"] if winner else None, "best_candidate": best["label"] if best else None,
+               "worse": worse, "method": tested["method"], "alpha": stats.ALPHA, "sigma_d": sigma_d,
+               "df": tested["df"], "comparisons": tested["comparisons"], **power}
+    return {"top": top, "candidates": len(candidates), "seeds": seeds, "budget": budget,
+            "resolution": resolution, "baseline_val_accuracy": rows[0], "arms": summary_rows,
+            "candidate_trials": sorted(arm["source_trial"] for arm in arms if arm["candidate"]),
+            "verdict": verdict, "winner": winner, "best": best}
+
+
+def exported_arm(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The arm an export hands over: the winner, else the best candidate (labelled as not a winner)."""
+    return summary.get("winner") or summary.get("best")
+
+
+def pt(value: float | None, sign: bool = True) -> str:
+    return "-" if value is None else f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
 
 
 def describe(summary: dict[str, Any]) -> str:
-    """The terminal's account of a confirmation: one line per arm, then the verdict."""
-    lines = [f"confirmed on {len(summary['seeds'])} fresh seeds {summary['seeds']}, validation, paired with the "
-             f"baseline:"]
+    """The terminal's account: one line per arm (raw and adjusted figures), then the verdict with its sign, then
+    the power line."""
+    verdict = summary["verdict"]
+    budget = summary.get("budget") or {}
+    lines = [f"confirmed on {len(summary['seeds'])} fresh seeds {summary['seeds']} (ResNet-{budget.get('depth')}, "
+             f"{budget.get('epochs')} epochs), validation, paired with the baseline; {verdict['method']}; "
+             f"bounds are one-sided 95 % (raw: the arm alone; adjusted: all candidates at once):"]
     for row in summary["arms"]:
+        name = f"  {row['label']:<24}"
         if row["difference_mean"] is None:
-            lines.append(f"  {row['label']:<24} no finished pair")
+            lines.append(f"{name} no finished pair (diverged {row['diverged']}, failed {row['failed']})")
             continue
-        ci = row["difference_ci95"]
-        interval = f" 95 % CI [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else ""
-        holm_text = f", Holm p = {row['p_holm']:.3g}" if row.get("p_holm") is not None else ""
-        p_text = f", p = {row['p_value']:.3g}" if row["p_value"] is not None else ""
-        lines.append(f"  {row['label']:<24} {100 * row['difference_mean']:+.2f} pt{interval}{p_text}{holm_text}")
-    winner = summary["winner"]
-    if winner is None:
-        return "\n".join(lines + ["no candidate finished a pair: no confirmed winner"])
-    verdict = ("its 95 % CI excludes zero" if winner["ci_excludes_zero"] else "its 95 % CI includes zero: "
-               "no evidence that it beats the baseline") + (
-        ", and it stays significant after Holm's correction" if winner["significant_after_holm"] else "")
-    lines.append(f"confirmed winner: {winner['label']} ({100 * winner['difference_mean']:+.2f} pt); {verdict}")
+        raw = row["bounds_raw"]
+        text = f"{name} {pt(row['difference_mean'])} pt"
+        if raw:
+            text += f", raw bounds [{pt(raw[0])}, {pt(raw[1])}]"
+        if row["bounds_adjusted"]:
+            low, high = row["bounds_adjusted"]
+            text += f", adjusted bounds [{pt(low)}, {pt(high)}], p(better) {row['p_better']:.3g}"
+        if row["diverged"] or row["failed"]:
+            text += f"; {row['diverged']} diverged, {row['failed']} failed: cannot win"
+        elif not row["candidate"]:
+            text += " (reference)"
+        lines.append(text)
+    lines.append(verdict_line(summary))
+    if power := power_line(summary):
+        lines.append(power)
     return "\n".join(lines)
+
+
+def verdict_line(summary: dict[str, Any]) -> str:
+    """One line: the outcome with its sign."""
+    verdict, winner = summary["verdict"], summary.get("winner")
+    worse = f"; significantly worse than the baseline: {', '.join(verdict['worse'])}" if verdict["worse"] else ""
+    if winner:
+        low, high = winner["bounds_adjusted"]
+        return (f"verdict: {winner['label']} beats the baseline: {pt(winner['difference_estimate'])} pt "
+                f"(adjusted for picking the best of {verdict['comparisons']}; raw mean "
+                f"{pt(winner['difference_mean'])} pt), adjusted 95 % bounds [{pt(low)}, {pt(high)}]{worse}")
+    best = summary.get("best")
+    shown = (f"; the best candidate, {best['label']}, {pt(best['difference_mean'])} pt, is not a winner"
+             if best else "")
+    return f"verdict: no candidate beats the baseline: the baseline stays the recommendation{shown}{worse}"
+
+
+def power_line(summary: dict[str, Any]) -> str | None:
+    """What the stage could have detected, and what the ``min_effect`` would need."""
+    verdict = summary["verdict"]
+    if not verdict.get("detectable_effect") or math.isnan(verdict["detectable_effect"]):
+        return None
+    seeds = verdict["seeds_for_min_effect"]
+    need = f"{seeds} seeds" if seeds else "more than 200 seeds"
+    return (f"power: with {len(summary['seeds'])} seeds, {verdict['comparisons']} candidates and sigma_d "
+            f"{pt(verdict['sigma_d'], False)} pt, this stage detects a gain of {pt(verdict['detectable_effect'])} pt "
+            f"80 % of the time; a gain of {pt(verdict['min_effect'])} pt (the paper's is +1 pt) would need {need}")

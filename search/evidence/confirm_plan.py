@@ -1,0 +1,104 @@
+"""The confirm stage's plan, read without training: which arms (the baseline, the paper's preset, the search's
+current top K candidates) on which seeds, where each run stands, and whether a stored verdict is current."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from models.schedules import Schedule, paper_preset_for, preset
+from search import records
+from search.config import CONFIRM_SEED_OFFSET
+from search.evidence import stats
+from search.records import BASELINE, INTERRUPTED, TrialKey
+
+ATTEMPTS = 3  # runs of one arm and seed that fail with an error before the stage gives up on them
+
+
+def arm_key(schedule: dict[str, Any]) -> str:
+    """An arm's identity in the confirm study: a digest of its schedule, so a run is reused under any label."""
+    return hashlib.sha256(json.dumps(Schedule.from_dict(schedule).to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+AUTO_SEEDS = (2, 10)  # the range --confirm-seeds auto chooses from
+
+
+def confirm_seeds(study: optuna.Study, count: int | None, top: int, min_effect: float) -> list[int]:
+    """The stage's seeds, the study's seed + 2000 + i; ``count`` None: as many as a true gain of ``min_effect``
+    needs to be found 80 % of the time, with sigma_d estimated from the baseline's replicas (3 without them)."""
+    if count is None:
+        count = auto_seed_count(study, top, min_effect)
+    return [records.settings(study)["seed"] + CONFIRM_SEED_OFFSET + i for i in range(count)]
+
+
+def auto_seed_count(study: optuna.Study, top: int, min_effect: float) -> int:
+    values = [t.value for t in records.baseline_runs(study)]
+    if len(values) < 2 or np.std(values, ddof=1) <= 0:
+        return 3
+    needed = stats.seeds_needed(min_effect, math.sqrt(2) * float(np.std(values, ddof=1)), top, top + 2)
+    return min(max(needed or AUTO_SEEDS[1], AUTO_SEEDS[0]), AUTO_SEEDS[1])
+
+
+def plan_arms(study: optuna.Study, top: int) -> list[dict[str, Any]]:
+    """The arms: baseline, the study's paper preset, then the search's current top ``top`` candidates (a preset
+    among them is not repeated)."""
+    settings = records.settings(study)
+    paper = paper_preset_for(settings["dataset"], settings["depth"])
+
+    def arm(label, schedule, source_trial, candidate):
+        return {"key": arm_key(schedule), "label": label, "schedule": schedule, "source_trial": source_trial,
+                "candidate": candidate, "rank_in_search": records.rank_in_search(study, source_trial)}
+
+    arms = [arm(BASELINE, preset(BASELINE).to_dict(), None, False), arm(paper, preset(paper).to_dict(), None, False)]
+    for trial in records.candidates(study)[:top]:
+        name = records.preset_of(trial)
+        label = f"#{trial.number}" + (f" {name}" if name else "")
+        schedule = records.schedule_of(trial).to_dict()
+        if name == paper:
+            arms[1] = arm(label, schedule, trial.number, True)
+        else:
+            arms.append(arm(label, schedule, trial.number, True))
+    return arms
+
+
+def runs_by_pair(confirm: optuna.Study) -> dict[tuple[str, int], list[optuna.trial.FrozenTrial]]:
+    """The confirm study's trials by (arm key, seed)."""
+    pairs: dict[tuple[str, int], list] = {}
+    for trial in confirm.get_trials(deepcopy=False):
+        key = records.attr(trial, TrialKey.ARM)
+        if key is not None:
+            pairs.setdefault((key, records.seed_of(trial)), []).append(trial)
+    return pairs
+
+
+def outcome(runs: list[optuna.trial.FrozenTrial]) -> tuple[str, float | None]:
+    """Where one (arm, seed) stands: ``done`` (its accuracy), ``diverged``, ``running``, ``failed`` (out of
+    attempts) or ``missing`` (to queue)."""
+    for trial in runs:
+        if trial.state == TrialState.COMPLETE:
+            return "done", trial.value
+    if any(t.state == TrialState.PRUNED and records.diverged_reason(t) for t in runs):
+        return "diverged", None
+    if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in runs):
+        return "running", None
+    errors = [t for t in runs if t.state == TrialState.FAIL and records.fail_reason(t) != INTERRUPTED]
+    return ("failed" if len(errors) >= ATTEMPTS else "missing"), None
+
+
+def is_settled(study: optuna.Study, top: int, count: int | None, min_effect: float) -> bool:
+    """Whether the study holds a confirmation of its current top ``top`` candidates on the seeds asked for."""
+    summary = records.confirmation(study)
+    return bool(summary) and summary.get("top") == top and is_current(study, summary) \
+        and summary["seeds"] == confirm_seeds(study, count, top, min_effect)
+
+
+def is_current(study: optuna.Study, summary: dict[str, Any]) -> bool:
+    """Whether a stored confirmation confirmed the search's current top candidates (a search extended since may
+    have new ones)."""
+    arms = plan_arms(study, summary.get("top") or summary.get("candidates") or 0)
+    return sorted(arm["source_trial"] for arm in arms if arm["candidate"]) == summary.get("candidate_trials")

@@ -1,0 +1,142 @@
+"""The verdict on constructed accuracies: its sign, ties, diverged and failed runs, its false-claim rate with no
+true effect, and a confirm plan that follows an extended search without training anything twice."""
+import math
+
+import numpy as np
+import pytest
+from optuna.trial import TrialState, create_trial
+from scipy import stats as scipy_stats
+
+from search.config import SearchConfig
+from search.evidence import stats
+from search.evidence.confirm_plan import is_current, plan_arms, runs_by_pair
+from search.evidence.confirm_stage import open_confirm_study, queue_plan
+from search.evidence.verdict import BEATS, NO_WINNER, WORSE, describe, summarise
+from search.study import open_study
+from storage.rdb import open_storage
+
+SEEDS = [2000, 2001, 2002]
+BUDGET = {"depth": 8, "dataset": "digits", "epochs": 1, "subset": None, "batch_size": 32}
+
+
+def arms(count):
+    """The baseline, then ``count`` candidates."""
+    made = [{"key": "base", "label": "baseline", "schedule": {}, "source_trial": None, "candidate": False,
+             "rank_in_search": None}]
+    return made + [{"key": f"c{i}", "label": f"#{i}", "schedule": {}, "source_trial": i, "candidate": True,
+                    "rank_in_search": i} for i in range(1, count + 1)]
+
+
+def verdict_of(table, failed=(), resolution=1 / 5000, seeds=SEEDS):
+    """``table``: arm key -> accuracies per seed (None: diverged)."""
+    planned = arms(len(table) - 1)
+    accuracy = {(arm["key"], seed): value for arm in planned for seed, value in zip(seeds, table[arm["key"]])}
+    return summarise(planned, seeds, accuracy, set(failed), resolution, BUDGET)
+
+
+def test_dunnett_is_students_t_for_one_comparison_and_matches_a_simulation_for_several():
+    for df in (1, 3, 12):
+        assert stats.dunnett_cdf(1.7, 1, df) == pytest.approx(scipy_stats.t.cdf(1.7, df), abs=1e-4)
+    rng = np.random.default_rng(1)
+    errors, chi = rng.standard_normal((200_000, 6)), np.sqrt(rng.chisquare(8, 200_000) / 8)
+    largest = ((errors[:, 1:] - errors[:, [0]]) / (math.sqrt(2) * chi[:, None])).max(1)
+    assert stats.dunnett_critical(5, 8) == pytest.approx(np.quantile(largest, 0.95), abs=0.03)
+
+
+def test_every_candidate_worse_is_never_a_winner_and_the_significantly_worse_one_is_named():
+    summary = verdict_of({"base": [0.80, 0.82, 0.81], "c1": [0.795, 0.826, 0.800], "c2": [0.70, 0.72, 0.71]})
+    verdict = summary["verdict"]
+    assert verdict["outcome"] == WORSE and verdict["winner"] is None and verdict["recommendation"] == "baseline"
+    assert verdict["worse"] == ["#2"] and summary["winner"] is None
+    assert verdict["best_candidate"] == "#1" and summary["best"]["difference_mean"] < 0
+    assert all(row["p_better"] > 0.5 for row in summary["arms"])  # nothing is significantly better
+    text = describe(summary)
+    assert "no candidate beats the baseline" in text and "worse than the baseline: #2" in text
+
+
+def test_a_clear_gain_wins_with_an_adjusted_bound_and_a_shrunk_estimate():
+    summary = verdict_of({"base": [0.80, 0.82, 0.81], "c1": [0.805, 0.826, 0.814], "c2": [0.83, 0.851, 0.839]})
+    winner = summary["winner"]
+    assert summary["verdict"]["outcome"] == BEATS and winner["label"] == "#2"
+    low, high = winner["bounds_adjusted"]
+    raw_low, raw_high = winner["bounds_raw"]
+    assert 0 < low < raw_low and raw_high < high  # adjusted for 2 candidates: wider than this arm's own bounds
+    assert low <= winner["difference_estimate"] <= winner["difference_mean"] <= high
+    assert winner["p_better"] < 0.05 and winner["pairs"] == 3
+    assert "#2 beats the baseline" in describe(summary) and "power:" in describe(summary)
+
+
+def test_identical_differences_on_two_seeds_are_not_certainty():
+    one_image = 1 / 144  # a validation set of 144 images: accuracies move in steps of 0.69 pt
+    base = [100 / 144, 104 / 144]
+    summary = verdict_of({"base": base, "c1": [b + one_image for b in base], "c2": [b + one_image for b in base]},
+                         resolution=one_image, seeds=SEEDS[:2])
+    for row in summary["arms"]:
+        assert row["p_better"] > 0.05 and row["bounds_adjusted"][0] < 0  # not a win, and no p = 0
+    assert summary["verdict"]["outcome"] == NO_WINNER
+    paired = stats.paired_statistics(base, [b + one_image for b in base], resolution=one_image)
+    assert 0 < paired["p_value"] < 1 and paired["difference_ci95"][0] < paired["difference_ci95"][1]
+
+
+def test_a_diverged_or_failed_run_keeps_an_arm_from_winning_and_is_counted():
+    summary = verdict_of({"base": [0.80, 0.82, 0.81], "c1": [0.85, None, 0.86], "c2": [0.86, 0.88, 0.87],
+                          "c3": [0.811, 0.83, 0.82]}, failed={("c2", 2001)})
+    rows = {row["label"]: row for row in summary["arms"]}
+    assert rows["#1"]["diverged"] == 1 and rows["#1"]["pairs"] == 2 and not rows["#1"]["eligible"]
+    assert rows["#2"]["failed"] == 1 and not rows["#2"]["eligible"]
+    assert summary["winner"] is None or summary["winner"]["label"] == "#3"
+    assert "cannot win" in describe(summary)
+
+
+def test_with_no_true_effect_the_verdict_claims_a_winner_at_most_five_percent_of_the_time():
+    rng = np.random.default_rng(7)
+    claims, studies, n_images = 0, 600, 144
+    for _ in range(studies):
+        seed_effect = rng.normal(0, 0.02, 3)
+        table = {arm["key"]: [round((0.8 + s + rng.normal(0, 0.005)) * n_images) / n_images for s in seed_effect]
+                 for arm in arms(5)}
+        claims += verdict_of(table, resolution=1 / n_images)["verdict"]["outcome"] == BEATS
+    assert claims / studies <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / studies)
+
+
+def test_power_and_the_seeds_a_gain_needs():
+    effect = stats.detectable_effect(0.006, seeds=3, comparisons=5, arms=7)
+    assert stats.power_of(effect, 0.006, 3, 5, 7) == pytest.approx(0.8, abs=1e-3)
+    assert stats.power_of(0.01, 0.006, 3, 5, 7) > stats.power_of(0.005, 0.006, 3, 5, 7)
+    needed = stats.seeds_needed(0.01, 0.006, comparisons=5, arms=7)
+    assert stats.power_of(0.01, 0.006, needed, 5, 7) >= 0.8 > stats.power_of(0.01, 0.006, needed - 1, 5, 7)
+    low, high = stats.sigma_interval(1.0, df=3)
+    assert low < 1 < high and high / low > 5  # four runs say little about a spread
+
+
+def _candidate(value, start):
+    return create_trial(value=value, user_attrs={"schedule": {"family": "linear", "params": {"start": start,
+                                                                                           "end": 1.0}}})
+
+
+def test_an_extended_search_replans_the_confirm_stage_and_reuses_every_run_done(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    storage = open_storage(url)
+    study = open_study(storage, SearchConfig(dataset="digits", depth=8, epochs=1, storage=url), epochs=1)
+    study.add_trial(create_trial(value=0.70, user_attrs={"preset": "baseline", "schedule": {
+        "family": "constant", "params": {"value": 1.0}}}))
+    study.add_trial(_candidate(0.75, 1.2))
+    confirm = open_confirm_study(storage, study)
+    first = plan_arms(study, top=1)
+    assert [arm["candidate"] for arm in first] == [False, False, True]
+    assert queue_plan(confirm, first, SEEDS[:2]) == 6
+    assert queue_plan(confirm, first, SEEDS[:2]) == 0  # queued once
+    for trial in confirm.get_trials(states=(TrialState.WAITING,)):  # the runs finish
+        confirm.tell(confirm.ask(), 0.7)
+    done = {pair: [t.number for t in runs] for pair, runs in runs_by_pair(confirm).items()}
+    assert len(done) == 6 and all(len(numbers) == 1 for numbers in done.values())
+    summary = {"top": 1, "candidate_trials": [arm["source_trial"] for arm in first if arm["candidate"]]}
+    assert is_current(study, summary)
+    study.add_trial(_candidate(0.80, 1.4))  # the search goes on and finds a better one
+    assert not is_current(study, summary)
+    second = plan_arms(study, top=1)
+    assert second[-1]["source_trial"] != first[-1]["source_trial"]
+    assert queue_plan(confirm, second, SEEDS[:2]) == 2  # only the new candidate's two seeds
+    assert queue_plan(confirm, second, SEEDS[:3]) == 3  # a third seed: one run per arm
+    runs = runs_by_pair(confirm)
+    assert all(len(runs[pair]) == 1 for pair in done)  # nothing done is queued again
