@@ -42,8 +42,10 @@ BUDGET = {"depth": 32, "dataset": "simulated", "epochs": None, "subset": None, "
 
 
 def simulate(rng: np.random.Generator, top: int, seeds: int, planted: float, n_images: int,
-             candidates: int = 30) -> dict:
-    """One study: the verdict, and whether its winner is the planted schedule (index 0 of the N)."""
+             candidates: int = 30, noise: dict[str, float] | None = None) -> dict:
+    """One study: the verdict, and whether its winner is the planted schedule (index 0 of the N). ``noise``
+    scales an arm's run-to-run noise: ``{"baseline": 2}`` or ``{"first": 5}`` (the first confirmed candidate)."""
+    noise = noise or {}
     truth = np.zeros(candidates)
     truth[0] = planted * SIGMA_D
     searched = truth + rng.normal(0, SIGMA_D, candidates)
@@ -57,8 +59,9 @@ def simulate(rng: np.random.Generator, top: int, seeds: int, planted: float, n_i
     gains = [0.0, 0.0, *truth[chosen]]
     seed_effect = rng.normal(0, SEED_SD, seeds)
     accuracy = {}
-    for arm, gain in zip(arms, gains):
-        raw = 0.80 + seed_effect + gain + rng.normal(0, SIGMA_D / math.sqrt(2), seeds)
+    for index, (arm, gain) in enumerate(zip(arms, gains)):
+        scale = noise.get("baseline", 1) if index == 0 else noise.get("first", 1) if index == 2 else 1
+        raw = 0.80 + seed_effect + gain + rng.normal(0, scale * SIGMA_D / math.sqrt(2), seeds)
         for seed, value in enumerate(np.round(raw * n_images) / n_images):
             accuracy[(arm["key"], seed)] = None if rng.random() < DIVERGE else float(value)
     summary = summarise(arms, list(range(seeds)), accuracy, set(), 1 / n_images, BUDGET)
@@ -85,6 +88,20 @@ def cell(top: int, seeds: int, studies: int, n_images: int, seed: int) -> dict:
         row[f"estimate_bias_pt_{name}"] = round(100 * float(np.mean([run["error"] for run in exported])), 3)
         row[f"raw_mean_bias_pt_{name}"] = round(100 * float(np.mean([run["raw_error"] for run in exported])), 3)
     return row
+
+
+def robustness(studies: int, n_images: int, top: int = 5, seeds: int = 3) -> list[dict]:
+    """The false-claim rate when arms differ in noise (no true effect): a baseline 2 and 3 times noisier than the
+    candidates, and one candidate 5 times noisier than the rest."""
+    rows = []
+    for name, noise in (("baseline 2x noisier", {"baseline": 2}), ("baseline 3x noisier", {"baseline": 3}),
+                        ("one candidate 5x noisier", {"first": 5})):
+        rng = np.random.default_rng(hash(name) % 2 ** 32)
+        claims = sum(simulate(rng, top, seeds, 0.0, n_images, noise=noise)["claimed"] for _ in range(studies))
+        rows.append({"scenario": name, "K": top, "S": seeds, "studies": studies,
+                     "false_claim_rate": round(claims / studies, 4),
+                     "false_claim_mc_se": round(math.sqrt(0.05 * 0.95 / studies), 4)})
+    return rows
 
 
 def markdown(rows: list[dict]) -> str:
@@ -115,12 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seeds in args.seeds:
             rows.append(cell(top, seeds, args.studies, args.images, seed=1000 * top + seeds))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    unequal = robustness(args.studies, args.images)
     report = {"cpu": cpu_info(), "images": args.images, "sigma_d": SIGMA_D, "seed_sd": SEED_SD,
-              "divergence": DIVERGE, "candidates_searched": 30, "rows": rows,
+              "divergence": DIVERGE, "candidates_searched": 30, "rows": rows, "unequal_noise": unequal,
               "seconds": round(time.perf_counter() - started, 1)}
     if args.output:
         write_json_atomic(args.output, report)
     print(markdown(rows))
+    print("\n".join(f"| {row['scenario']} | K {row['K']}, S {row['S']} | {100 * row['false_claim_rate']:.1f} % "
+                    f"(MC se {100 * row['false_claim_mc_se']:.1f} %) |" for row in unequal))
     return 0
 
 

@@ -43,7 +43,10 @@ def seed_count(text: str) -> int | None:
     """A count of confirm seeds, at least 2, or ``auto`` (None)."""
     if text == "auto":
         return None
-    count = positive_int(text)
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 2, or auto; got {text!r}") from None
     if count < 2:
         raise argparse.ArgumentTypeError(f"at least 2 (a verdict needs a spread over seeds), got {count}")
     return count

@@ -48,6 +48,15 @@ def check_writable(folder: Path | None, flag: str, fix: str) -> None:
         raise UsageError(f"{flag}: cannot create {folder} ({error.strerror} in {existing}); {fix}") from None
 
 
+def check_output(path: str | os.PathLike, flag: str) -> None:
+    """UsageError now, rather than after the work, when a file cannot be written at ``path``: its folder cannot
+    be created, or the path is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag}: {path} is a folder; name a file")
+    check_writable(path.parent if str(path.parent) else Path("."), flag, "choose another path")
+
+
 @contextlib.contextmanager
 def folder_lock(path: Path):
     """An exclusive flock on the folder ``path``, shared by the processes of one machine (none on Windows)."""

@@ -293,7 +293,8 @@ def verdict_figure(summary: dict[str, Any]) -> go.Figure:
     verdict = summary["verdict"]
     outcome = {"beats_baseline": f"{verdict['winner']} beats the baseline",
                "no_candidate_beats_baseline": "no candidate beats the baseline",
-               "worse_than_baseline": "no candidate beats the baseline; " + ", ".join(verdict["worse"]) + " worse"}
+               "worse_than_baseline": "no candidate beats the baseline; " + ", ".join(verdict["worse"]) + " worse",
+               "no_verdict": "no verdict (too few finished runs)"}
     budget = summary.get("budget") or {}
     figure.update_layout(title=f"Confirm stage: {outcome[verdict['outcome']]} ({len(summary['seeds'])} seeds, "
                                f"{budget.get('epochs')} epochs, {verdict['comparisons']} candidates)", **LAYOUT)

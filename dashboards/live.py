@@ -20,6 +20,7 @@ from search.next_steps import next_commands
 from search.progress import remaining_cost
 from search.pruning import fidelity, pruner_rungs
 from storage.attributes import held_back_study_attrs
+from storage.urls import redacted
 
 FIGURE_ID = "schedules"
 VERDICT_FIGURE_ID = "verdict"
@@ -79,6 +80,19 @@ def publish(storage, study_name: str, storage_url: str, target: int | None = Non
             save_plotly_graph_object(study, verdict_figure(confirmation), graph_object_id=VERDICT_FIGURE_ID)
         note = study_note(study, storage_url, target, workers, confirm_runs)
         save_note(study, merged_note(get_note(study), note))
+
+
+class DashboardPublisher:
+    """``publish`` for one search, as the search loop calls it after every trial: ``(storage, study name)``."""
+
+    def __init__(self, storage_url: str, target: int | None = None, workers: int = 1, confirm_runs: int = 0):
+        self.storage_url, self.target, self.workers, self.confirm_runs = storage_url, target, workers, confirm_runs
+
+    def __call__(self, storage, study_name: str) -> None:
+        publish(storage, study_name, self.storage_url, self.target, self.workers, self.confirm_runs)
+
+    def __repr__(self) -> str:  # never the storage's password
+        return f"DashboardPublisher({redacted(self.storage_url)!r}, target={self.target}, workers={self.workers})"
 
 
 def merged_note(current: str, section: str) -> str:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from commands.flags import add_artifact_dir_argument, add_storage_argument
 from common.cli import ArgumentParser, run_command
-from common.files import write_text_atomic
+from common.files import check_output, write_text_atomic
 from common.log import quiet_optuna, result
 from dashboards.report_page import render
 from search import records
@@ -33,6 +33,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_output(args.output, "output")
     quiet_optuna()
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     study = load_existing_study(storage, records.search_study_name(storage, args.study))

@@ -8,6 +8,8 @@ schedules figure and note appear on its page while a search runs. Reading a SQLi
 """
 from __future__ import annotations
 
+import argparse
+import socket
 import sys
 from typing import Sequence
 
@@ -16,6 +18,7 @@ from optuna_dashboard import run_server
 
 from commands.flags import add_artifact_dir_argument, add_storage_argument
 from common.cli import ArgumentParser, positive_int, run_command
+from common.errors import UsageError
 from common.log import result
 from storage.artifacts import ARTIFACT_FOLDER
 from storage.rdb import open_storage
@@ -25,13 +28,31 @@ from storage.urls import beside_storage, redacted
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m dashboards.serve", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
-    parser.add_argument("--port", type=positive_int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    parser.add_argument("--port", type=port, default=8080, help="port on 127.0.0.1, 1-65535 (default 8080)")
     add_artifact_dir_argument(parser)
     return parser
 
 
+def port(text: str) -> int:
+    number = positive_int(text)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {number}")
+    return number
+
+
+def check_free(number: int) -> None:
+    """UsageError when 127.0.0.1:``number`` is taken, before the dashboard starts and fails with a traceback."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", number))
+        except OSError as error:
+            raise UsageError(f"port: 127.0.0.1:{number} is not free ({error.strerror}); choose another --port") \
+                from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_free(args.port)
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     folder = beside_storage(args.storage, args.artifact_dir, ARTIFACT_FOLDER)
     store = FileSystemArtifactStore(str(folder)) if folder.is_dir() else None

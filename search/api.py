@@ -14,14 +14,13 @@ Like the commands, it wires the library together (the dashboard's publisher into
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import optuna
 
 from common.errors import UsageError
 from common.machine import prepare_tensorflow
-from dashboards.live import publish
+from dashboards.live import DashboardPublisher
 from search.config import EVALUATION_SEED_START, SearchConfig
 from search.evidence.document import export_document
 from search.evidence.multiseed import arms_from, evaluate_arms
@@ -39,8 +38,7 @@ def search(config: SearchConfig) -> optuna.Study:
     from search.loop import open_search, run_search  # imports TensorFlow: after prepare_tensorflow
 
     data, epochs, storage, study, _ = open_search(config)
-    publisher = functools.partial(publish, storage_url=config.storage, target=config.trials, workers=1,
-                                  confirm_runs=confirm_runs(config))
+    publisher = DashboardPublisher(config.storage, config.trials, 1, confirm_runs(config))
     study, stopped = run_search(config, epochs, data=data, study=study, storage=storage, publisher=publisher)
     if stopped:
         raise RuntimeError(f"search stopped: {stopped}")

@@ -6,7 +6,6 @@ name, so a resumed search never mixes trials of different experiments.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,10 @@ from typing import Any
 from common.errors import UsageError
 from models.schedules import FACTOR_BOUNDS
 from search.pruning import PRUNERS
+from search.records import CONFIRM_SUFFIX, is_confirm_study
 from search.space import FAMILY_CHOICES
 from storage.rdb import HEARTBEAT_SECONDS
-from storage.urls import DEFAULT_URL, beside_storage
+from storage.urls import DEFAULT_URL, beside_storage, redacted
 from training.config import TrainConfig
 from training.data import DATASETS
 
@@ -31,6 +31,9 @@ BASELINE_SEED_OFFSET = 1000  # baseline replicas: seed + 1000 + i
 CONFIRM_SEED_OFFSET = 2000  # confirm stage: seed + 2000 + i
 EVALUATION_SEED_START = 10_000  # search.evaluate's default: 10000 + i
 CHECKPOINT_FOLDER = "search-checkpoints"  # beside a SQLite study, else in the working folder
+MAX_HEARTBEAT = 86_400  # seconds
+MAX_SEED = 2 ** 30  # so that every derived seed (seed + 10000 + i at most) stays a valid 32-bit seed
+MAX_STUDY_NAME = 100
 NO_CHECKPOINTS = "none"
 
 # compared on resume; storage, trials, workers, timeout, data-dir and checkpoint-dir may change between runs
@@ -103,26 +106,36 @@ class SearchConfig:
         for name in ("baseline_seeds", "confirm_top", "keep_models"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name.replace('_', '-')}: must be >= 0, got {getattr(self, name)}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise UsageError(f"timeout: must be > 0 seconds, got {self.timeout}")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise UsageError(f"timeout: must be a finite number of seconds > 0, got {self.timeout}")
+        if self.heartbeat > MAX_HEARTBEAT:
+            raise UsageError(f"heartbeat: at most {MAX_HEARTBEAT} seconds (a day), got {self.heartbeat}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f"seed: must lie in 0..{MAX_SEED}, got {self.seed}")
         object.__setattr__(self, "scale_range", (float(lo), float(hi)))
         object.__setattr__(self, "study", self.study or f"{self.dataset}-resnet{self.depth}")
+        check_study_name(self.study)
         object.__setattr__(self, "train", TrainConfig(depth=self.depth, epochs=self.epochs,
                                                       batch_size=self.batch_size, precision=self.precision,
                                                       seed=self.seed,
                                                       steps_per_execution=self.steps_per_execution))
 
+    def __repr__(self) -> str:  # a notebook shows it: never the storage's password
+        shown = ", ".join(f"{name}={redacted(value)!r}" if name == 'storage' else f"{name}={value!r}"
+                          for name, value in self.to_dict().items())
+        return f"SearchConfig({shown})"
+
     def baseline_replica_seeds(self) -> list[int]:
         """Seeds of the baseline's replicas, whose spread is the study's noise floor (disjoint from ``seed``)."""
         return [self.seed + BASELINE_SEED_OFFSET + i for i in range(self.baseline_seeds)]
 
-    def checkpoints(self, study: str) -> Path | None:
-        """Where the trials of ``study`` keep their epoch checkpoints: ``--checkpoint-dir``/study, by default
-        ``search-checkpoints/``/study beside a SQLite file (in the working folder for other databases); None
-        with ``--checkpoint-dir none``."""
+    def checkpoint_root(self) -> Path | None:
+        """Where runs keep their epoch checkpoints, one folder each (``search.run_folders``): ``--checkpoint-dir``,
+        by default ``search-checkpoints/`` beside a SQLite file (in the working folder for other databases);
+        None with ``--checkpoint-dir none``."""
         if self.checkpoint_dir == NO_CHECKPOINTS:
             return None
-        return beside_storage(self.storage, self.checkpoint_dir, CHECKPOINT_FOLDER) / re.sub(r"[^\w.-]", "_", study)
+        return beside_storage(self.storage, self.checkpoint_dir, CHECKPOINT_FOLDER)
 
     def study_settings(self) -> dict[str, Any]:
         """The settings that define the experiment, as stored on the study (JSON-friendly)."""
@@ -134,6 +147,17 @@ class SearchConfig:
         data = asdict(self)
         data.pop("train")
         return data
+
+
+def check_study_name(name: str) -> None:
+    """UsageError for a study name the tool cannot keep: empty, longer than ``MAX_STUDY_NAME``, with control
+    characters, or a confirm stage's own name."""
+    if not name or len(name) > MAX_STUDY_NAME or not name.isprintable():
+        raise UsageError(f"study: a name of 1 to {MAX_STUDY_NAME} printable characters, got {len(name)} "
+                         f"characters{'' if name.isprintable() else ' with control characters'}")
+    if is_confirm_study(name):
+        raise UsageError(f"study: names ending in {CONFIRM_SUFFIX!r} belong to confirm stages; use "
+                         f"{name[:-len(CONFIRM_SUFFIX)]!r}")
 
 
 def settings_difference(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:

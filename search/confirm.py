@@ -20,13 +20,16 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from commands.flags import add_confirm_arguments, add_storage_argument
+from commands.flags import add_artifact_dir_argument, add_confirm_arguments, add_storage_argument
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
+from common.files import check_writable
 from common.log import quiet_optuna
 from search import records
 from search.config import SearchConfig
 from search.interrupts import interrupted_exit, signals_as_interrupt
+from search.liveness import retry
+from storage.artifacts import artifact_folder
 from storage.rdb import HEARTBEAT_SECONDS, load_existing_study, open_storage
 from training.data import load_dataset
 
@@ -39,28 +42,45 @@ def build_parser() -> ArgumentParser:
                         "(default 5)")
     add_confirm_arguments(parser, "--seeds")
     parser.add_argument("--data-dir", help="folder of the CIFAR archive, as for the search")
+    parser.add_argument("--checkpoint-dir", metavar="DIR", help="where the runs keep their epoch checkpoints, as "
+                        "for the search (default: search-checkpoints/ beside a SQLite study; none = off)")
+    parser.add_argument("--keep-models", type=int, default=5, metavar="K",
+                        help="0 keeps no model; otherwise each arm keeps one run's model, for export --model "
+                             "(default 5)")
+    add_artifact_dir_argument(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    quiet_optuna()
-    storage = open_storage(args.storage, HEARTBEAT_SECONDS, create=False)
-    study = load_existing_study(storage, args.study)
-    # the search's own budget, its epochs as resolved when it started
-    settings = {**records.require_settings(study), "epochs": records.epochs(study)}
-    config = SearchConfig(**settings, storage=args.storage, study=args.study, data_dir=args.data_dir,
-                          confirm_top=args.top, confirm_seeds=args.seeds, min_effect=args.min_effect / 100)
-    if not any(records.is_baseline_run(t) for t in study.get_trials(deepcopy=False)):
-        raise UsageError(f"study: {args.study!r} has no baseline trial")
-    data = load_dataset(config.dataset, config.data_dir, config.subset)
-    from search.evidence.confirm_stage import run_confirm  # imports TensorFlow: once the input is checked
-
     try:
-        with signals_as_interrupt():
-            run_confirm(config, study, storage, data)
+        with signals_as_interrupt():  # from the first line: a Ctrl-C anywhere is recorded and resumable
+            return confirm(build_parser().parse_args(argv))
     except KeyboardInterrupt as interrupt:
         return interrupted_exit(interrupt)
+
+
+def confirm(args) -> int:
+    quiet_optuna()
+    # read first, as a reader (no journal mode, no tables written): a foreign or unknown study is refused untouched
+    reader = open_storage(args.storage, reader=True)
+    name = records.search_study_name(reader, args.study)
+    study = load_existing_study(reader, name)
+    # the search's own budget, its epochs as resolved when it started
+    settings = {**records.require_settings(study), "epochs": records.epochs(study)}
+    config = SearchConfig(**settings, storage=args.storage, study=name, data_dir=args.data_dir,
+                          confirm_top=args.top, confirm_seeds=args.seeds, min_effect=args.min_effect / 100,
+                          checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models,
+                          artifact_dir=args.artifact_dir)
+    if not any(records.is_baseline_run(t) for t in study.get_trials(deepcopy=False)):
+        raise UsageError(f"study: {name!r} has no baseline trial")
+    data = load_dataset(config.dataset, config.data_dir, config.subset)
+    check_writable(config.checkpoint_root(), "checkpoint-dir", "choose another, or none for no checkpoints")
+    if config.keep_models:
+        check_writable(artifact_folder(config.storage, config.artifact_dir), "artifact-dir", "choose another")
+    storage = open_storage(args.storage, HEARTBEAT_SECONDS, create=False, on_stale=retry)
+    from search.evidence.confirm_stage import run_confirm  # imports TensorFlow: once the input is checked
+
+    run_confirm(config, load_existing_study(storage, name), storage, data)
     return 0
 
 

@@ -14,12 +14,13 @@ scored 0.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from commands.flags import add_artifact_dir_argument, add_training_arguments
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
-from common.files import write_json_atomic
+from common.files import check_output, check_writable, write_json_atomic
 from common.log import quiet_optuna, result
 from search import records
 from search.config import EVALUATION_SEED_START
@@ -42,7 +43,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--output", default="evaluation.json", help="JSON file to write (default evaluation.json)")
     parser.add_argument("--storage", help="study storage URL to record the evaluation on (with --study)")
     parser.add_argument("--tensorboard", metavar="DIR", help="log every run for TensorBoard, one run folder each "
-                        "(DIR/seed-10000-ARM)")
+                        "(DIR/evaluate/seed-10000-ARM, with --study DIR/STUDY/evaluate/...)")
     parser.add_argument("--study", help="study to record the evaluation on (the JSON is attached to it too)")
     parser.add_argument("--keep-models", action="store_true", help="attach every run's trained model to the study "
                         "(seed-10000-ARM.keras, with --study) as an artifact")
@@ -54,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.keep_models and not args.study:
         raise UsageError("keep-models: the models are attached to a study; give --storage and --study")
+    check_output(args.output, "output")  # before hours of training, not after
+    if args.tensorboard:
+        check_writable(Path(args.tensorboard), "tensorboard", "choose another folder")
     arms = arms_from(args.schedule)
     configs = [TrainConfig(depth=args.depth, epochs=args.epochs, batch_size=args.batch_size,
                            precision=args.precision, seed=args.seed + i, steps_per_execution=args.steps_per_execution)
@@ -70,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = load_dataset(args.dataset, args.data_dir, args.subset, validation=False)
     store = artifact_store(args.storage, args.artifact_dir) if study is not None else None
     keep = (lambda path: attach(study, store, path)) if args.keep_models else None
-    record = evaluate_arms(arms, configs, data, args.dataset, args.subset, args.tensorboard, keep)
+    record = evaluate_arms(arms, configs, data, args.dataset, args.subset, args.tensorboard, keep, args.study)
     write_json_atomic(args.output, record)
     if study is not None:
         records.record_evaluation(study, record)

@@ -27,7 +27,7 @@ from optuna.artifacts import download_artifact
 
 from commands.flags import add_artifact_dir_argument, add_storage_argument
 from common.cli import ArgumentParser, run_command
-from common.files import write_json_atomic
+from common.files import check_output, write_json_atomic
 from common.log import log, quiet_optuna, result
 from models.schedules import Schedule, block_count
 from search import records
@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.depth is not None:
         block_count(args.depth)
+    check_output(args.output, "output")
+    if args.model:
+        check_output(args.model, "model")
     quiet_optuna()
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     study = load_existing_study(storage, records.search_study_name(storage, args.study))

@@ -1,74 +1,102 @@
 """Which trained networks a study keeps: the models of its best ``keep`` candidates, as artifacts, and in the
 confirm stage one model per candidate arm.
 
-A trial that completes saves its trained model (a ``.keras`` file: the network behind its input pipeline, with
-the schedule in its config and the optimizer's state) and uploads it to the study's artifact store while it is
-still running, if it ranks among the top ``keep`` completed candidates by validation accuracy; a model that
-falls out of the top ``keep`` is removed, file and record. References (baseline runs, learned arms) never take
-a slot. Several workers may decide at once: each ranks what the study holds, so a model is only ever removed by
-a view that ranks it out. The confirm stage keeps the model of each candidate arm's first finished run, so the
-confirmed winner's network can be exported even when its search trial's model was not kept.
+A run that trains to its end saves its model (a ``.keras`` file: the network behind its input pipeline, with the
+schedule in its config and the optimizer's state). While its trial still runs, the model is attached to it if it
+ranks among the ``keep`` best candidates holding one (``offer``); once the trial is recorded, the study's models
+are pruned to the ``keep`` best *complete* candidates (``prune``): models of trials that failed or were pruned,
+and models ranked out, go, record first, then file. So the best complete trial's model is never deleted for a
+trial that then fails, and no record points at a missing file. Both decisions run under a study lock (an advisory
+lock on PostgreSQL, a file lock on SQLite): with K workers at most K holders run at once, and once they are
+recorded the study keeps at most ``keep``. References (baseline runs, learned arms) never take a slot. The confirm
+stage keeps the model of each candidate arm's first finished run, so the confirmed winner's network can be
+exported even when its search trial's model was not kept.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 
 from common.errors import UsageError
 from search import records
 from search.records import TrialKey
 from storage.artifacts import artifact_store, attach, forget, kept_model
+from storage.attributes import study_lock
 
 
 class ModelKeeper:
-    """Keeps the trained models of a study's ``keep`` best schedule trials in ``store``."""
+    """Keeps the trained models of a study's ``keep`` best candidates in ``store``."""
 
     def __init__(self, storage, store, keep: int):
         self.storage, self.store, self.keep = storage, store, keep
 
     @classmethod
     def for_search(cls, config, storage) -> "ModelKeeper | None":
-        """The keeper of a search's (or its confirm stage's) ``--keep-models`` best models, in its
-        ``--artifact-dir``; None with ``--keep-models 0``."""
+        """The keeper of a search's ``--keep-models`` best models, in its ``--artifact-dir``; None with
+        ``--keep-models 0``."""
         if not config.keep_models:
             return None
         return cls(storage, artifact_store(config.storage, config.artifact_dir), config.keep_models)
 
     def offer(self, trial: optuna.Trial, value: float, model_file: Path) -> bool:
-        """Keep the running ``trial``'s model if it ranks in the top ``keep``; drop the models it pushes out.
-        True when it was kept."""
-        holders = [t for t in records.candidates(trial.study) if kept_model(t) is not None]
-        ranked = sorted([(t.value, -t.number, t) for t in holders] + [(value, -trial.number, None)],
-                        key=lambda item: item[:2], reverse=True)
-        kept = any(t is None for *_, t in ranked[:self.keep])
-        if kept:
+        """Attach the running ``trial``'s model if it ranks among the ``keep`` best holders (complete or
+        running); True when it did. Nothing is removed here: that waits until the trial is recorded."""
+        with study_lock(self.storage, trial.study.study_name):
+            holders = [t for t in self._holders(trial.study) if t.state in (TrialState.COMPLETE, TrialState.RUNNING)
+                       and t.number != trial.number]
+            ranked = sorted([(t.value if t.value is not None else float("-inf"), -t.number) for t in holders]
+                            + [(value, -trial.number)], reverse=True)
+            if (value, -trial.number) not in ranked[:self.keep]:
+                return False
             records.write(trial, TrialKey.MODEL_ARTIFACT, attach(trial, self.store, model_file))
-        for *_, loser in ranked[self.keep:]:
-            if loser is not None:
-                forget(self.storage, self.store, trial.study.study_name, loser.number, kept_model(loser))
-        return kept
+            return True
+
+    def prune(self, study: optuna.Study) -> None:
+        """Keep the models of the ``keep`` best complete candidates; remove every other finished trial's."""
+        with study_lock(self.storage, study.study_name):
+            holders = self._holders(study)
+            kept = {t.number for t in records.ranked(t for t in holders if t.state == TrialState.COMPLETE
+                                                     and records.is_candidate(t))[:self.keep]}
+            self._forget(study, [t for t in holders if t.state != TrialState.RUNNING and t.number not in kept])
+
+    def _holders(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in study.get_trials(deepcopy=False) if kept_model(t) is not None]
+
+    def _forget(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
+        for trial in trials:
+            forget(self.storage, self.store, study.study_name, trial.number, kept_model(trial))
 
 
-class ArmModelKeeper:
-    """The confirm stage's keeper: the model of each candidate arm's first finished run."""
-
-    def __init__(self, store):
-        self.store = store
+class ArmModelKeeper(ModelKeeper):
+    """The confirm stage's keeper: the model of each arm's first finished run (one per arm the stage has ever
+    planned: at most the arms of its plans)."""
 
     @classmethod
     def for_search(cls, config, storage) -> "ArmModelKeeper | None":
         if not config.keep_models:
             return None
-        return cls(artifact_store(config.storage, config.artifact_dir))
+        return cls(storage, artifact_store(config.storage, config.artifact_dir), 1)
 
     def offer(self, trial: optuna.Trial, value: float, model_file: Path) -> bool:
         arm = records.attr(trial, TrialKey.ARM)
-        if any(records.attr(t, TrialKey.ARM) == arm and kept_model(t) is not None
-               for t in records.complete(trial.study)):
-            return False
-        records.write(trial, TrialKey.MODEL_ARTIFACT, attach(trial, self.store, model_file))
-        return True
+        with study_lock(self.storage, trial.study.study_name):
+            if any(records.attr(t, TrialKey.ARM) == arm and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
+                   and t.number != trial.number for t in self._holders(trial.study)):
+                return False
+            records.write(trial, TrialKey.MODEL_ARTIFACT, attach(trial, self.store, model_file))
+            return True
+
+    def prune(self, study: optuna.Study) -> None:
+        """One model per arm, a complete run's; the others' go."""
+        with study_lock(self.storage, study.study_name):
+            holders, first = self._holders(study), {}
+            for trial in holders:
+                if trial.state == TrialState.COMPLETE:
+                    first.setdefault(records.attr(trial, TrialKey.ARM), trial.number)
+            self._forget(study, [t for t in holders if t.state != TrialState.RUNNING
+                                 and first.get(records.attr(t, TrialKey.ARM)) != t.number])
 
 
 def model_to_export(trial: optuna.trial.FrozenTrial, study: optuna.Study, store, path: str, output: str,

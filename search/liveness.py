@@ -1,57 +1,167 @@
-"""Which running trials are alive: each records the process that runs it, and a trial whose process is gone is
-failed and queued again at once."""
+"""Which running trials are alive, and what happens to those that are not.
+
+Every running trial records the process that runs it: host, boot id, PID namespace, pid and the process's start
+time. A trial is failed and queued again at once only when all of them say "this machine, this boot, this PID
+namespace, and that process is gone (or its pid now belongs to a later process)". Any doubt (another host, a
+container with another PID namespace, a /proc that does not show this namespace, an old record without them)
+falls back to the heartbeat: a trial silent for two ``--heartbeat`` intervals is failed by the next worker that
+opens the study (Optuna's ``fail_stale_trials``) and queued again by ``retry``.
+
+``retry`` is this tool's, not Optuna's ``RetryHeartbeatStaleTrialCallback``: that one copies every user and
+system attribute of the failed trial, so a retry would carry the dead worker's host, pid and fail reason (and be
+"cleared" again the moment it is claimed) and its model's artifact record. Ours keeps only what defines the run.
+"""
 from __future__ import annotations
 
 import os
 import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import optuna
-from optuna.storages import RetryFailedTrialCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
+from common.log import log
 from search import records
 from search.records import TrialKey
 from storage.rdb import MAX_RETRY
 
+DIED = "its worker died"  # the start of the fail reason of a trial cleared here
+
+
+class TakenOver(Exception):
+    """This process's trial was failed by another one meanwhile (its heartbeat looked stale: this process was
+    stopped, or its machine slept) and queued again; the retry resumes from the checkpoint."""
+
+    def __init__(self, number: int):
+        super().__init__(f"trial {number} was failed by another process (its heartbeat looked stale)")
+        self.number = number
+
+
+def optimize(study: optuna.Study, objective, **kwargs) -> None:
+    """``study.optimize``, going on when another process failed this one's trial meanwhile: Optuna's own ``tell``
+    then raises ("Cannot tell a FAIL trial"); the trial is logged and left to its retry."""
+    try:
+        study.optimize(objective, **kwargs)
+    except ValueError as error:
+        number = getattr(objective, "current", None)
+        if not str(error).startswith("Cannot tell a") or number is None:
+            raise
+        log.warning(f"warning: trial {number} was failed by another process while this one trained it (its "
+                    f"heartbeat looked stale: was this process stopped?); its retry resumes from its checkpoint; "
+                    f"going on")
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """A process as a trial records it. ``start_ticks``: clock ticks from boot to the process's start (field 22 of
+    /proc/PID/stat), so a pid reused by a later process is told apart."""
+
+    host: str
+    pid: int
+    boot_id: str | None = None
+    pid_namespace: str | None = None
+    start_ticks: int | None = None
+
+    @classmethod
+    def current(cls) -> "ProcessIdentity":
+        return cls(socket.gethostname(), os.getpid(), _read("/proc/sys/kernel/random/boot_id"),
+                   _namespace(), _start_ticks("self"))
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> "ProcessIdentity | None":
+        """The identity a trial recorded (an older record holds only host and pid), or None."""
+        recorded = records.attr(trial, TrialKey.PROCESS)
+        if isinstance(recorded, dict):
+            try:
+                return cls(**recorded)
+            except TypeError:
+                return None
+        host, pid = records.attr(trial, TrialKey.HOST), records.attr(trial, TrialKey.PID)
+        return cls(host, pid) if host is not None and isinstance(pid, int) else None
+
+    def shares_namespace_with(self, other: "ProcessIdentity") -> bool:
+        """True only when both say: same host, same boot, same PID namespace, all known."""
+        return (self.host == other.host and None not in (self.boot_id, self.pid_namespace)
+                and self.boot_id == other.boot_id and self.pid_namespace == other.pid_namespace)
+
+    def is_gone(self) -> bool | None:
+        """True: this process no longer runs (its pid is free, or taken by a process started later); False: it
+        runs; None: this process cannot tell (no /proc, or a /proc that shows another PID namespace)."""
+        if self.start_ticks is None or not _proc_shows_own_namespace():
+            return None
+        started = _start_ticks(str(self.pid))
+        return started is None or started != self.start_ticks
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: str) -> int | None:
+    text = _read(f"/proc/{pid}/stat")
+    if text is None:
+        return None
+    fields = text[text.rfind(")") + 2:].split()  # the command name, in parentheses, may hold spaces
+    return int(fields[19])  # field 22 of the line; the 20th after the name
+
+
+def _proc_shows_own_namespace() -> bool:
+    """/proc shows this process's PID namespace (inside ``unshare --pid`` without a /proc of its own, it does
+    not, and a pid read there is another process's)."""
+    try:
+        return int(os.readlink("/proc/self")) == os.getpid()
+    except (OSError, ValueError):
+        return False
+
 
 def record_process(trial: optuna.Trial) -> None:
-    """Record on a running trial the host and process running it, so that a dead one is recognised at once."""
-    records.write(trial, TrialKey.HOST, socket.gethostname())
-    records.write(trial, TrialKey.PID, os.getpid())
+    """Record on a running trial the process running it, so that a dead one is recognised at once."""
+    identity = ProcessIdentity.current()
+    records.write(trial, TrialKey.PROCESS, asdict(identity))
+    records.write(trial, TrialKey.HOST, identity.host)
+    records.write(trial, TrialKey.PID, identity.pid)
 
 
 def clear_zombies(storage, study: optuna.Study) -> list[int]:
-    """Fail and re-queue, at once, every RUNNING trial whose process ran on this host and no longer exists
-    (``kill -9``, a crash); the numbers of those trials.
-
-    The heartbeat would leave such a trial RUNNING for two intervals (2 minutes by default), long enough for a
-    re-run to reach its target past it. On the same host the tool can know better; other hosts' trials keep the
-    heartbeat rule. The retry is Optuna's ``RetryFailedTrialCallback``, as for a stale heartbeat.
-    """
-    host, cleared = socket.gethostname(), []
+    """Fail and queue again, at once, every RUNNING trial whose process ran in this PID namespace of this machine
+    and no longer exists (``kill -9``, a crash); the numbers of those trials. Anything less certain is left to
+    the heartbeat."""
+    here, cleared = ProcessIdentity.current(), []
     study_id = storage.get_study_id_from_name(study.study_name)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = records.attr(trial, TrialKey.PID)
-        if records.attr(trial, TrialKey.HOST) != host or pid is None or pid == os.getpid() or _process_exists(pid):
+        there = ProcessIdentity.of(trial)
+        if there is None or there.pid == here.pid or not here.shares_namespace_with(there) \
+                or there.is_gone() is not True:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
             records.write_fail_reason(storage, study.study_name, trial.number,
-                                      f"its worker died (pid {pid} on {host})")
+                                      f"{DIED} (pid {there.pid} on {there.host})")
             if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:  # another process on this host cleared it first
             continue
-        RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, storage.get_trial(trial_id))
+        retry(study, storage.get_trial(trial_id))
         cleared.append(trial.number)
     return cleared
 
 
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+def retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial again (at most ``MAX_RETRY`` times in a row): the same parameters and the records that
+    define the run, nothing of the process that ran it. Also the RDB storage's heartbeat-stale callback."""
+    history = records.retry_history(trial)
+    if len(history) >= MAX_RETRY:
+        log.warning(f"warning: trial {trial.number} failed {len(history) + 1} times; not queued again")
+        return
+    records.add_retry(study, trial, [*history, trial.number])

@@ -4,6 +4,7 @@ API share (``search.workers`` adds the signals and exit codes of a worker proces
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
 import optuna
@@ -14,9 +15,11 @@ from search import records
 from search.config import SearchConfig
 from search.evidence.confirm_stage import run_confirm
 from search.keep import ModelKeeper
-from search.objective import Objective
+from search.liveness import optimize, retry
+from search.objective import AfterTrial, Objective
 from search.progress import FailureGuard, TrialReporter
 from search.study import check_existing, open_study
+from storage.artifacts import artifact_folder
 from storage.rdb import open_storage
 from training.data import Dataset, load_dataset
 
@@ -31,9 +34,14 @@ def open_search(config: SearchConfig):
     # everything the user can get wrong is checked before the storage is written to
     data = load_dataset(config.dataset, config.data_dir, config.subset)
     epochs = config.train.epochs_for(len(data.y_train))
-    check_writable(config.checkpoints(config.study), "checkpoint-dir",
+    check_writable(config.checkpoint_root(), "checkpoint-dir",
                    "choose another --checkpoint-dir, or none for no checkpoints")
-    storage = open_storage(config.storage, config.heartbeat)
+    if config.keep_models:
+        check_writable(artifact_folder(config.storage, config.artifact_dir), "artifact-dir",
+                       "choose another --artifact-dir, or --keep-models 0")
+    if config.tensorboard:
+        check_writable(Path(config.tensorboard), "tensorboard", "choose another folder")
+    storage = open_storage(config.storage, config.heartbeat, on_stale=retry)
     resuming = check_existing(storage, config)
     return data, epochs, storage, open_study(storage, config, epochs), resuming
 
@@ -60,14 +68,16 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
     quiet_optuna()
     data = data if data is not None else load_dataset(config.dataset, config.data_dir, config.subset)
     if study is None:
-        storage = open_storage(config.storage, config.heartbeat)
+        storage = open_storage(config.storage, config.heartbeat, on_stale=retry)
         study = open_study(storage, config, epochs, worker=rank)
     keeper = ModelKeeper.for_search(config, storage)
     reporter = TrialReporter(config, show_bar=config.workers == 1, initial=records.finished_count(study))
     guard = FailureGuard(config.max_failures)
-    after = [reporter, guard, *([_AfterEachTrial(publisher, storage)] if publisher else [])]
+    after = [AfterTrial(config.checkpoint_root(), keeper), reporter, guard,
+             *([_AfterEachTrial(publisher, storage)] if publisher else [])]
     callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=records.FINISHED), *after]
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    objective = Objective(config, data, keeper)
     try:
         # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in the
         # queue behind trials that already reach the target
@@ -76,9 +86,8 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
-            study.optimize(Objective(config, data, keeper), n_trials=max(remaining, 1), timeout=left,
-                           callbacks=callbacks if remaining > 0 else after, catch=(Exception,),
-                           gc_after_trial=True)
+            optimize(study, objective, n_trials=max(remaining, 1), timeout=left,
+                     callbacks=callbacks if remaining > 0 else after, catch=(Exception,), gc_after_trial=True)
     finally:
         reporter.close()
     if guard.tripped:

@@ -12,8 +12,9 @@ from models.schedules import LEARNED, Schedule, positions, preset
 from search import records
 from search.config import SearchConfig
 from search.interrupts import raise_if_interrupted
+from search import run_folders
 from search.keep import ModelKeeper
-from search.liveness import record_process
+from search.liveness import TakenOver, record_process
 from search.records import INTERRUPTED, TrialKey
 from search.space import suggest_schedule
 from training.config import EpochHook, TrainConfig
@@ -34,8 +35,10 @@ class Objective:
 
     def __init__(self, config: SearchConfig, data: Dataset, keeper: ModelKeeper | None = None):
         self.config, self.data, self.keeper = config, data, keeper
+        self.current: int | None = None  # the trial being run, for search.liveness.optimize
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.current = trial.number
         record_process(trial)
         arm = records.preset_of(trial)
         schedule = preset(arm) if arm in LEARNED else suggest_schedule(trial, self.config.family,
@@ -54,7 +57,7 @@ class Objective:
             return not never_prune and trial.should_prune()
 
         result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data,
-                             report, self.config.checkpoints(trial.study.study_name),
+                             report, self.config.checkpoint_root(),
                              self.keeper if records.is_candidate(trial) else None, self.config.tensorboard)
         if result.stopped_early:
             records.write(trial, TrialKey.PRUNED_AT_EPOCH, result.epochs_run)
@@ -66,28 +69,53 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
                 on_epoch: EpochHook, checkpoints: Path | None = None, keeper: ModelKeeper | None = None,
                 tensorboard: str | None = None) -> RunResult:
     """One training run for ``trial``, recorded on it: epochs run, wall seconds, images/s, the epoch it resumed
-    from (a re-run of a cut-short trial with the same parameters and seed, checkpointed in ``checkpoints``); the
-    reason of a failure (``interrupted`` for Ctrl-C or SIGTERM) before it propagates; a diverged run pruned with
-    its reason. The run's per-epoch training loss and accuracy are kept on the trial (``train_loss``,
-    ``train_accuracy``) beside the validation accuracy its intermediate values hold; with ``tensorboard`` the run
-    also logs to ``tensorboard/trial-NNNN``; a run that trained to its end offers its model to ``keeper``."""
+    from; the reason of a failure (``interrupted`` for Ctrl-C or SIGTERM) before it propagates; a diverged run
+    pruned with its reason. The run's per-epoch training loss and accuracy are kept on the trial (``train_loss``,
+    ``train_accuracy``) beside the validation accuracy its intermediate values hold; a run that trained to its end
+    offers its model to ``keeper``.
+
+    The run's folder under ``checkpoints`` (and under ``tensorboard``) is the trial's own (``search.run_folders``);
+    a retry takes over the folder of the trial it re-runs and resumes from its checkpoint. The checkpoint stays
+    when the run ends: ``AfterTrial`` removes it once the trial is recorded. A trial that another process failed
+    meanwhile (its heartbeat looked stale) raises ``TakenOver``."""
     started = time.perf_counter()
-    board = Path(tensorboard) / f"trial-{trial.number:04d}" if tensorboard else None
+    name = trial.study.study_name
+    board = run_folders.run_folder(Path(tensorboard), name, trial.number) if tensorboard else None
     try:
-        with tempfile.TemporaryDirectory() as folder:
-            model_file = Path(folder) / f"trial-{trial.number:04d}.keras" if keeper is not None else None
-            result = run(config, schedule, data, on_epoch=on_epoch, checkpoint_dir=checkpoints,
-                         save_model=model_file, tensorboard=board)
-            if model_file is not None and model_file.is_file():  # saved only by a run that trained to its end
-                keeper.offer(trial, result.final_val_accuracy, model_file)
-    except KeyboardInterrupt:
-        records.write(trial, TrialKey.FAIL_REASON, INTERRUPTED)
-        raise
-    except Exception as error:
-        records.write(trial, TrialKey.FAIL_REASON, f"{type(error).__name__}: {error}"[:500])
-        raise
-    records.write_run(trial, result, time.perf_counter() - started)
-    if result.diverged:
-        records.write(trial, TrialKey.DIVERGED, result.diverged_reason)
-        raise optuna.TrialPruned(f"diverged: {result.diverged_reason}")
+        try:
+            folder = run_folders.inherit(checkpoints, trial.study, trial) if checkpoints is not None else None
+            with tempfile.TemporaryDirectory() as scratch:
+                model_file = Path(scratch) / f"trial-{trial.number:04d}.keras" if keeper is not None else None
+                result = run(config, schedule, data, on_epoch=on_epoch, checkpoint_dir=folder,
+                             save_model=model_file, tensorboard=board)
+                if model_file is not None and model_file.is_file():  # saved only by a run that trained to its end
+                    keeper.offer(trial, result.final_val_accuracy, model_file)
+        except KeyboardInterrupt:
+            records.write(trial, TrialKey.FAIL_REASON, INTERRUPTED)
+            raise
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise
+        except Exception as error:
+            records.write(trial, TrialKey.FAIL_REASON, f"{type(error).__name__}: {error}"[:500])
+            raise
+        records.write_run(trial, result, time.perf_counter() - started)
+        if result.diverged:
+            records.write(trial, TrialKey.DIVERGED, result.diverged_reason)
+            raise optuna.TrialPruned(f"diverged: {result.diverged_reason}")
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise TakenOver(trial.number) from None
     return result
+
+
+class AfterTrial:
+    """Optuna callback, once a trial is recorded: a finished run's checkpoint goes (a failed one's stays for its
+    retry), and the keeper prunes the study's models."""
+
+    def __init__(self, checkpoints: Path | None, keeper: ModelKeeper | None):
+        self.checkpoints, self.keeper = checkpoints, keeper
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.checkpoints is not None and trial.state in records.FINISHED:
+            run_folders.remove(run_folders.run_folder(self.checkpoints, study.study_name, trial.number))
+        if self.keeper is not None:
+            self.keeper.prune(study)

@@ -74,7 +74,8 @@ class TrialKey:
     DIVERGED = "diverged"  # why the run diverged (pruned)
     PRUNED_AT_EPOCH = "pruned_at_epoch"
     FAIL_REASON = "fail_reason"  # why it failed; "interrupted" for Ctrl-C or SIGTERM
-    HOST = "host"  # the process running it
+    PROCESS = "process"  # the process running it: search.liveness.ProcessIdentity (host, pid, boot, namespace)
+    HOST = "host"  # the same host and pid, readable at a glance
     PID = "pid"
     MODEL_ARTIFACT = "model_artifact"  # the kept model's artifact id
     DUPLICATE_OF = "duplicate_of"  # confirm stage: the earlier run of the same arm and seed
@@ -85,6 +86,9 @@ class TrialKey:
 
 
 INTERRUPTED = "interrupted"  # the fail reason of a trial that Ctrl-C or SIGTERM cut short
+# what a retry keeps of the trial it re-runs: what defines the run (the process, its fate and its files stay behind)
+RETRY_KEEPS = (TrialKey.PRESET, TrialKey.SEED, TrialKey.REPLICA, TrialKey.ARM, TrialKey.LABEL, TrialKey.SCHEDULE,
+               TrialKey.SOURCE_TRIAL, TrialKey.CANDIDATE)
 
 
 # --- trials: reading --------------------------------------------------------------------------------------------
@@ -206,20 +210,19 @@ def write_fail_reason(storage, study_name: str, number: int, reason: str) -> Non
     storage.set_trial_user_attr(trial_id, TrialKey.FAIL_REASON, reason)
 
 
-def enqueue(study: optuna.Study, params: dict[str, Any], *, preset: str | None = None, seed: int | None = None,
-            replica: bool = False, retry_of: int | None = None, once: bool = False) -> None:
-    """Queue a trial with fixed ``params`` and its records (a reference's name, a seed of its own, the trial it
-    re-runs); ``once``: not when a trial with the same params and records exists (Optuna's ``skip_if_exists``)."""
-    attrs: dict[str, Any] = {}
-    if preset is not None:
-        attrs[TrialKey.PRESET] = preset
+def enqueue_reference(study: optuna.Study, params: dict[str, Any], preset: str, seed: int | None = None) -> bool:
+    """Queue the reference ``preset`` (on a ``seed`` of its own: a baseline replica) unless the study holds it
+    already, in any state: a warm start killed half-way and run again queues each reference once. True when
+    queued."""
+    held = {(preset_of(t), seed_of(t) if is_replica(t) else None) for t in study.get_trials(deepcopy=False)
+            if is_reference(t)}
+    if (preset, seed) in held:
+        return False
+    attrs: dict[str, Any] = {TrialKey.PRESET: preset}
     if seed is not None:
-        attrs[TrialKey.SEED] = seed
-    if replica:
-        attrs[TrialKey.REPLICA] = True
-    if retry_of is not None:
-        attrs[TrialKey.RETRY_OF] = retry_of
-    study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=once)
+        attrs.update({TrialKey.SEED: seed, TrialKey.REPLICA: True})
+    study.enqueue_trial(params, user_attrs=attrs)
+    return True
 
 
 def enqueue_confirm_run(confirm: optuna.Study, arm: dict[str, Any], seed: int) -> None:
@@ -232,16 +235,29 @@ def enqueue_confirm_run(confirm: optuna.Study, arm: dict[str, Any], seed: int) -
         TrialKey.CANDIDATE: arm["candidate"]})
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue ``trial`` again, with the same fixed parameters, reference name and seed."""
-    enqueue(study, trial.system_attrs.get("fixed_params", trial.params), preset=preset_of(trial),
-            seed=seed_of(trial), replica=is_replica(trial), retry_of=trial.number)
+def add_retry(study: optuna.Study, trial: FrozenTrial, history: list[int]) -> None:
+    """Queue ``trial`` again: the same parameters and fixed parameters, the records that define the run
+    (``RETRY_KEEPS``), ``retry_of`` the trial, and ``history`` the retries that count towards the limit."""
+    attrs = {key: trial.user_attrs[key] for key in RETRY_KEEPS if key in trial.user_attrs}
+    attrs[TrialKey.RETRY_OF] = trial.number
+    system = {"retry_history": history, **({"failed_trial": history[0]} if history else {})}
+    if "fixed_params" in trial.system_attrs:
+        system["fixed_params"] = trial.system_attrs["fixed_params"]
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=trial.params,
+                                              distributions=trial.distributions, user_attrs=attrs,
+                                              system_attrs=system))
+
+
+def retry_history(trial: FrozenTrial) -> list[int]:
+    """The failed trials this one retries, oldest first (an interrupt does not count)."""
+    return list(trial.system_attrs.get("retry_history", []))
 
 
 def retry_of(trial: FrozenTrial) -> int | None:
-    """The trial this one runs again: an interrupted one (``retry_of``), or one whose worker died (Optuna's
-    ``failed_trial``)."""
-    return trial.user_attrs.get(TrialKey.RETRY_OF, trial.system_attrs.get("failed_trial"))
+    """The trial this one runs again (whose checkpoint it inherits), or None."""
+    if (number := trial.user_attrs.get(TrialKey.RETRY_OF)) is not None:
+        return number
+    return getattr(trial, "system_attrs", {}).get("failed_trial")  # retried by an earlier version (Optuna's)
 
 
 # --- the study ------------------------------------------------------------------------------------------------
@@ -296,8 +312,10 @@ def write_study_value(study: optuna.Study, key: str, value: Any) -> None:
 
 
 def confirmation(study: optuna.Study) -> dict[str, Any] | None:
-    """The confirm stage's summary, once the stage finished."""
-    return study.user_attrs.get(StudyKey.CONFIRMATION)
+    """The confirm stage's summary, once the stage finished (one written by an earlier version, without a
+    verdict, is out of date: the stage runs again, reusing its runs)."""
+    summary = study.user_attrs.get(StudyKey.CONFIRMATION)
+    return summary if isinstance(summary, dict) and "verdict" in summary else None
 
 
 def confirm_study_name(name: str) -> str:
@@ -311,6 +329,9 @@ def is_confirm_study(name: str) -> bool:
 def search_study_name(storage, name: str | None) -> str:
     """``name``, or the storage's only search study (confirm studies do not count); UsageError when it holds none
     or several."""
+    if name and is_confirm_study(name):
+        raise UsageError(f"study: {name!r} is a confirm stage; name its search study, "
+                         f"{name[:-len(CONFIRM_SUFFIX)]!r}")
     if name:
         return name
     names = [study for study in optuna.get_all_study_names(storage) if not is_confirm_study(study)]

@@ -9,13 +9,12 @@ pruned); nothing that finished is run again. Watch it with `optuna-dashboard sql
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from typing import Sequence
 
 from commands.flags import (add_artifact_dir_argument, add_confirm_arguments, add_storage_argument,
                             add_training_arguments)
-from dashboards.live import publish
+from dashboards.live import DashboardPublisher
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
 from common.log import log, quiet_optuna, result
@@ -26,6 +25,7 @@ from search.evidence.confirm_plan import is_settled
 from search.progress import confirm_runs
 from search.pruning import PRUNERS
 from search.space import FAMILY_CHOICES
+from search.interrupts import interrupted_exit, signals_as_interrupt
 from search.workers import WORKER_FLAG, config_from_payload, run_worker, run_workers
 from storage.rdb import HEARTBEAT_SECONDS
 from storage.urls import redacted
@@ -75,7 +75,8 @@ def build_parser() -> ArgumentParser:
                              "artifacts; the rest are deleted as they fall out; 0 = none (default 5)")
     add_artifact_dir_argument(parser)
     parser.add_argument("--tensorboard", metavar="DIR", help="log every trial for TensorBoard, one run folder each "
-                        "(DIR/trial-0007): loss, accuracy, validation accuracy and learning rate per epoch")
+                        "(DIR/STUDY/search/trial-00007, the confirm stage's under confirm/): loss, accuracy, validation "
+                        "accuracy and learning rate per epoch")
     parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     parser.add_argument("--max-failures", type=positive_int, default=5,
                         help="stop after this many trials in a row failed with an error (default 5)")
@@ -109,7 +110,14 @@ def config_from(args: argparse.Namespace) -> SearchConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        with signals_as_interrupt():  # from the first line: a Ctrl-C anywhere is recorded and resumable
+            return search(build_parser().parse_args(argv))
+    except KeyboardInterrupt as interrupt:
+        return interrupted_exit(interrupt)
+
+
+def search(args: argparse.Namespace) -> int:
     if args.worker is not None:  # started by run_workers: the configuration comes on standard input
         config, epochs = config_from_payload(sys.stdin.read())
         return run_worker(config, epochs, rank=args.worker, publisher=dashboard_publisher(config))
@@ -141,10 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_workers(config, epochs)
 
 
-def dashboard_publisher(config: SearchConfig):
-    """The figure and note optuna-dashboard shows, refreshed after every trial (``dashboards.live.publish``)."""
-    return functools.partial(publish, storage_url=config.storage, target=config.trials, workers=config.workers,
-                             confirm_runs=confirm_runs(config))
+def dashboard_publisher(config: SearchConfig) -> DashboardPublisher:
+    """The figure and note optuna-dashboard shows, refreshed after every trial."""
+    return DashboardPublisher(config.storage, config.trials, config.workers, confirm_runs(config))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from optuna.trial import TrialState
 from common.errors import UsageError
 from common.machine import package_versions
 from models.schedules import LEARNED, PAPER_PRESETS, paper_preset_for, preset
-from search import records
+from search import records, run_folders
 from search.config import SearchConfig, settings_difference
+from search.keep import ArmModelKeeper, ModelKeeper
 from search.liveness import clear_zombies
 from search.pruning import make_pruner
 from search.records import BASELINE, INTERRUPTED, StudyKey
@@ -36,6 +37,8 @@ def check_existing(storage, config: SearchConfig) -> bool:
     # a study another process has just created has no settings for a moment: give it time to write them
     stored = _wait_for(lambda: records.stored_settings(storage, config.study), CREATION_WAIT_SECONDS)
     if stored is None:
+        if _is_empty_shell(storage, config.study):  # a creation killed before its settings: taken over
+            return False
         raise UsageError(f"study: {config.study!r} exists but was not made by this tool; choose another --study")
     if differences := settings_difference(stored, config.study_settings()):
         raise UsageError(f"study: {config.study!r} was made with other settings ({'; '.join(differences)}); "
@@ -55,7 +58,7 @@ def open_study(storage, config: SearchConfig, epochs: int, worker: int = 0) -> o
                               pruner=make_pruner(config.pruner, epochs))
     # Only the process that created the study writes its settings and warm start, so machines starting a new
     # study together queue each warm-start trial once; the others wait for it (and take over if it died).
-    if not created:
+    if not created and records.settings(study):
         _wait_for(lambda: records.study_value(study, StudyKey.WARM_STARTED) or None, CREATION_WAIT_SECONDS)
     if not records.settings(study):
         records.write_settings(study, config.study_settings(), epochs)
@@ -65,7 +68,24 @@ def open_study(storage, config: SearchConfig, epochs: int, worker: int = 0) -> o
         warm_start(study, config)
         records.write_study_value(study, StudyKey.WARM_STARTED, True)
     requeue_interrupted(study)
+    tidy(storage, study, config)
     return study
+
+
+def tidy(storage, study: optuna.Study, config: SearchConfig) -> None:
+    """What a kill may have left behind: checkpoints of runs that are over, models of trials that are not the
+    best complete ones."""
+    run_folders.sweep(config.checkpoint_root(), study)
+    keeper = (ArmModelKeeper if records.is_confirm_study(study.study_name) else ModelKeeper).for_search(config,
+                                                                                                      storage)
+    if keeper is not None:
+        keeper.prune(study)
+
+
+def _is_empty_shell(storage, name: str) -> bool:
+    """A study with no attribute and no trial: what a creation killed before its settings leaves."""
+    study_id = storage.get_study_id_from_name(name)
+    return not storage.get_study_user_attrs(study_id) and not storage.get_all_trials(study_id, deepcopy=False)
 
 
 def _wait_for(read, seconds: float, step: float = 0.2):
@@ -84,8 +104,8 @@ def requeue_interrupted(study: optuna.Study) -> None:
     done = set(records.study_value(study, StudyKey.REQUEUED, []))
     interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                    if records.fail_reason(t) == INTERRUPTED and t.number not in done]
-    for trial in interrupted:
-        records.requeue(study, trial)
+    for trial in interrupted:  # an interrupt is not the run's failure: it does not count towards the retries
+        records.add_retry(study, trial, records.retry_history(trial))
         done.add(trial.number)
     if interrupted:
         records.write_study_value(study, StudyKey.REQUEUED, sorted(done))
@@ -100,8 +120,8 @@ def warm_start_presets(config: SearchConfig) -> list[str]:
 def warm_start(study: optuna.Study, config: SearchConfig) -> None:
     """Enqueue the baseline, the paper's schedule for this study, the baseline's replicas on seeds of their own
     (``--baseline-seeds``: the study's noise floor on its own budget, known early), the paper's other
-    schedules, then the learned arms; presets that do not fit the study's family or bounds are left out (the
-    baseline never).
+    schedules, then the learned arms, each once whatever a kill interrupted; presets that do not fit the study's
+    family or bounds are left out (the baseline never).
 
     A learned arm has no search parameters (it is not a point of the search space, and must not teach the sampler
     anything about one). TPE and random sampling take such a trial in their stride; GP and CMA-ES model the
@@ -114,11 +134,11 @@ def warm_start(study: optuna.Study, config: SearchConfig) -> None:
         params = trial_params(schedule, config.family)
         in_bounds = all(lo <= v <= hi for v in schedule.values(config.depth))
         if params is not None and (name == BASELINE or in_bounds):
-            records.enqueue(study, params, preset=name, once=True)
+            records.enqueue_reference(study, params, name)
         if index == 1:
             for seed in config.baseline_replica_seeds():
-                records.enqueue(study, baseline, preset=BASELINE, seed=seed, replica=True)
+                records.enqueue_reference(study, baseline, BASELINE, seed)
     if config.sampler in ("tpe", "random"):
         for name in LEARNED:
-            records.enqueue(study, {}, preset=name)
+            records.enqueue_reference(study, {}, name)
     records.write_study_value(study, StudyKey.BASELINE_SEEDS, [config.seed, *config.baseline_replica_seeds()])

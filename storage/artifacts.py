@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -23,11 +24,26 @@ ARTIFACT_FOLDER = "search-artifacts"
 ARTIFACT_PREFIX = "artifacts:"  # Optuna's system-attribute prefix of an artifact record
 
 
-def artifact_store(storage_url: str, folder: str | os.PathLike | None = None) -> FileSystemArtifactStore:
-    """The study's artifact store (the folder is created on first use)."""
-    path = beside_storage(storage_url, folder, ARTIFACT_FOLDER)
-    path.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(path))
+def artifact_folder(storage_url: str, folder: str | os.PathLike | None = None) -> Path:
+    """Where the study's artifact store is: ``folder``, else ``search-artifacts/`` beside a SQLite study."""
+    return beside_storage(storage_url, folder, ARTIFACT_FOLDER)
+
+
+class ArtifactStore(FileSystemArtifactStore):
+    """Optuna's file-system store whose folder is made by its first write, so a reader makes nothing."""
+
+    def __init__(self, folder: Path):
+        super().__init__(str(folder))
+        self.folder = Path(folder)
+
+    def write(self, artifact_id: str, content_body) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        super().write(artifact_id, content_body)
+
+
+def artifact_store(storage_url: str, folder: str | os.PathLike | None = None) -> ArtifactStore:
+    """The study's artifact store."""
+    return ArtifactStore(artifact_folder(storage_url, folder))
 
 
 def attach(study_or_trial, store: FileSystemArtifactStore, path: str | os.PathLike) -> str:
@@ -41,8 +57,7 @@ def attach_when_free(storage_url: str, study_name: str, store: FileSystemArtifac
     busy SQLite database: a reader never waits on the workers for long. True when attached; otherwise the
     caller's file is written all the same and a warning says the study does not list it."""
     try:
-        study = load_existing_study(open_storage(storage_url, heartbeat_seconds=None, create=False,
-                                                 busy_seconds=wait_seconds), study_name)
+        study = load_existing_study(open_storage(storage_url, reader=True, busy_seconds=wait_seconds), study_name)
         attach(study, store, path)
         return True
     except Exception as error:  # the database stayed locked (SQLite), or went away
@@ -61,11 +76,12 @@ def kept_model(trial: optuna.trial.FrozenTrial) -> str | None:
 
 def forget(storage: RDBStorage, store: FileSystemArtifactStore, study_name: str, trial_number: int,
            artifact_id: str) -> None:
-    """Remove a trial's artifact: its file from the store and its record from the trial."""
+    """Remove a trial's artifact: its record first, then its file, so that a kill in between leaves at worst a
+    file nobody points at, never a record pointing at no file."""
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name),
+                                                               trial_number)
+    forget_trial_system_attr(storage, trial_id, ARTIFACT_PREFIX + artifact_id)
     try:
         store.remove(artifact_id)
     except Exception:  # already gone (another worker removed it first)
         pass
-    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name),
-                                                               trial_number)
-    forget_trial_system_attr(storage, trial_id, ARTIFACT_PREFIX + artifact_id)

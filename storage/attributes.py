@@ -19,6 +19,8 @@ from optuna.storages import RDBStorage
 
 from common.files import folder_lock
 from storage.rdb import SCHEMA_LOCK_KEY
+
+KEEPER_LOCK_KEY = 0x5EA2C5  # PostgreSQL advisory lock of the decisions about a study's kept models
 from storage.urls import sqlite_path
 
 
@@ -93,3 +95,24 @@ def forget_trial_system_attr(storage: RDBStorage, trial_id: int, key: str) -> No
     table = _TRIAL_SYSTEM_ATTRS
     with storage.engine.begin() as connection:
         connection.execute(sqlalchemy.delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
+
+
+@contextlib.contextmanager
+def study_lock(storage: RDBStorage, study_name: str):
+    """While inside, no other process holds this lock for ``study_name``: a session advisory lock on PostgreSQL,
+    the SQLite file's folder lock (the machine's processes) otherwise. For decisions that read, then write
+    (which models a study keeps)."""
+    database = sqlite_path(storage.url)
+    if database is not None:
+        with folder_lock(database.parent):
+            yield
+        return
+    study_id = int(storage.get_study_id_from_name(study_name))
+    with storage.engine.connect() as connection:
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({KEEPER_LOCK_KEY}, {study_id})")
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({KEEPER_LOCK_KEY}, {study_id})")
+            connection.commit()

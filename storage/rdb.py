@@ -9,7 +9,7 @@
   the write lock for reading, so a dashboard left open never makes a worker wait.
 - PostgreSQL (``postgresql+psycopg://user:pass@host/db``): for workers on several machines.
 - Heartbeat: every running trial writes a heartbeat; a trial whose worker died (kill -9, power loss) is failed
-  once its heartbeat is ``grace`` seconds old, and Optuna's ``RetryFailedTrialCallback`` enqueues it again.
+  once its heartbeat is ``grace`` seconds old, and ``on_stale`` (the search's retry) queues it again.
 """
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 
 from common.errors import UsageError
 from common.files import folder_lock
-from storage.urls import DEFAULT_URL, redacted, sqlite_path
+from storage.urls import DEFAULT_URL, engine_url, redacted, scrub, sqlite_path
 
 HEARTBEAT_SECONDS = 60
 MAX_RETRY = 3  # a trial killed with its worker is re-run at most this many times
@@ -33,55 +33,72 @@ SQLITE_BUSY_SECONDS = 120
 SCHEMA_LOCK_KEY = 0x5EA2C4  # PostgreSQL advisory lock taken while Optuna's tables are created
 
 
-def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = HEARTBEAT_SECONDS,
-                 create: bool = True, reader: bool = False, busy_seconds: float = SQLITE_BUSY_SECONDS) -> RDBStorage:
+def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = None, create: bool = True,
+                 reader: bool = False, busy_seconds: float = SQLITE_BUSY_SECONDS, on_stale=None) -> RDBStorage:
     """Connect to the study storage at ``url``.
 
     Args:
-        url: any SQLAlchemy URL Optuna supports.
+        url: a SQLite or PostgreSQL URL (``storage.urls``: the password may be in its user part or query string).
         heartbeat_seconds: how often a running trial proves it is alive; None turns heartbeats off (for readers
             such as export and the report, which run no trials).
-        create: False refuses a SQLite file that does not exist yet instead of creating an empty one (readers).
-        reader: True for commands that read a study and claim no trials (export, report, dashboard): SQLite
-            transactions then take no write lock at BEGIN, and the journal mode is left as the search set it.
+        create: False refuses a SQLite file that does not exist yet instead of creating an empty one.
+        reader: True for commands that read a study and claim no trials (export, report, dashboard): they take no
+            lock, never change the database (no journal mode, no tables: a database without Optuna's tables is
+            refused) and their SQLite transactions take no write lock at BEGIN.
         busy_seconds: how long a SQLite write waits for another process's write lock before it fails.
+        on_stale: called with (study, trial) for each trial the heartbeat finds stale (search.liveness.retry).
 
     Raises:
-        UsageError: the URL is malformed, its driver is missing, or the database cannot be reached or read.
+        UsageError: the URL is malformed or unsupported, its driver is missing, or the database cannot be reached
+            or read; the message shows the URL without its password.
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    address = engine_url(url)
     engine_kwargs: dict[str, Any] = {}
     database = sqlite_path(url)
     if database is not None:
-        if not create and not database.is_file():
+        if (reader or not create) and not database.is_file():
             raise UsageError(f"storage: {database} does not exist; check --storage (a search creates it)")
         if create and not database.parent.is_dir():
             raise UsageError(f"storage: folder {database.parent} does not exist; create it or fix --storage")
         if database.is_file():
-            _check_sqlite_file(database)
+            _check_sqlite_file(database, holds_study=reader)
         engine_kwargs["connect_args"] = {"timeout": busy_seconds}
-    elif url.startswith("postgresql"):
+    else:
         # at most 2 connections a worker (the trial loop and the heartbeat thread): N workers need 2N
         engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=0)
     heartbeat: dict[str, Any] = {}
     if heartbeat_seconds:
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
         heartbeat = dict(heartbeat_interval=heartbeat_seconds, grace_period=2 * heartbeat_seconds,
-                         heartbeat_stale_trial_callback=retry)
+                         heartbeat_stale_trial_callback=on_stale)
     try:
-        with _schema_lock(url, database):
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        if reader and database is None:
+            _require_study_tables(address, url)
+        with contextlib.nullcontext() if reader else _schema_lock(address, database):
+            storage = RDBStorage(address, engine_kwargs=engine_kwargs, **heartbeat)
+    except UsageError:
+        raise
     except ImportError as error:
         raise UsageError(f"storage: the database driver for {redacted(url)} is not installed ({error.name}); "
                          f"for PostgreSQL run pip install 'psycopg[binary]'") from None
     except Exception as error:  # SQLAlchemy's ArgumentError/OperationalError, Optuna's version errors, ...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"storage: cannot open {redacted(url)}: {reason[:300]}") from None
+        raise UsageError(f"storage: cannot open {redacted(url)}: {scrub(reason, url)[:300]}") from None
     if database is not None and not reader:
         with storage.engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA journal_mode=WAL")  # stored in the file: set once, outside BEGIN
         _serialise_sqlite_transactions(storage.engine)
     return storage
+
+
+def _require_study_tables(address: str, url: str) -> None:
+    """A reader's PostgreSQL database must hold Optuna's tables: it never creates them."""
+    engine = sqlalchemy.create_engine(address, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        if not sqlalchemy.inspect(engine).has_table("studies"):
+            raise UsageError(f"storage: {redacted(url)} holds no study; check --storage (a search creates them)")
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager
@@ -131,16 +148,19 @@ def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()  # connections pooled while Optuna set the storage up predate the listeners
 
 
-def _check_sqlite_file(path: Path) -> None:
-    """Refuse a file that is not a readable SQLite database before SQLAlchemy tries to write to it."""
+def _check_sqlite_file(path: Path, holds_study: bool = False) -> None:
+    """Refuse a file that is not a readable SQLite database (with ``holds_study``: one holding Optuna's tables)
+    before SQLAlchemy tries to write to it."""
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            connection.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+            tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         finally:
             connection.close()
     except sqlite3.Error as error:
         raise UsageError(f"storage: {path} is not a readable SQLite database ({error})") from None
+    if holds_study and "studies" not in tables:
+        raise UsageError(f"storage: {path} holds no study (no Optuna tables); check --storage")
 
 
 def load_existing_study(storage: RDBStorage, name: str) -> optuna.Study:

@@ -1,17 +1,27 @@
 """What a storage URL says, and how it may be shown: its database file, its password hidden, the flag to print.
 
 Pure string work (SQLAlchemy's URL parser only): every layer that prints, stores or passes on a URL uses it, so a
-password never reaches output, attributes, notes, files or another process's command line.
+password never reaches output, attributes, notes, files or another process's command line. A password may sit in
+the URL's user part (``user:secret@host``, ``%40`` for an ``@`` in it) or, as libpq also reads it, in its query
+string (``?password=secret``); both are hidden. An ``@`` left unescaped in a password makes the URL ambiguous
+(SQLAlchemy would read part of the password as the host, and name it in its errors): refused, with the fix.
 """
 from __future__ import annotations
 
 import os
+import re
+import urllib.parse
 from pathlib import Path
 
 import sqlalchemy
 
+from common.errors import UsageError
+
 DEFAULT_URL = "sqlite:///search.db"
 STORAGE_ENV = "SEARCH_STORAGE"  # the storage URL, so that a password need not be typed on a command line
+SCHEMES = ("sqlite", "postgresql")  # SQLAlchemy dialects the tool supports (any PostgreSQL driver)
+SECRET_PARAMETERS = ("password", "passwd", "pwd", "sslpassword", "secret", "token", "key")
+HIDDEN = "***"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -22,24 +32,76 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path.split("?", 1)[0]) if path and path != ":memory:" else None
 
 
-def redacted(url: str) -> str:
-    """The URL with its password replaced by ``***``, for anything a person or another process may read."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy parses: hide whatever stands between ':' and '@'
+_ADDRESS = re.compile(r"^(?P<scheme>[\w+.-]+)://(?:(?P<user>.*)@)?(?P<rest>[^@]*)$", re.DOTALL)
+
+
+def _split(url: str) -> tuple[str, str, str, str]:
+    """``(scheme, user part, host and path, query)`` of ``scheme://user:secret@host/db?query``. The user part ends
+    at the *last* ``@``, so a password holding an unescaped ``@`` (or ``?``, ``/``) stays in it, never in the host.
+    A SQLite URL has no user part (its path may hold an ``@``)."""
+    if url.startswith("sqlite"):
         scheme, _, rest = url.partition("://")
-        credentials, at, host = rest.rpartition("@")
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if at else url
+        rest, _, query = rest.partition("?")
+        return scheme, "", rest, query
+    match = _ADDRESS.match(url)
+    if not match:
+        return "", "", url, ""
+    rest, _, query = match["rest"].partition("?")
+    return match["scheme"], match["user"] or "", rest, query
+
+
+def _hide_query(query: str) -> str:
+    parts = []
+    for item in query.split("&") if query else []:
+        name, equals, _ = item.partition("=")
+        parts.append(f"{name}={HIDDEN}" if equals and name.lower() in SECRET_PARAMETERS else item)
+    return "&".join(parts)
+
+
+def redacted(url: str) -> str:
+    """The URL with every password replaced by ``***`` (the user part's and the query string's), for anything
+    a person or another process may read."""
+    scheme, user, rest, query = _split(url)
+    if not scheme:
+        return url
+    if ":" in user:
+        user = user.split(":", 1)[0] + ":" + HIDDEN
+    shown = f"{scheme}://{user + '@' if user else ''}{rest}"
+    return shown + (f"?{_hide_query(query)}" if query else "")
+
+
+def has_secret(url: str) -> bool:
+    return redacted(url) != url
 
 
 def storage_flag(url: str) -> str:
     """``--storage URL`` for a command shown to the user; ``--storage "$SEARCH_STORAGE"`` when the URL carries a
     password, which must not be printed or stored."""
+    return f'--storage "${STORAGE_ENV}"' if has_secret(url) else f"--storage {url}"
+
+
+def engine_url(url: str) -> str:
+    """The URL SQLAlchemy is given: checked (a supported database, no ambiguous ``@``), with a query-string
+    password moved into the URL's password, where SQLAlchemy hides it in every repr and message. UsageError for a
+    URL it cannot be; its messages show the URL redacted."""
+    scheme, user, _, query = _split(url)
+    if scheme == "sqlite":
+        return url
+    if scheme.split("+")[0] not in SCHEMES:
+        raise UsageError(f"storage: {redacted(url)} is not a database this tool supports; use sqlite:///FILE "
+                         f"(one machine) or postgresql+psycopg://USER@HOST/DB (several)")
+    if "@" in user:
+        raise UsageError(f"storage: the password in {redacted(url)} holds an '@': write it as %40 (and ':' as "
+                         f"%3A, '/' as %2F)")
     try:
-        secret = sqlalchemy.engine.make_url(url).password is not None
+        parsed = sqlalchemy.engine.make_url(url)
     except Exception:
-        secret = redacted(url) != url
-    return f'--storage "${STORAGE_ENV}"' if secret else f"--storage {url}"
+        raise UsageError(f"storage: {redacted(url)} is not a URL SQLAlchemy can read") from None
+    secrets = {name: value for name, value in parsed.query.items() if name.lower() == "password"}
+    if secrets:
+        value = secrets["password"] if isinstance(secrets["password"], str) else secrets["password"][-1]
+        parsed = parsed.difference_update_query(list(secrets)).set(password=value)  # make_url unquoted it
+    return parsed.render_as_string(hide_password=False)
 
 
 def default_url() -> str:
@@ -53,3 +115,15 @@ def beside_storage(storage_url: str, folder: str | os.PathLike | None, default_n
         return Path(folder)
     database = sqlite_path(storage_url)
     return (database.parent if database is not None else Path()) / default_name
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (a driver's error message) with the URL's password, in any spelling, taken out."""
+    _, user, _, query = _split(url)
+    secrets = [user.split(":", 1)[1]] if ":" in user else []
+    secrets += [item.partition("=")[2] for item in query.split("&") if item.partition("=")[0].lower()
+                in SECRET_PARAMETERS]
+    for secret in filter(None, secrets):
+        for spelling in {secret, urllib.parse.unquote(secret)}:
+            text = text.replace(spelling, HIDDEN)
+    return re.sub(r"://([^:/@\s]*):[^@\s]*@", rf"://\1:{HIDDEN}@", text)

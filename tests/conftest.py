@@ -1,4 +1,8 @@
+import hashlib
 import os
+import sqlite3
+
+import optuna
 
 from common.machine import prepare_tensorflow
 
@@ -13,3 +17,41 @@ def _isolated_home(tmp_path, monkeypatch):
     """No test reads or writes the user's Keras cache or the working directory's search.db."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
     monkeypatch.chdir(tmp_path)
+
+
+# a tiny search: ResNet-8 on 200 digits images, one epoch a trial, no confirm stage
+TINY = ["--depth", "8", "--dataset", "digits", "--subset", "200", "--epochs", "1", "--batch-size", "64",
+        "--precision", "float32", "--heartbeat", "5", "--confirm-top", "0"]
+
+
+@pytest.fixture(scope="session")
+def one_trial_study(tmp_path_factory):
+    """A study file after a real one-trial search (the baseline), copied by each test that needs an existing
+    study."""
+    from search import run as search_run
+
+    db = tmp_path_factory.mktemp("existing") / "search.db"
+    assert search_run.main([*TINY, "--trials", "1", "--storage", f"sqlite:///{db}"]) == 0
+    with sqlite3.connect(db) as connection:  # fold the WAL journal into the file, so one file is the study
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return db
+
+
+def fingerprint(path):
+    """A file and its WAL journal, byte for byte (None when absent)."""
+    if not path.exists():
+        return None
+    wal = path.with_name(path.name + "-wal")
+    return hashlib.sha256(path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")).hexdigest()
+
+
+@pytest.fixture
+def postgres_url():
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("TEST_POSTGRES_URL is not set: .ci/services should have started PostgreSQL")
+        pytest.skip("no PostgreSQL server (run the suite through .ci/run)")
+    yield url
+    for name in optuna.get_all_study_names(url):
+        optuna.delete_study(study_name=name, storage=url)

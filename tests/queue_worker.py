@@ -78,3 +78,30 @@ def publish_and_read(url, start_at, results):
                 continue
             broken += note.count(NOTE_BEGIN) != 1 or note.count("Best:") != 1 or "My remarks" not in note
     results.put(broken)
+
+
+def keep_one_model(url, start_at, results):
+    """One of two workers: ask a trial of the study ``keep``, offer a model to a keeper of K = 1 at ``start_at``,
+    record the trial's result, prune, as a search does."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from search.keep import ModelKeeper
+    from storage.artifacts import artifact_store
+
+    storage = open_storage(url, None)
+    study = optuna.load_study(study_name="keep", storage=storage)
+    keeper = ModelKeeper(storage, artifact_store(url), keep=1)
+    trial = study.ask()
+    trial.set_user_attr("schedule", {"family": "constant", "params": {"value": 1.1}})  # a candidate
+    value = 0.5 + (os.getpid() % 97) / 1000
+    with tempfile.TemporaryDirectory() as folder:
+        model = Path(folder) / "trial.keras"
+        model.write_bytes(os.urandom(1000))
+        while time.time() < start_at:
+            pass
+        keeper.offer(trial, value, model)
+    study.tell(trial, value)
+    keeper.prune(study)
+    results.put(trial.number)

@@ -221,7 +221,7 @@ def _worker_command_lines(wait: float) -> list[str]:
     return []
 
 
-def _started_together(target, url, count: int) -> list:
+def started_together(target, url, count: int) -> list:
     """Run ``target(url, start_at, results)`` in ``count`` spawned processes that all begin at ``start_at``; each
     must exit 0. What they put on ``results``, one item each."""
     context = multiprocessing.get_context("spawn")
@@ -242,14 +242,14 @@ def _assert_each_enqueued_trial_runs_once(url, processes=4, enqueued=40):
     study = optuna.create_study(study_name="queue", storage=open_storage(url, None))
     for value in range(enqueued):
         study.enqueue_trial({"x": float(value)})
-    numbers = [number for claimed in _started_together(claim_and_finish, url, processes) for number in claimed]
+    numbers = [number for claimed in started_together(claim_and_finish, url, processes) for number in claimed]
     assert len(numbers) == len(set(numbers)) >= enqueued  # no trial ran twice (optuna/optuna#4002 on SQLite)
     assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
 
 
 def test_processes_starting_a_new_study_together_queue_each_warm_start_trial_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    seeds = _started_together(open_new_study, url, 3)
+    seeds = started_together(open_new_study, url, 3)
     assert len(set(seeds)) == 3 and seeds.count(0) == 1  # only the creator samples from --seed
     presets = [t.user_attrs["preset"] for t in trials(url)]
     assert presets == ["baseline", "paper-c10-r32", "baseline", "baseline", "baseline", "paper-c10-r56",
@@ -267,7 +267,7 @@ def _assert_dashboard_writes_are_whole(url):
     save_note(study, "My remarks: typed in optuna-dashboard.")
     # three workers refresh the figure and the note as their trials finish, reading them back as a dashboard does;
     # written chunk by chunk, reads caught half-replaced figures (invalid JSON) or two tool sections
-    assert _started_together(publish_and_read, url, 3) == [0, 0, 0]
+    assert started_together(publish_and_read, url, 3) == [0, 0, 0]
 
 
 def test_workers_refreshing_the_dashboard_never_leave_it_half_written_on_sqlite(tmp_path):
@@ -276,18 +276,6 @@ def test_workers_refreshing_the_dashboard_never_leave_it_half_written_on_sqlite(
 
 def test_workers_on_sqlite_never_claim_the_same_enqueued_trial(tmp_path):
     _assert_each_enqueued_trial_runs_once(f"sqlite:///{tmp_path / 'queue.db'}")
-
-
-@pytest.fixture
-def postgres_url():
-    url = os.environ.get("TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("TEST_POSTGRES_URL is not set: .ci/services should have started PostgreSQL")
-        pytest.skip("no PostgreSQL server (run the suite through .ci/run)")
-    yield url
-    for name in optuna.get_all_study_names(url):
-        optuna.delete_study(study_name=name, storage=url)
 
 
 def test_machines_starting_on_a_new_postgresql_database_together_all_open_it(postgres_url):
@@ -302,7 +290,7 @@ def test_machines_starting_on_a_new_postgresql_database_together_all_open_it(pos
     try:
         url = server.set(database=fresh).render_as_string(hide_password=False)
         # without the schema lock, all but one failed with a UniqueViolation on pg_type_typname_nsp_index
-        assert _started_together(open_storage_at, url, 4) == ["ok"] * 4
+        assert started_together(open_storage_at, url, 4) == ["ok"] * 4
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f"DROP DATABASE IF EXISTS {fresh} WITH (FORCE)")

@@ -1,6 +1,5 @@
 """The search service end to end, on real (tiny) training runs and real SQLite files."""
 import dataclasses
-import hashlib
 import json
 import shutil
 import sqlite3
@@ -14,6 +13,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all
 from optuna.distributions import FloatDistribution
 
 from common.cli import run_command
+from conftest import TINY, fingerprint
 from search import evaluate, export
 from search import run as search_run
 from search.config import SearchConfig
@@ -24,8 +24,6 @@ from search.study import open_study
 from storage.artifacts import kept_model
 from storage.rdb import open_storage
 
-TINY = ["--depth", "8", "--dataset", "digits", "--subset", "200", "--epochs", "1", "--batch-size", "64",
-        "--precision", "float32", "--heartbeat", "5", "--confirm-top", "0"]
 # the warm start: baseline, this data set's paper schedule, the baseline's 3 replicas, the paper's other three
 PRESETS_IN_ORDER = ["baseline", "paper-c10-r32", "baseline", "baseline", "baseline", "paper-c10-r56",
                     "paper-c100-r32", "paper-c100-r56", "learned", "skipinit"]
@@ -161,7 +159,8 @@ def test_export_and_evaluate(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'search.db'}"
     assert search_run.main([*TINY, "--trials", "4", "--baseline-seeds", "0", "--storage", url, "--pruner", "none",
                             "--keep-models", "2", "--tensorboard", str(tmp_path / "board")]) == 0
-    assert sorted(path.name for path in (tmp_path / "board").iterdir()) == [f"trial-000{i}" for i in range(4)]
+    runs = sorted(path.relative_to(tmp_path / "board") for path in (tmp_path / "board").glob("*/*/*"))
+    assert [str(run).split("/", 1)[1] for run in runs] == [f"search/trial-0000{i}" for i in range(4)]  # one each
     # the two best candidates keep their trained models as artifacts (the baseline, a reference, never takes a
     # slot); each loads in a fresh process and gives its trial's validation accuracy again
     study = load(url)
@@ -396,24 +395,6 @@ def test_a_diverged_evaluation_run_is_counted_and_left_out_never_scored_zero(tmp
     assert "nothing to compare" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def one_trial_study(tmp_path_factory):
-    """A study file after a real one-trial search, copied by each test that needs an existing study."""
-    db = tmp_path_factory.mktemp("existing") / "search.db"
-    assert search_run.main([*TINY, "--trials", "1", "--storage", f"sqlite:///{db}"]) == 0
-    with sqlite3.connect(db) as connection:  # fold the WAL journal into the file, so one file is the study
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return db
-
-
-def _fingerprint(path):
-    """The database file and its WAL journal, byte for byte (None when absent)."""
-    if not path.exists():
-        return None
-    wal = path.with_name(path.name + "-wal")
-    return hashlib.sha256(path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")).hexdigest()
-
-
 def _contents(url):
     return [(study.study_name, study.user_attrs, [(t.number, t.state, t.params, t.user_attrs) for t in study.trials])
             for study in (optuna.load_study(study_name=name, storage=url) for name in optuna.get_all_study_names(url))]
@@ -451,7 +432,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(one_tr
     (tmp_path / "garbage.db").write_bytes(b"this is not a database" * 100)
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
-    before = _fingerprint(db), _fingerprint(tmp_path / "garbage.db")
+    before = fingerprint(db), fingerprint(tmp_path / "garbage.db")
     stored = _contents(url)
     assert stored and stored[0][2]
     capsys.readouterr()
@@ -459,7 +440,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(one_tr
     assert run_command(search_run.main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
-    assert (_fingerprint(db), _fingerprint(tmp_path / "garbage.db")) == before
+    assert (fingerprint(db), fingerprint(tmp_path / "garbage.db")) == before
     assert _contents(url) == stored
     assert not (tmp_path / "missing-folder").exists()
 

@@ -170,7 +170,7 @@ def test_auto_precision_follows_the_device(monkeypatch):
     assert loop.resolve_precision("auto") == ("float32", False)
 
 
-def test_a_run_cut_short_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(digits, tmp_path):
+def test_a_run_cut_short_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(digits, tmp_path, capsys):
     config = TrainConfig(depth=8, epochs=4, batch_size=64, precision="float32", seed=2)
     whole = run(config, preset("paper-c10-r32"), digits)
 
@@ -179,7 +179,7 @@ def test_a_run_cut_short_resumes_from_its_checkpoint_and_ends_as_an_uninterrupte
             raise KeyboardInterrupt  # as Ctrl-C or a dying worker between epochs
     with pytest.raises(KeyboardInterrupt):
         run(config, preset("paper-c10-r32"), digits, on_epoch=cut_after_epoch_2, checkpoint_dir=tmp_path)
-    assert len(list(tmp_path.glob("*/state.npz"))) == 1  # kept for the next attempt
+    assert [path.name for path in tmp_path.iterdir()] == ["state.npz"]  # kept for the next attempt, no temporary
 
     seen = []
     resumed = run(config, preset("paper-c10-r32"), digits, on_epoch=lambda e, a: seen.append(e),
@@ -188,7 +188,17 @@ def test_a_run_cut_short_resumes_from_its_checkpoint_and_ends_as_an_uninterrupte
     assert seen == [1, 2, 3, 4]  # restored epochs are replayed to the hook, then training goes on
     np.testing.assert_allclose(resumed.train_loss, whole.train_loss, rtol=1e-4)
     np.testing.assert_allclose(resumed.val_accuracy, whole.val_accuracy, atol=1 / len(digits.y_val))
-    assert not any(tmp_path.iterdir())  # a finished run leaves no checkpoint
+    assert (tmp_path / "state.npz").is_file()  # its caller removes it once the result is recorded
+
+    # another run's state (here another budget) or a truncated one is discarded with a warning: the run starts over
+    short = TrainConfig(depth=8, epochs=1, batch_size=64, precision="float32", seed=2)
+    capsys.readouterr()
+    assert run(short, preset("paper-c10-r32"), digits, checkpoint_dir=tmp_path).resumed_from_epoch is None
+    assert "belongs to another run" in capsys.readouterr().err
+    state = (tmp_path / "state.npz").read_bytes()
+    (tmp_path / "state.npz").write_bytes(state[:len(state) // 2])
+    assert run(short, preset("paper-c10-r32"), digits, checkpoint_dir=tmp_path).resumed_from_epoch is None
+    assert "cannot be read" in capsys.readouterr().err
 
 
 def test_learned_arms_train_their_scalars_and_report_them(digits):

@@ -3,10 +3,12 @@ true effect, and a confirm plan that follows an extended search without training
 import math
 
 import numpy as np
+import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 from scipy import stats as scipy_stats
 
+from search import records
 from search.config import SearchConfig
 from search.evidence import stats
 from search.evidence.confirm_plan import is_current, plan_arms, runs_by_pair
@@ -88,6 +90,24 @@ def test_a_diverged_or_failed_run_keeps_an_arm_from_winning_and_is_counted():
     assert "cannot win" in describe(summary)
 
 
+def test_a_divergence_where_the_baseline_also_diverged_still_keeps_an_arm_from_winning():
+    summary = verdict_of({"base": [0.80, 0.82, 0.81, None], "c1": [0.85, 0.87, 0.86, None],
+                          "c2": [0.80, 0.821, 0.812, 0.80]}, seeds=[0, 1, 2, 3])
+    rows = {row["label"]: row for row in summary["arms"]}
+    assert rows["#1"]["diverged"] == 1 and not rows["#1"]["eligible"] and summary["winner"] is None
+    assert summary["baseline_diverged"] == 1 and summary["verdict"]["seeds_used"] == 3
+    assert "3 of 4 fresh seeds" in describe(summary)
+
+
+def test_no_baseline_run_means_no_verdict_and_a_noisy_arm_is_judged_on_its_own_variance():
+    none = verdict_of({"base": [None, None, None], "c1": [0.85, 0.87, 0.86]})
+    assert none["verdict"]["outcome"] == "no_verdict" and none["winner"] is None
+    noisy = verdict_of({"base": [0.80, 0.82, 0.81], "c1": [0.801, 0.822, 0.811], "c2": [0.802, 0.821, 0.812],
+                        "c3": [0.90, 0.78, 0.86]})
+    assert [row["own_variance"] for row in noisy["arms"]] == [False, False, True]
+    assert noisy["winner"] is None or noisy["winner"]["label"] != "#3"
+
+
 def test_with_no_true_effect_the_verdict_claims_a_winner_at_most_five_percent_of_the_time():
     rng = np.random.default_rng(7)
     claims, studies, n_images = 0, 600, 144
@@ -97,6 +117,12 @@ def test_with_no_true_effect_the_verdict_claims_a_winner_at_most_five_percent_of
                  for arm in arms(5)}
         claims += verdict_of(table, resolution=1 / n_images)["verdict"]["outcome"] == BEATS
     assert claims / studies <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / studies)
+
+
+def test_a_confirmation_of_an_earlier_version_is_out_of_date():
+    study = optuna.create_study()
+    study.set_user_attr("confirmation", {"winner": {"label": "#1"}, "arms": []})  # no verdict: written before it
+    assert records.confirmation(study) is None
 
 
 def test_power_and_the_seeds_a_gain_needs():

@@ -150,11 +150,11 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     run stops there (``stopped_early``), and an exception it raises propagates. A NaN or infinite loss ends the run with
     ``diverged=True`` instead of raising. ``test=True`` also measures test accuracy at the end.
 
-    With ``checkpoint_dir`` the run saves its whole state there after every epoch (``training.checkpoint``) and
-    first resumes from a state an earlier, cut-short attempt of the same run left: the restored epochs are
-    replayed through ``on_epoch``, training goes on from the next one on the same data stream, and the result is
-    that of an uninterrupted run up to floating-point order. A run that ends (complete, stopped or diverged)
-    removes its checkpoint; one cut short by an exception keeps it.
+    With ``checkpoint_dir`` (the run's own folder) the run saves its whole state there after every epoch
+    (``training.checkpoint``) and first resumes from a state an earlier, cut-short attempt of the same run left:
+    the restored epochs are replayed through ``on_epoch``, training goes on from the next one on the same data
+    stream, and the result is that of an uninterrupted run up to floating-point order. The state stays when the
+    run ends: the caller removes it once the result is recorded (a kill in between then costs nothing).
 
     ``tensorboard``: a run folder for TensorBoard (Keras's callback): loss, accuracy, validation loss and
     accuracy, and the learning rate, per epoch.
@@ -170,8 +170,8 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     result = RunResult(config.depth, data.name, schedule.to_dict(), config.seed, policy, epochs)
     checkpoint = None
     if checkpoint_dir is not None:
-        key = run_key(asdict(config), schedule.to_dict(), data_fingerprint(data))
-        checkpoint = EpochCheckpoint(Path(checkpoint_dir) / key)
+        key = run_key({**asdict(config), "precision": policy}, schedule.to_dict(), data_fingerprint(data))
+        checkpoint = EpochCheckpoint(checkpoint_dir, key)
     recorder = _Recorder(result, on_epoch, len(data.y_train), policy, checkpoint)
     done = recorder.resume(model) if checkpoint is not None else 0
     has_validation = len(data.y_val) > 0
@@ -189,8 +189,6 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     result.learned_values = learned_values(model)
     if save_model is not None and not (result.diverged or result.stopped_early):
         model.save(save_model)
-    if checkpoint is not None:
-        checkpoint.remove()
     result.wall_seconds = time.perf_counter() - started
     result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
     result.images_per_second = recorder.images_per_second()

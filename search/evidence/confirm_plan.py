@@ -70,24 +70,32 @@ def runs_by_pair(confirm: optuna.Study) -> dict[tuple[str, int], list[optuna.tri
     """The confirm study's trials by (arm key, seed)."""
     pairs: dict[tuple[str, int], list] = {}
     for trial in confirm.get_trials(deepcopy=False):
-        key = records.attr(trial, TrialKey.ARM)
+        key, seed = records.attr(trial, TrialKey.ARM), records.seed_of(trial)
+        schedule = records.attr(trial, TrialKey.SCHEDULE)
+        if key is None and schedule and "seed" in trial.params:  # a run of an earlier version: arm, seed params
+            key, seed = arm_key(schedule), trial.params["seed"]
         if key is not None:
-            pairs.setdefault((key, records.seed_of(trial)), []).append(trial)
+            pairs.setdefault((key, seed), []).append(trial)
     return pairs
 
 
-def outcome(runs: list[optuna.trial.FrozenTrial]) -> tuple[str, float | None]:
-    """Where one (arm, seed) stands: ``done`` (its accuracy), ``diverged``, ``running``, ``failed`` (out of
-    attempts) or ``missing`` (to queue)."""
-    for trial in runs:
-        if trial.state == TrialState.COMPLETE:
-            return "done", trial.value
-    if any(t.state == TrialState.PRUNED and records.diverged_reason(t) for t in runs):
-        return "diverged", None
+def finished_run(runs: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The run that decides an (arm, seed): the first to complete or diverge (a duplicate trained by a race
+    never overrules it, a divergence included)."""
+    done = [t for t in runs if t.state == TrialState.COMPLETE
+            or (t.state == TrialState.PRUNED and records.diverged_reason(t))]
+    return min(done, key=lambda t: t.number, default=None)
+
+
+def outcome(runs: list[optuna.trial.FrozenTrial], failures_allowed: int = ATTEMPTS) -> tuple[str, float | None]:
+    """Where one (arm, seed) stands: ``done`` (its accuracy), ``diverged``, ``running``, ``failed`` (its last
+    ``failures_allowed`` attempts failed with an error) or ``missing`` (to queue)."""
+    if (decided := finished_run(runs)) is not None:
+        return ("done", decided.value) if decided.state == TrialState.COMPLETE else ("diverged", None)
     if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in runs):
         return "running", None
     errors = [t for t in runs if t.state == TrialState.FAIL and records.fail_reason(t) != INTERRUPTED]
-    return ("failed" if len(errors) >= ATTEMPTS else "missing"), None
+    return ("failed" if len(errors) >= failures_allowed else "missing"), None
 
 
 def is_settled(study: optuna.Study, top: int, count: int | None, min_effect: float) -> bool:

@@ -23,17 +23,20 @@ from optuna.trial import TrialState
 from common.log import log, result
 from models.schedules import Schedule
 from search import records
-from search.evidence.confirm_plan import confirm_seeds, outcome, plan_arms, runs_by_pair
+from search.evidence.confirm_plan import (ATTEMPTS, confirm_seeds, finished_run, outcome, plan_arms,
+                                          runs_by_pair)
 from search.evidence.verdict import describe, summarise
 from search.interrupts import raise_if_interrupted
 from search.keep import ArmModelKeeper
-from search.liveness import clear_zombies, record_process
-from search.objective import train_trial
-from search.records import StudyKey, TrialKey
+from search.liveness import clear_zombies, optimize, record_process
+from search.objective import AfterTrial, train_trial
+from search.records import INTERRUPTED, StudyKey, TrialKey
+from search.study import tidy
 
 
-def open_confirm_study(storage, study: optuna.Study) -> optuna.Study:
-    """The confirm study of ``study``, created on first use; zombie runs of dead workers failed at once."""
+def open_confirm_study(storage, study: optuna.Study, config=None) -> optuna.Study:
+    """The confirm study of ``study``, created on first use; zombie runs of dead workers failed at once, and (with
+    the search's ``config``) what a kill left behind tidied."""
     confirm = optuna.create_study(storage=storage, study_name=records.confirm_study_name(study.study_name),
                                   direction="maximize", sampler=optuna.samplers.RandomSampler(),
                                   load_if_exists=True)
@@ -41,18 +44,26 @@ def open_confirm_study(storage, study: optuna.Study) -> optuna.Study:
         records.write_study_value(confirm, StudyKey.SOURCE_STUDY, study.study_name)
         confirm.set_metric_names([records.METRIC])
     clear_zombies(storage, confirm)
+    if config is not None:
+        tidy(storage, confirm, config)
     return confirm
 
 
-def queue_plan(confirm: optuna.Study, arms: list[dict[str, Any]], seeds: list[int]) -> int:
-    """Queue every (arm, seed) of the plan that has no run, finished or under way (a failed one again); seed by
-    seed, so early results already pair up. The count queued."""
+def queue_plan(confirm: optuna.Study, arms: list[dict[str, Any]], seeds: list[int],
+               allowed: dict[tuple[str, int], int] | None = None) -> int:
+    """Queue every (arm, seed) of the plan that has no run, finished or under way (a failed one again, up to
+    ``allowed[pair]`` errors in all); seed by seed, so early results already pair up. The count queued."""
     pairs, queued = runs_by_pair(confirm), 0
     for seed in seeds:
         for arm in arms:
-            state, _ = outcome(pairs.get((arm["key"], seed), []))
+            runs = pairs.get((arm["key"], seed), [])
+            state, _ = outcome(runs, (allowed or {}).get((arm["key"], seed), ATTEMPTS))
             if state == "missing":
-                records.enqueue_confirm_run(confirm, arm, seed)
+                failed = [t for t in runs if t.state == TrialState.FAIL and records.attr(t, TrialKey.ARM)]
+                if failed:  # again, taking over the last attempt's checkpoint
+                    records.add_retry(confirm, failed[-1], [])
+                else:
+                    records.enqueue_confirm_run(confirm, arm, seed)
                 queued += 1
     return queued
 
@@ -62,15 +73,17 @@ class ConfirmObjective:
 
     def __init__(self, config, data, keeper: ArmModelKeeper | None = None):
         self.config, self.data, self.keeper = config, data, keeper
+        self.current: int | None = None  # the trial being run, for search.liveness.optimize
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.current = trial.number
         record_process(trial)
         key, seed = records.attr(trial, TrialKey.ARM), records.seed_of(trial)
         if key is None:  # another worker took the last queued run between our look and our ask
             raise optuna.TrialPruned("nothing left to run")
-        twins = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                 if t.number != trial.number and records.attr(t, TrialKey.ARM) == key and records.seed_of(t) == seed
-                 and (t.state == TrialState.COMPLETE or t.number < trial.number)]
+        twins = [t for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number
+                 and records.attr(t, TrialKey.ARM) == key and records.seed_of(t) == seed
+                 and ((t.state == TrialState.RUNNING and t.number < trial.number) or finished_run([t]))]
         if twins:  # two workers queued the same run: the later one steps aside
             records.write(trial, TrialKey.DUPLICATE_OF, twins[0].number)
             raise optuna.TrialPruned(f"duplicate of trial {twins[0].number}")
@@ -80,10 +93,10 @@ class ConfirmObjective:
             trial.report(accuracy, epoch)
             return False
 
-        keeper = self.keeper if records.attr(trial, TrialKey.CANDIDATE) else None
+        # every arm keeps one run's model: a reference now (the paper's) may be a candidate after a re-plan
         run = train_trial(trial, dataclasses.replace(self.config.train, seed=seed),
                           Schedule.from_dict(records.attr(trial, TrialKey.SCHEDULE)), self.data, report,
-                          self.config.checkpoints(trial.study.study_name), keeper, self.config.tensorboard)
+                          self.config.checkpoint_root(), self.keeper, self.config.tensorboard)
         return run.final_val_accuracy
 
 
@@ -97,11 +110,13 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
                f"(raise --trials to search some)")
         return None
     seeds = confirm_seeds(study, config.confirm_seeds, config.confirm_top, config.min_effect)
-    confirm = open_confirm_study(storage, study)
+    confirm = open_confirm_study(storage, study, config)
     used = set(records.study_value(study, StudyKey.CONFIRM_SEEDS, []))
     if not set(seeds) <= used:
         records.write_study_value(study, StudyKey.CONFIRM_SEEDS, sorted(used | set(seeds)))
-    objective = ConfirmObjective(config, data, ArmModelKeeper.for_search(config, storage))
+    keeper = ArmModelKeeper.for_search(config, storage)
+    objective = ConfirmObjective(config, data, keeper)
+    after = AfterTrial(config.checkpoint_root(), keeper)
     log.info(f"confirm: {len(arms)} arms x {len(seeds)} seeds ({len(arms) * len(seeds)} runs, those done already "
              f"reused) in study {confirm.study_name!r}")
 
@@ -116,16 +131,27 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
             said = records.diverged_reason(trial) or records.fail_reason(trial, trial.state.name)
         log.info(f"confirm {records.attr(trial, TrialKey.LABEL)} seed {records.seed_of(trial)}: {said}")
 
+    # each invocation gives a failing run ATTEMPTS tries more: a cause fixed since (a full disk) is not final
+    errors = {pair: len([t for t in runs if t.state == TrialState.FAIL and records.fail_reason(t) != INTERRUPTED])
+              for pair, runs in runs_by_pair(confirm).items()}
+    allowed = {(arm["key"], seed): errors.get((arm["key"], seed), 0) + ATTEMPTS for arm in arms for seed in seeds}
     while True:
-        queue_plan(confirm, arms, seeds)
+        queue_plan(confirm, arms, seeds, allowed)
         if not confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            break
-        confirm.optimize(objective, n_trials=1, callbacks=[line], catch=(Exception,), gc_after_trial=True)
-    pairs = runs_by_pair(confirm)
-    states = {(arm["key"], seed): outcome(pairs.get((arm["key"], seed), [])) for arm in arms for seed in seeds}
-    if any(state == "running" for state, _ in states.values()):
-        log.info("confirm: other workers are finishing the last runs")
-        return None
+            pairs = runs_by_pair(confirm)
+            states = {(arm["key"], seed): outcome(pairs.get((arm["key"], seed), []), allowed[(arm["key"], seed)])
+                      for arm in arms for seed in seeds}
+            if any(state == "running" for state, _ in states.values()):
+                log.info("confirm: other workers are finishing the last runs")
+                return None
+            current = plan_arms(study, config.confirm_top)  # the search may have moved on (other workers)
+            if [arm["key"] for arm in current] == [arm["key"] for arm in arms]:
+                break
+            arms = current
+            allowed.update({(arm["key"], seed): allowed.get((arm["key"], seed), ATTEMPTS) for arm in arms
+                            for seed in seeds})
+            continue
+        optimize(confirm, objective, n_trials=1, callbacks=[after, line], catch=(Exception,), gc_after_trial=True)
     summary = summarise(arms, seeds, {pair: value for pair, (state, value) in states.items()
                                       if state in ("done", "diverged")},
                         {pair for pair, (state, _) in states.items() if state == "failed"},

@@ -16,11 +16,12 @@ from typing import Sequence
 from common.errors import UsageError
 from common.log import log
 from models.schedules import resolve_schedule
+from search import run_folders
 from search.evidence.stats import holm, paired_statistics
 
 
 def evaluate_arms(arms: list["Arm"], configs: list, data, dataset: str, subset: int | None = None,
-                  tensorboard: str | None = None, keep=None) -> dict:
+                  tensorboard: str | None = None, keep=None, study_name: str | None = None) -> dict:
     """Train and test the baseline and every arm on each config's seed; the record ``--output`` holds: each arm
     paired with the baseline, Holm's correction across the arms, the first arm's statistics at the top level.
     One line per run on stderr; ``keep(path)`` receives each finished run's model (``seed-S-ARM.keras``). What
@@ -28,6 +29,7 @@ def evaluate_arms(arms: list["Arm"], configs: list, data, dataset: str, subset: 
     from training.loop import run  # imports TensorFlow: arms_from and arm_table are used without it
 
     depth = configs[0].depth
+    board = Path(tensorboard or ".") / (run_folders.study_folder(study_name) if study_name else "") / "evaluate"
     log.info(f"{data.summary()}; ResNet-{depth}; baseline vs {', '.join(arm.name for arm in arms)}, "
              f"{len(configs)} seeds, {configs[0].epochs_for(len(data.y_train))} epochs")
     baseline = Arm("baseline", None)
@@ -37,7 +39,7 @@ def evaluate_arms(arms: list["Arm"], configs: list, data, dataset: str, subset: 
             with tempfile.TemporaryDirectory() as folder:
                 model = Path(folder) / f"{name}.keras" if keep else None
                 outcome = run(config, arm.schedule, data, test=True, save_model=model,
-                              tensorboard=Path(tensorboard) / name if tensorboard else None)
+                              tensorboard=board / name if tensorboard else None)
                 if model is not None and model.is_file():
                     keep(model)
             arm.test_accuracy.append(None if outcome.diverged else outcome.test_accuracy)
@@ -46,7 +48,8 @@ def evaluate_arms(arms: list["Arm"], configs: list, data, dataset: str, subset: 
                      + (f"diverged ({outcome.diverged_reason})" if outcome.diverged
                         else f"test {outcome.test_accuracy:.4f}")
                      + f"  [{outcome.epochs_run} epochs, {outcome.wall_seconds:.0f} s]")
-    rows = [arm.compare(baseline.test_accuracy) for arm in arms]
+    resolution = 1 / len(data.y_test)  # a test accuracy moves in steps of one image
+    rows = [arm.compare(baseline.test_accuracy, resolution) for arm in arms]
     for row, p_holm in zip(rows, holm([row["p_value"] for row in rows])):
         row["p_holm"] = p_holm
     return {
@@ -54,7 +57,7 @@ def evaluate_arms(arms: list["Arm"], configs: list, data, dataset: str, subset: 
         "epochs": configs[0].epochs_for(len(data.y_train)), "subset": subset,
         "seeds_used": [c.seed for c in configs], "baseline_test_accuracy": baseline.test_accuracy,
         "schedule_test_accuracy": arms[0].test_accuracy,
-        **paired_statistics(baseline.test_accuracy, arms[0].test_accuracy), "arms": rows,
+        **paired_statistics(baseline.test_accuracy, arms[0].test_accuracy, resolution), "arms": rows,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -75,9 +78,9 @@ class Arm:
         self.test_accuracy: list[float | None] = []  # None: diverged
         self.learned_values: list[list[float] | None] = []
 
-    def compare(self, baseline: list[float | None]) -> dict:
+    def compare(self, baseline: list[float | None], resolution: float | None = None) -> dict:
         """This arm's row of the record: its runs and its paired difference with the baseline."""
-        summary = paired_statistics(baseline, self.test_accuracy)
+        summary = paired_statistics(baseline, self.test_accuracy, resolution)
         row = {"name": self.name, "schedule": self.schedule.to_dict(), "test_accuracy": self.test_accuracy,
                "diverged": summary["diverged"]["schedule"], "mean": summary["schedule_mean"],
                "std": summary["schedule_std"], "pairs": summary["pairs"],

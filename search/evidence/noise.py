@@ -35,9 +35,11 @@ def noise_floor(study: optuna.Study) -> dict[str, Any] | None:
     confirmation = records.confirmation(study) or {}
     verdict = confirmation.get("verdict") or {}
     if verdict.get("sigma_d") and verdict.get("df"):
+        source = ("the confirm stage's runs agreed to within one image: the rounding's" if
+                  verdict.get("sigma_d_is_rounding") else f"measured by the confirm stage ({verdict['df']:g} df)")
         floor.update(sigma_d=verdict["sigma_d"], sigma_d_ci95=list(stats.sigma_interval(verdict["sigma_d"],
                                                                                          verdict["df"])),
-                     source=f"measured by the confirm stage ({verdict['df']} df)")
+                     source=source)
     elif floor["baseline_seed_std"] is not None:
         sigma_d = math.sqrt(2) * floor["baseline_seed_std"]
         interval = stats.sigma_interval(sigma_d, len(runs) - 1)

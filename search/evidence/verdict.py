@@ -23,6 +23,7 @@ from typing import Any
 from search.evidence import stats
 
 BEATS, NO_WINNER, WORSE = "beats_baseline", "no_candidate_beats_baseline", "worse_than_baseline"
+NO_VERDICT = "no_verdict"  # the baseline finished on fewer than two seeds, or no candidate arm is complete
 
 
 def summarise(arms: list[dict[str, Any]], seeds: list[int], accuracy: dict[tuple[str, int], float | None],
@@ -35,40 +36,48 @@ def summarise(arms: list[dict[str, Any]], seeds: list[int], accuracy: dict[tuple
     rows = [[accuracy.get((arm["key"], seed)) for seed in seeds] for arm in arms]
     candidates = [index for index, arm in enumerate(arms) if arm["candidate"]]
     tested = stats.many_to_one(rows, candidates, resolution)
+
+    def fates(arm):  # an arm's runs that diverged, and that failed for good
+        return (sum((arm["key"], seed) in accuracy and accuracy[(arm["key"], seed)] is None for seed in seeds),
+                sum((arm["key"], seed) in failed for seed in seeds))
+
     summary_rows = []
     for arm, values, result in zip(arms[1:], rows[1:], tested["arms"]):
-        lost = [seed for seed in seeds if (arm["key"], seed) in failed]
+        diverged, lost = fates(arm)
         row = {**{key: arm[key] for key in ("key", "label", "source_trial", "candidate", "schedule",
                                             "rank_in_search")},
-               "schedule_val_accuracy": values, "failed": len(lost), **result}
-        row["eligible"] = bool(arm["candidate"] and result["complete"] and not lost)
+               "schedule_val_accuracy": values, "diverged": diverged, "failed": lost, **result}
+        row["eligible"] = bool(arm["candidate"] and result["complete"] and not diverged and not lost)
         summary_rows.append(row)
     eligible = [row for row in summary_rows if row["eligible"]]
     better = [row for row in eligible if row["p_better"] < stats.ALPHA]
     worse = [row["label"] for row in summary_rows if row["candidate"] and row["p_worse"] is not None
              and row["p_worse"] < stats.ALPHA]
     scored = [row for row in summary_rows if row["candidate"] and row["difference_mean"] is not None]
-    best = max(eligible or scored, key=lambda row: row["difference_mean"], default=None)
+    winner = max(better, key=lambda row: row["difference_mean"], default=None)
+    best = winner or max(eligible or scored, key=lambda row: row["difference_mean"], default=None)
     if best is not None and best["eligible"]:  # the best of K: its mean is high partly by chance
         se = tested["sigma_d"] / math.sqrt(tested["seeds_used"])
         corrected = stats.corrected_best([row["difference_mean"] for row in eligible], se)
         low, high = best["bounds_adjusted"]
         best["difference_estimate"] = min(max(corrected, low), high)
-    # with one pooled variance every complete arm has the same standard error: the best mean is the best test
-    winner = best if best is not None and best in better else None
-    outcome = BEATS if winner else WORSE if worse else NO_WINNER
+    no_verdict = tested["seeds_used"] < 2 or tested["sigma_d"] is None
+    outcome = NO_VERDICT if no_verdict else BEATS if winner else WORSE if worse else NO_WINNER
     sigma_d, arm_count = tested["sigma_d"], len(arms)
     power = {"min_effect": min_effect, "detectable_effect": None, "seeds_for_min_effect": None}
     if sigma_d:
-        power.update(detectable_effect=stats.detectable_effect(sigma_d, len(seeds), tested["comparisons"],
-                                                               arm_count),
+        power.update(detectable_effect=stats.detectable_effect(sigma_d, tested["seeds_used"],
+                                                               tested["comparisons"], arm_count),
                      seeds_for_min_effect=stats.seeds_needed(min_effect, sigma_d, tested["comparisons"], arm_count))
+    baseline_diverged, baseline_failed = fates(arms[0])
     verdict = {"outcome": outcome, "recommendation": winner["label"] if winner else "baseline",
                "winner": winner["label"] if winner else None, "best_candidate": best["label"] if best else None,
                "worse": worse, "method": tested["method"], "alpha": stats.ALPHA, "sigma_d": sigma_d,
-               "df": tested["df"], "comparisons": tested["comparisons"], **power}
+               "sigma_d_is_rounding": tested["floor_binds"], "df": tested["df"],
+               "comparisons": tested["comparisons"], "seeds_used": tested["seeds_used"], **power}
     return {"top": top, "candidates": len(candidates), "seeds": seeds, "budget": budget,
-            "resolution": resolution, "baseline_val_accuracy": rows[0], "arms": summary_rows,
+            "resolution": resolution, "baseline_val_accuracy": rows[0], "baseline_diverged": baseline_diverged,
+            "baseline_failed": baseline_failed, "arms": summary_rows,
             "candidate_trials": sorted(arm["source_trial"] for arm in arms if arm["candidate"]),
             "verdict": verdict, "winner": winner, "best": best}
 
@@ -87,9 +96,15 @@ def describe(summary: dict[str, Any]) -> str:
     the power line."""
     verdict = summary["verdict"]
     budget = summary.get("budget") or {}
-    lines = [f"confirmed on {len(summary['seeds'])} fresh seeds {summary['seeds']} (ResNet-{budget.get('depth')}, "
-             f"{budget.get('epochs')} epochs), validation, paired with the baseline; {verdict['method']}; "
-             f"bounds are one-sided 95 % (raw: the arm alone; adjusted: all candidates at once):"]
+    used = verdict.get("seeds_used", len(summary["seeds"]))
+    seeds = f"{used} fresh seeds {summary['seeds']}" if used == len(summary["seeds"]) else \
+        f"{used} of {len(summary['seeds'])} fresh seeds {summary['seeds']} (the baseline has no run on the others)"
+    lines = [f"confirmed on {seeds} (ResNet-{budget.get('depth')}, {budget.get('epochs')} epochs), validation, "
+             f"paired with the baseline; {verdict['method']}. Bounds are one-sided 95 %: the gain is above the "
+             f"lower one (and, separately, below the upper one) with 95 % confidence; raw: the arm alone, "
+             f"adjusted: all candidates at once:"]
+    if summary.get("baseline_diverged") or summary.get("baseline_failed"):
+        lines.append(f"  baseline: {summary['baseline_diverged']} diverged, {summary['baseline_failed']} failed")
     for row in summary["arms"]:
         name = f"  {row['label']:<24}"
         if row["difference_mean"] is None:
@@ -98,10 +113,12 @@ def describe(summary: dict[str, Any]) -> str:
         raw = row["bounds_raw"]
         text = f"{name} {pt(row['difference_mean'])} pt"
         if raw:
-            text += f", raw bounds [{pt(raw[0])}, {pt(raw[1])}]"
+            text += f", raw [{pt(raw[0])}, {pt(raw[1])}]"
         if row["bounds_adjusted"]:
             low, high = row["bounds_adjusted"]
-            text += f", adjusted bounds [{pt(low)}, {pt(high)}], p(better) {row['p_better']:.3g}"
+            text += f", adjusted [{pt(low)}, {pt(high)}], p(better) {row['p_better']:.3g}"
+        if row.get("own_variance"):
+            text += " (on its own variance, above the pool's)"
         if row["diverged"] or row["failed"]:
             text += f"; {row['diverged']} diverged, {row['failed']} failed: cannot win"
         elif not row["candidate"]:
@@ -117,11 +134,15 @@ def verdict_line(summary: dict[str, Any]) -> str:
     """One line: the outcome with its sign."""
     verdict, winner = summary["verdict"], summary.get("winner")
     worse = f"; significantly worse than the baseline: {', '.join(verdict['worse'])}" if verdict["worse"] else ""
+    if verdict["outcome"] == NO_VERDICT:
+        return ("verdict: none: the baseline finished on fewer than two of the seeds, or no candidate finished on "
+                "all of them; the baseline stays the recommendation")
+    candidates = f"{verdict['comparisons']} candidate{'s' * (verdict['comparisons'] > 1)}"
     if winner:
         low, high = winner["bounds_adjusted"]
-        return (f"verdict: {winner['label']} beats the baseline: {pt(winner['difference_estimate'])} pt "
-                f"(adjusted for picking the best of {verdict['comparisons']}; raw mean "
-                f"{pt(winner['difference_mean'])} pt), adjusted 95 % bounds [{pt(low)}, {pt(high)}]{worse}")
+        return (f"verdict: {winner['label']} beats the baseline by {pt(winner['difference_estimate'])} pt "
+                f"(corrected for picking the best of {candidates}; raw mean {pt(winner['difference_mean'])} pt); "
+                f"with 95 % confidence at least {pt(low)} pt (adjusted lower bound){worse}")
     best = summary.get("best")
     shown = (f"; the best candidate, {best['label']}, {pt(best['difference_mean'])} pt, is not a winner"
              if best else "")
@@ -135,6 +156,9 @@ def power_line(summary: dict[str, Any]) -> str | None:
         return None
     seeds = verdict["seeds_for_min_effect"]
     need = f"{seeds} seeds" if seeds else "more than 200 seeds"
-    return (f"power: with {len(summary['seeds'])} seeds, {verdict['comparisons']} candidates and sigma_d "
-            f"{pt(verdict['sigma_d'], False)} pt, this stage detects a gain of {pt(verdict['detectable_effect'])} pt "
-            f"80 % of the time; a gain of {pt(verdict['min_effect'])} pt (the paper's is +1 pt) would need {need}")
+    rounding = " (the rounding of one image: the runs agreed closer than that)" if verdict.get(
+        "sigma_d_is_rounding") else ""
+    return (f"power: with {verdict.get('seeds_used', len(summary['seeds']))} seeds, {verdict['comparisons']} "
+            f"candidate{'s' * (verdict['comparisons'] > 1)} and sigma_d {pt(verdict['sigma_d'], False)} pt{rounding}, "
+            f"this stage detects a gain of {pt(verdict['detectable_effect'])} pt 80 % of the time; a gain of "
+            f"{pt(verdict['min_effect'])} pt (the paper's is +1 pt) would need {need}")
