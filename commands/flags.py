@@ -63,6 +63,16 @@ def add_confirm_arguments(parser: ArgumentParser, seeds_flag: str) -> None:
                              "(default 1, the paper's)")
 
 
+def add_target_arguments(parser: ArgumentParser) -> None:
+    """The confirm stage's budget, when it is not the search's: search cheaply, confirm where it matters."""
+    parser.add_argument("--target-depth", type=int, metavar="D", help="confirm at this depth 6n+2 (default: the "
+                        "searched one): schedules transfer across depth through the block position x")
+    parser.add_argument("--target-epochs", type=positive_int, metavar="E", help="confirm with this many epochs "
+                        "(default: the search's)")
+    parser.add_argument("--target-subset", type=positive_int, metavar="N", help="confirm on this many training "
+                        "images (default: the search's)")
+
+
 def add_storage_argument(parser: ArgumentParser, what: str = "study storage URL") -> None:
     """``--storage``, whose default is ``$SEARCH_STORAGE`` when set (its value is never shown), else search.db."""
     parser.add_argument("--storage", default=default_url(),

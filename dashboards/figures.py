@@ -303,6 +303,39 @@ def verdict_figure(summary: dict[str, Any]) -> go.Figure:
     return figure
 
 
+def agreement_figure(summary: dict[str, Any]) -> go.Figure:
+    """Did the search's ranking foretell the confirm stage's? Each arm's search value (its one run at the search's
+    budget) against its mean over the stage's seeds at the stage's budget, the seeds' spread as a bar; Kendall's
+    tau and the stage's own seed-to-seed agreement in the title."""
+    figure = go.Figure()
+    points = [(label, proxy, [v for v in values if v is not None]) for label, proxy, values in
+              zip(summary.get("labels", []), summary.get("proxy", []),
+                  [summary["baseline_val_accuracy"], *(row["schedule_val_accuracy"] for row in summary["arms"])])
+              if proxy is not None and any(v is not None for v in values)]
+    if points:
+        means = [100 * float(np.mean(values)) for _, _, values in points]
+        figure.add_trace(go.Scatter(
+            x=[100 * proxy for _, proxy, _ in points], y=means, mode="markers+text", marker=dict(size=11),
+            text=[label for label, _, _ in points], textposition="top center", name="arm",
+            error_y=dict(type="data", symmetric=False,
+                         array=[100 * max(values) - mean for (_, _, values), mean in zip(points, means)],
+                         arrayminus=[mean - 100 * min(values) for (_, _, values), mean in zip(points, means)])))
+    else:
+        figure.add_annotation(text="not enough arms with a search value and a confirm run", showarrow=False,
+                              x=0.5, y=0.5, xref="paper", yref="paper")
+    agreement, searched, budget = summary.get("proxy_agreement"), summary.get("search_budget") or {}, \
+        summary.get("budget") or {}
+    tau = "" if not agreement or agreement["tau"] is None else \
+        f": Kendall's tau {agreement['tau']:+.2f} (p {agreement['p_value']:.2g}, {agreement['arms']} arms)" + (
+            "" if agreement["target_seed_tau"] is None else f", seed to seed {agreement['target_seed_tau']:+.2f}")
+    figure.update_layout(title=f"Search (ResNet-{searched.get('depth')}, {searched.get('epochs')} epochs) against "
+                               f"confirm stage (ResNet-{budget.get('depth')}, {budget.get('epochs')} epochs){tau}",
+                         **LAYOUT)
+    figure.update_xaxes(title="validation accuracy in the search (%, one run)")
+    figure.update_yaxes(title="validation accuracy, confirm stage (%, mean and range over seeds)")
+    return figure
+
+
 def top_trials_table(study: optuna.Study, top: int = 10) -> go.Figure:
     """The ``top`` completed trials with their schedules and validation accuracy."""
     best = records.ranked(records.complete(study))[:top]

@@ -17,7 +17,7 @@ from search.evidence.confirm_plan import is_current
 from search.evidence.noise import gain_in_noise, noise_floor
 from search.evidence.verdict import describe
 from search.next_steps import next_commands
-from search.progress import remaining_cost
+from search.progress import remaining_cost, unrun_references
 from search.pruning import fidelity, pruner_rungs
 from storage.attributes import held_back_study_attrs
 from storage.urls import redacted
@@ -39,6 +39,8 @@ def study_note(study: optuna.Study, storage_url: str, target: int | None = None,
                                       f"{searched} searched, the rest references."]
     if target is not None and (cost := remaining_cost(study, target, workers, confirm_runs)):
         lines += ["", f"**Cost:** {cost}."]
+    if target is not None and records.finished_count(study) >= target and (unrun := unrun_references(study)):
+        lines += ["", f"**Not run yet:** {unrun}."]
     candidates = records.candidates(study)
     if candidates:
         best = candidates[0]

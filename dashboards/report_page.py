@@ -26,7 +26,7 @@ def report_figures(study: optuna.Study) -> list:
              figures.fidelity_figure(study), figures.family_figure(study),
              figures.importance_figure(study), optuna.visualization.plot_timeline(study)]
     if confirmation := records.confirmation(study):
-        built.append(figures.verdict_figure(confirmation))
+        built += [figures.verdict_figure(confirmation), figures.agreement_figure(confirmation)]
     built += [figures.evaluation_figure(record) for record in records.evaluations(study)]
     built.append(figures.top_trials_table(study))
     return built

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UsageError
-from models.schedules import FACTOR_BOUNDS
+from models.schedules import FACTOR_BOUNDS, block_count
 from search.pruning import PRUNERS
 from search.records import CONFIRM_SUFFIX, is_confirm_study
 from search.space import FAMILY_CHOICES
@@ -73,6 +73,9 @@ class SearchConfig:
     keep_models: int = 5
     artifact_dir: str | None = None
     tensorboard: str | None = None
+    target_depth: int | None = None  # the confirm stage's budget (default: the search's own): a cheap search's
+    target_epochs: int | None = None  # candidates are confirmed where it matters
+    target_subset: int | None = None
     train: TrainConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -115,6 +118,11 @@ class SearchConfig:
         object.__setattr__(self, "scale_range", (float(lo), float(hi)))
         object.__setattr__(self, "study", self.study or f"{self.dataset}-resnet{self.depth}")
         check_study_name(self.study)
+        if self.target_depth is not None:
+            block_count(self.target_depth)
+        for name in ("target_epochs", "target_subset"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise UsageError(f"{name.replace('_', '-')}: must be > 0, got {getattr(self, name)}")
         object.__setattr__(self, "train", TrainConfig(depth=self.depth, epochs=self.epochs,
                                                       batch_size=self.batch_size, precision=self.precision,
                                                       seed=self.seed,
@@ -124,6 +132,12 @@ class SearchConfig:
         shown = ", ".join(f"{name}={redacted(value)!r}" if name == 'storage' else f"{name}={value!r}"
                           for name, value in self.to_dict().items())
         return f"SearchConfig({shown})"
+
+    def target(self, epochs: int) -> dict[str, Any]:
+        """The confirm stage's budget: ``{"depth", "epochs", "subset"}``, each the search's own (``epochs``: a
+        search trial's, resolved) unless set."""
+        return {"depth": self.target_depth or self.depth, "epochs": self.target_epochs or epochs,
+                "subset": self.target_subset if self.target_subset is not None else self.subset}
 
     def baseline_replica_seeds(self) -> list[int]:
         """Seeds of the baseline's replicas, whose spread is the study's noise floor (disjoint from ``seed``)."""

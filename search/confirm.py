@@ -20,7 +20,8 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from commands.flags import add_artifact_dir_argument, add_confirm_arguments, add_storage_argument
+from commands.flags import (add_artifact_dir_argument, add_confirm_arguments, add_storage_argument,
+                            add_target_arguments)
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
 from common.files import check_writable
@@ -41,6 +42,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--top", type=positive_int, default=5, help="the search's best candidates to confirm "
                         "(default 5)")
     add_confirm_arguments(parser, "--seeds")
+    add_target_arguments(parser)
     parser.add_argument("--data-dir", help="folder of the CIFAR archive, as for the search")
     parser.add_argument("--checkpoint-dir", metavar="DIR", help="where the runs keep their epoch checkpoints, as "
                         "for the search (default: search-checkpoints/ beside a SQLite study; none = off)")
@@ -70,7 +72,8 @@ def confirm(args) -> int:
     config = SearchConfig(**settings, storage=args.storage, study=name, data_dir=args.data_dir,
                           confirm_top=args.top, confirm_seeds=args.seeds, min_effect=args.min_effect / 100,
                           checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models,
-                          artifact_dir=args.artifact_dir)
+                          artifact_dir=args.artifact_dir, target_depth=args.target_depth,
+                          target_epochs=args.target_epochs, target_subset=args.target_subset)
     if not any(records.is_baseline_run(t) for t in study.get_trials(deepcopy=False)):
         raise UsageError(f"study: {name!r} has no baseline trial")
     data = load_dataset(config.dataset, config.data_dir, config.subset)

@@ -10,7 +10,7 @@ from typing import Callable
 import optuna
 
 from common.files import check_writable
-from common.log import quiet_optuna
+from common.log import log, quiet_optuna
 from search import records
 from search.config import SearchConfig
 from search.evidence.confirm_stage import run_confirm
@@ -18,6 +18,7 @@ from search.keep import ModelKeeper
 from search.liveness import optimize, retry
 from search.objective import AfterTrial, Objective
 from search.progress import FailureGuard, TrialReporter
+from search.queue import has_checkpoint, run_retries, waiting_retries
 from search.study import check_existing, open_study
 from storage.artifacts import artifact_folder
 from storage.rdb import open_storage
@@ -75,19 +76,33 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
     guard = FailureGuard(config.max_failures)
     after = [AfterTrial(config.checkpoint_root(), keeper), reporter, guard,
              *([_AfterEachTrial(publisher, storage)] if publisher else [])]
-    callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=records.FINISHED), *after]
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     objective = Objective(config, data, keeper)
+    root = config.checkpoint_root()
+
+    def paid_for(trial) -> bool:
+        return has_checkpoint(root, study, trial)
+
+    said = False
     try:
-        # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in the
-        # queue behind trials that already reach the target
-        while ((remaining := config.trials - records.finished_count(study)) > 0
-               or records.baseline_pending(study)) and not guard.tripped:
+        while not guard.tripped:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
-            optimize(study, objective, n_trials=max(remaining, 1), timeout=left,
-                     callbacks=callbacks if remaining > 0 else after, catch=(Exception,), gc_after_trial=True)
+            remaining = config.trials - records.finished_count(study)
+            if remaining <= 0 and not said and any(paid_for(t) for t in waiting_retries(study)):
+                log.info("target reached; finishing the interrupted trials whose checkpoints hold work already "
+                         "done first")
+                said = True
+            # interrupted work first, claimed before Optuna's queue; past the target only what a checkpoint holds
+            if run_retries(study, storage, objective, after, only=None if remaining > 0 else paid_for):
+                continue
+            # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in
+            # the queue behind trials that already reach the target
+            if remaining <= 0 and not records.baseline_pending(study):
+                break
+            optimize(study, objective, n_trials=1, timeout=left, callbacks=after, catch=(Exception,),
+                     gc_after_trial=True)
     finally:
         reporter.close()
     if guard.tripped:

@@ -8,9 +8,10 @@ from storage.urls import storage_flag
 
 
 def next_commands(study: optuna.Study, storage_url: str) -> tuple[str, str]:
-    """The export and evaluate commands a user runs next on this study; evaluate repeats the searched budget.
-    The storage is named without its password (``storage_flag``)."""
-    budget = records.budget(study)
+    """The export and evaluate commands a user runs next on this study; evaluate repeats the budget the verdict
+    was reached at (the searched one, or the confirm stage's target). The storage is named without its password
+    (``storage_flag``)."""
+    budget = {**records.budget(study), **((records.confirmation(study) or {}).get("budget") or {})}
     name = study.study_name
     storage = storage_flag(storage_url)
     export = f"python -m search.export {storage} --study {name} --output best.json"

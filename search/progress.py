@@ -118,6 +118,8 @@ class TrialReporter:
         searched = len([t for t in records.finished(study) if records.is_searched(t)])
         result(f"searched {searched} schedules; {len(records.candidate_pool(study))} candidates in all with the "
                f"paper's")
+        if line := unrun_references(study):
+            log.warning(f"warning: {line}")
         if not (candidates := records.candidates(study)):
             return
         best, baseline = candidates[0], records.baseline_trial(study)
@@ -130,6 +132,19 @@ class TrialReporter:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def unrun_references(study: optuna.Study) -> str | None:
+    """Which references still wait unrun, and the ``--trials`` that would run them (they come before any
+    searched trial); None when all ran."""
+    waiting = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+               if records.is_reference(t) and records.retry_of(t) is None]
+    if not waiting:
+        return None
+    names = ", ".join(f"{records.preset_of(t)}" + (f" (seed {records.seed_of(t)})" if records.is_replica(t) else "")
+                      for t in waiting)
+    return (f"{len(waiting)} reference(s) did not run: {names}; --trials "
+            f"{records.finished_count(study) + len(waiting)} runs them")
 
 
 class FailureGuard:
@@ -145,7 +160,10 @@ class FailureGuard:
         self.streak.append(records.fail_reason(trial, "unknown error"))
         if len(self.streak) >= self.limit:
             self.tripped = True
-            study.stop()
+            try:
+                study.stop()
+            except RuntimeError:  # a claimed retry runs outside study.optimize: the search loop checks tripped
+                pass
 
     def message(self) -> str:
         cause, count = collections.Counter(self.streak).most_common(1)[0]

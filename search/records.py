@@ -83,12 +83,13 @@ class TrialKey:
     ARM = "arm"  # confirm stage: the arm's key (a digest of its schedule)
     LABEL = "label"  # confirm stage: the arm's name (baseline, paper-c10-r32, #7 linear)
     CANDIDATE = "candidate"  # confirm stage: the arm is one of the search's top candidates
+    BUDGET = "budget"  # confirm stage: what the run trains, {"depth", "epochs", "subset"}
 
 
 INTERRUPTED = "interrupted"  # the fail reason of a trial that Ctrl-C or SIGTERM cut short
 # what a retry keeps of the trial it re-runs: what defines the run (the process, its fate and its files stay behind)
 RETRY_KEEPS = (TrialKey.PRESET, TrialKey.SEED, TrialKey.REPLICA, TrialKey.ARM, TrialKey.LABEL, TrialKey.SCHEDULE,
-               TrialKey.SOURCE_TRIAL, TrialKey.CANDIDATE)
+               TrialKey.SOURCE_TRIAL, TrialKey.CANDIDATE, TrialKey.BUDGET)
 
 
 # --- trials: reading --------------------------------------------------------------------------------------------
@@ -225,14 +226,14 @@ def enqueue_reference(study: optuna.Study, params: dict[str, Any], preset: str, 
     return True
 
 
-def enqueue_confirm_run(confirm: optuna.Study, arm: dict[str, Any], seed: int) -> None:
-    """Queue one confirm run: ``arm`` (``{"key", "label", "schedule", "source_trial", "candidate"}``) on ``seed``.
-    The arm and seed are records, not parameters: the arms change as the search's top K does, and a categorical
-    parameter's choices cannot."""
+def enqueue_confirm_run(confirm: optuna.Study, arm: dict[str, Any], seed: int, budget: dict[str, Any]) -> None:
+    """Queue one confirm run: ``arm`` (``{"key", "label", "schedule", "source_trial", "candidate"}``) on ``seed``
+    at ``budget``. The arm and seed are records, not parameters: the arms change as the search's top K does, and
+    a categorical parameter's choices cannot."""
     confirm.enqueue_trial({}, user_attrs={
         TrialKey.ARM: arm["key"], TrialKey.SEED: seed, TrialKey.LABEL: arm["label"],
         TrialKey.SCHEDULE: arm["schedule"], TrialKey.SOURCE_TRIAL: arm["source_trial"],
-        TrialKey.CANDIDATE: arm["candidate"]})
+        TrialKey.CANDIDATE: arm["candidate"], TrialKey.BUDGET: budget})
 
 
 def add_retry(study: optuna.Study, trial: FrozenTrial, history: list[int]) -> None:
@@ -435,7 +436,8 @@ def evaluations(study: optuna.Study) -> list[dict[str, Any]]:
 def evaluation_for(study: optuna.Study, schedule: Schedule) -> dict[str, Any] | None:
     """The most recent evaluation of this schedule recorded on the study on the study's own budget (depth, data
     set, epochs and subset as searched), or None."""
-    scope = {key: value for key, value in budget(study).items() if key != "batch_size"}
+    verdict_on = (confirmation(study) or {}).get("budget") or {}
+    scope = {key: value for key, value in {**budget(study), **verdict_on}.items() if key != "batch_size"}
     matches = [record for record in evaluations(study) if record["schedule"] == schedule.to_dict()
                and all(record.get(key) == value for key, value in scope.items())]
     return max(matches, key=lambda record: record.get("finished_at", ""), default=None)

@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from commands.flags import (add_artifact_dir_argument, add_confirm_arguments, add_storage_argument,
-                            add_training_arguments)
+                            add_target_arguments, add_training_arguments)
 from dashboards.live import DashboardPublisher
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
@@ -24,6 +24,7 @@ from search.config import SAMPLERS, SearchConfig
 from search.evidence.confirm_plan import is_settled
 from search.progress import confirm_runs
 from search.pruning import PRUNERS
+from search.queue import has_checkpoint, waiting_retries
 from search.space import FAMILY_CHOICES
 from search.interrupts import interrupted_exit, signals_as_interrupt
 from search.workers import WORKER_FLAG, config_from_payload, run_worker, run_workers
@@ -65,6 +66,7 @@ def build_parser() -> ArgumentParser:
                              "on fresh seeds and say whether one beats the baseline (search.confirm); 0 = off "
                              "(default 5)")
     add_confirm_arguments(parser, "--confirm-seeds")
+    add_target_arguments(parser)
     parser.add_argument("--checkpoint-dir", metavar="DIR",
                         help="where trials save their state after every epoch, so that a trial cut short (kill, "
                              "crash, Ctrl-C) resumes at its last finished epoch when re-run; a folder on storage "
@@ -106,7 +108,8 @@ def config_from(args: argparse.Namespace) -> SearchConfig:
         max_failures=args.max_failures, heartbeat=args.heartbeat, steps_per_execution=args.steps_per_execution,
         baseline_seeds=args.baseline_seeds, confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds,
         checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models, artifact_dir=args.artifact_dir,
-        tensorboard=args.tensorboard, min_effect=args.min_effect / 100)
+        tensorboard=args.tensorboard, min_effect=args.min_effect / 100, target_depth=args.target_depth,
+        target_epochs=args.target_epochs, target_subset=args.target_subset)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,8 +142,9 @@ def search(args: argparse.Namespace) -> int:
                     f"references (the baseline, its replicas, the paper's schedules, the learned arms) come first; "
                     f"raise --trials above {references}")
     settled = not config.confirm_top or is_settled(study, config.confirm_top, config.confirm_seeds,
-                                                   config.min_effect)
-    if done >= config.trials and settled:
+                                                   config.min_effect, config.target(epochs))
+    paid = any(has_checkpoint(config.checkpoint_root(), study, t) for t in waiting_retries(study))
+    if done >= config.trials and settled and not paid:
         result("target reached; raise --trials to search further")
         return 0
     if config.workers == 1:

@@ -42,12 +42,13 @@ def searched(tmp_path_factory):
     # the dashboard draw it
     study = study_of(url)
     plan = [{"key": f"k{i}", "label": label, "schedule": {}, "source_trial": number, "candidate": i > 0,
-             "rank_in_search": i or None} for i, (label, number) in enumerate([("baseline", None), ("#3", 3),
-                                                                                ("#4", 4)])]
+             "rank_in_search": i or None, "proxy": 0.5 + 0.1 * i}
+            for i, (label, number) in enumerate([("baseline", None), ("#3", 3), ("#4", 4)])]
     accuracy = {("k0", 0): 0.80, ("k0", 1): 0.82, ("k1", 0): 0.83, ("k1", 1): 0.86, ("k2", 0): 0.79,
-                ("k2", 1): None}
-    records.write_study_value(study, records.StudyKey.CONFIRMATION, summarise(
-        plan, [0, 1], accuracy, set(), 1 / 144, records.budget(study)))
+                ("k2", 1): 0.84}
+    summary = summarise(plan, [0, 1], accuracy, set(), 1 / 144, {"depth": 14, "epochs": 2, "subset": 200})
+    summary["search_budget"] = {"depth": 8, "epochs": 2, "subset": 200}
+    records.write_study_value(study, records.StudyKey.CONFIRMATION, summary)
     publish(open_storage(url), study.study_name, url)
     return url, folder
 

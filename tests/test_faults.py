@@ -50,67 +50,72 @@ def running_mid_epoch(url):
     return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials(url))
 
 
-def test_kill_9_mid_trial_is_failed_at_once_and_rerun(tmp_path):
-    url = f"sqlite:///{tmp_path / 'search.db'}"
-    # the default heartbeat: the re-run comes long before the trial's heartbeat is stale, and on the same host
-    # the dead worker's trial is failed and re-queued all the same (its pid no longer exists)
-    argv = [*TINY, "--epochs", "30", "--trials", "3", "--storage", url, "--pruner", "none"]
-    process = start_search(argv)
-    wait_for(lambda: running_mid_epoch(url))
-    victim = next(t for t in trials(url) if t.state == TrialState.RUNNING)
-    finished_before = {t.number: (t.state, t.value) for t in trials(url) if t.state in FINISHED}
-    process.kill()
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-    done = subprocess.run([sys.executable, "-m", "search.run", *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    after = trials(url)
-    assert after[victim.number].state == TrialState.FAIL  # failed at once, not left RUNNING
-    assert "worker died" in after[victim.number].user_attrs["fail_reason"]
-    retries = [t for t in after if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retries) == 1 and retries[0].state in FINISHED
-    assert retries[0].params == victim.params
-    assert retries[0].user_attrs.get("preset") == victim.user_attrs.get("preset")
-    # it resumed from the dead worker's last epoch checkpoint, and the finished trial's checkpoint is gone
-    assert retries[0].user_attrs["resumed_from_epoch"] >= 1
-    assert not list((tmp_path / "search-checkpoints").rglob("state.npz"))
-    for number, (state, value) in finished_before.items():
-        assert (after[number].state, after[number].value) == (state, value)
-    assert not any(t.state == TrialState.RUNNING for t in after)
-    # the target, and past it only the warm-start trials queued before the baseline's re-run (a study is not
-    # done before its baseline is)
-    assert 3 <= sum(t.state in FINISHED for t in after) <= len([t for t in after if "preset" in t.user_attrs])
+def running_after_epoch(url, epochs=2):
+    """A trial is running and has finished ``epochs`` epochs: a checkpoint holds them."""
+    return next((t for t in trials(url) if t.state == TrialState.RUNNING and len(t.intermediate_values) >= epochs),
+                None)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_marks_the_trial_failed_exits_with_the_signal_code_and_resumes(tmp_path, sig, code):
-    url = f"sqlite:///{tmp_path / 'search.db'}"
-    argv = [*TINY, "--epochs", "30", "--trials", "2", "--storage", url, "--pruner", "none"]
-    process = start_search(argv)
-    wait_for(lambda: running_mid_epoch(url))
-    process.send_signal(sig)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == code, err[-2000:]
+def first_started(url, since):
+    """The first trial a process started after ``since`` (a datetime) started."""
+    started = [t for t in trials(url) if t.datetime_start and t.datetime_start >= since]
+    return min(started, key=lambda t: t.datetime_start)
+
+
+def _cut_short_work_runs_first(url, folder, signal_number, code):
+    """kill -9 mid-trial, a re-run whose target is met, Ctrl-C or SIGTERM mid-trial, a re-run: each re-run starts
+    with the interrupted trial, resumed from its checkpoint, before the references queued ahead of it."""
+    import datetime
+
+    argv = [*TINY, "--epochs", "20", "--pruner", "none", "--storage", url, "--checkpoint-dir", str(folder / "c"),
+            "--artifact-dir", str(folder / "a")]
+    # 1. killed after two epochs of its second trial; three references wait behind it
+    first = start_search([*argv, "--trials", "3"])
+    wait_for(lambda: (running := running_after_epoch(url)) is not None and running.number >= 1)  # past the baseline
+    victim = running_after_epoch(url)
+    first.kill()
+    first.wait()
+    assert [t.state for t in trials(url)].count(TrialState.WAITING) == 3
+    # 2. a re-run whose target (--trials 1) is met already still finishes the killed trial: work paid for
+    since = datetime.datetime.now()
+    second = subprocess.run([sys.executable, "-m", "search.run", *argv, "--trials", "1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "finishing the interrupted trials" in second.stderr
+    retry = first_started(url, since)
+    assert retry.user_attrs["retry_of"] == victim.number and "worker died" in \
+        trials(url)[victim.number].user_attrs["fail_reason"]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from_epoch"] >= 2
+    # 3. Ctrl-C or SIGTERM after two epochs of the next trial: exit code, one line, nothing else
+    third = start_search([*argv, "--trials", "3"])
+    wait_for(lambda: running_after_epoch(url))
+    cut = running_after_epoch(url)
+    third.send_signal(signal_number)
+    _, err = third.communicate(timeout=120)
+    assert third.returncode == code, err[-2000:]
     last = [line for line in err.splitlines() if line.strip()][-1]
-    assert last.startswith("interrupted") and "resume" in last
-    assert "Traceback" not in err and "Trial 0 failed" not in err  # the one line only; -v adds the traceback
-    interrupted = [t for t in trials(url) if t.state == TrialState.FAIL]
-    assert len(interrupted) == 1 and interrupted[0].user_attrs["fail_reason"] == "interrupted"
-    assert not any(t.state == TrialState.RUNNING for t in trials(url))
-    # the same command resumes; the cut-short trial (the baseline here) runs again
-    resumed = subprocess.run([sys.executable, "-m", "search.run", *argv, "--epochs", "1"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 2 and "epochs" in resumed.stderr  # a changed budget is refused...
-    resumed = subprocess.run([sys.executable, "-m", "search.run", *argv], cwd=ROOT, capture_output=True, text=True,
-                             timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert last.startswith("interrupted") and "resume" in last and "Traceback" not in err
+    assert trials(url)[cut.number].user_attrs["fail_reason"] == "interrupted"
+    # 4. the re-run starts with it, resumed, then finishes the study: nothing running, no checkpoint left
+    since = datetime.datetime.now()
+    fourth = subprocess.run([sys.executable, "-m", "search.run", *argv, "--trials", "3"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    resumed = first_started(url, since)
+    assert resumed.user_attrs["retry_of"] == cut.number and resumed.user_attrs["resumed_from_epoch"] >= 2
+    assert resumed.params == cut.params and resumed.user_attrs.get("preset") == cut.user_attrs.get("preset")
     after = trials(url)
-    rerun = [t for t in after if t.user_attrs.get("retry_of") == interrupted[0].number]
-    assert len(rerun) == 1 and rerun[0].params == interrupted[0].params and rerun[0].state in FINISHED
-    assert rerun[0].user_attrs["preset"] == "baseline" and rerun[0].state == TrialState.COMPLETE
-    assert rerun[0].user_attrs["resumed_from_epoch"] >= 1  # from the interrupted attempt's last epoch
-    assert sum(t.state in FINISHED for t in after) >= 2
+    assert not [t for t in after if t.state == TrialState.RUNNING]
+    assert not list((folder / "c").rglob("state.npz")) and not list((folder / "c").rglob("trial-*"))
+    assert "did not run: learned, skipinit; --trials 5 runs them" in fourth.stderr
+
+
+def test_cut_short_work_runs_first_on_sqlite(tmp_path):
+    _cut_short_work_runs_first(f"sqlite:///{tmp_path / 'search.db'}", tmp_path, signal.SIGINT, 130)
+
+
+def test_cut_short_work_runs_first_on_postgresql(postgres_url, tmp_path):
+    _cut_short_work_runs_first(postgres_url, tmp_path, signal.SIGTERM, 143)
 
 
 def test_failing_trials_are_recorded_and_a_repeated_failure_stops_the_search(tmp_path, monkeypatch, capsys):

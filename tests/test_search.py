@@ -243,7 +243,7 @@ def test_evaluate_compares_several_arms_with_the_baseline_and_corrects_their_p_v
     assert run_command(evaluate.main, [*argv, "--schedule", "learned"]) == 2  # an arm given twice
 
 
-def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_verdict(tmp_path):
+def test_a_confirm_stage_at_a_target_budget_killed_midway_resumes_and_exports_its_verdict(tmp_path):
     import signal
     import subprocess
     import sys
@@ -254,8 +254,10 @@ def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_v
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
     # 3 epochs a run: a confirm run outlasts the poll below, so the signal lands during the stage
-    assert search_run.main([*TINY, "--epochs", "3", "--trials", "3", "--baseline-seeds", "1", "--storage", url]) == 0
-    argv = ["--storage", url, "--study", "digits-resnet8", "--top", "1", "--seeds", "2"]
+    assert search_run.main([*TINY, "--epochs", "3", "--trials", "4", "--baseline-seeds", "1", "--storage", url]) == 0
+    # searched at ResNet-8 for 3 epochs, confirmed at ResNet-14 for 2: a cheap proxy, the target where it matters
+    target = ["--target-depth", "14", "--target-epochs", "2"]
+    argv = ["--storage", url, "--study", "digits-resnet8", "--top", "2", "--seeds", "2", *target]
     stage = subprocess.Popen([sys.executable, "-m", "search.confirm", *argv], cwd=Path(__file__).parents[1],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -273,35 +275,45 @@ def test_confirm_stage_killed_midway_resumes_without_repeating_and_exports_its_v
     assert run_command(confirm.main, argv) == 0  # the same command resumes
     confirm_study = load(url, "digits-resnet8.confirm")
     runs = confirm_study.get_trials()
-    pairs = [(t.user_attrs["label"], t.user_attrs["seed"]) for t in runs if t.state == TrialState.COMPLETE]
+    complete = [t for t in runs if t.state == TrialState.COMPLETE]
+    pairs = [(t.user_attrs["label"], t.user_attrs["seed"]) for t in complete]
+    assert all(t.user_attrs["budget"] == {"depth": 14, "epochs": 2, "subset": 200} and t.user_attrs["epochs_run"] == 2
+               for t in complete)  # trained at the target
     candidates = [t for t in load(url).get_trials(states=(TrialState.COMPLETE,))
                   if t.user_attrs.get("preset") != "baseline"]
     top = max(candidates, key=lambda t: (t.value, -t.number))  # the best candidate (never a baseline run)
-    labels = sorted({label for label, _ in pairs})  # baseline, the paper's (the top candidate here) and no other
-    assert "baseline" in labels and any(label.startswith(f"#{top.number}") for label in labels)
+    labels = sorted({label for label, _ in pairs})  # the baseline, the paper's and the top two (one is the paper's)
+    assert len(labels) == 3 and "baseline" in labels and any(label.startswith(f"#{top.number}") for label in labels)
     assert sorted(pairs) == sorted((label, seed) for label in labels for seed in (2000, 2001))  # each once
     assert all(runs[number].user_attrs == attrs for number, attrs in before.items())  # finished runs untouched
     assert all(t.user_attrs.get("fail_reason") == "interrupted" for t in runs if t.state == TrialState.FAIL)
     search_study = load(url)
     summary = search_study.user_attrs["confirmation"]
-    assert summary["seeds"] == [2000, 2001] and summary["candidates"] == 1
-    assert summary["candidate_trials"] == [top.number] and summary["verdict"]["comparisons"] == 1
+    assert summary["seeds"] == [2000, 2001] and summary["candidates"] == 2 and top.number in summary["candidate_trials"]
+    assert summary["verdict"]["comparisons"] == 2 and summary["budget"] == {"depth": 14, "epochs": 2, "subset": 200}
+    assert summary["search_budget"] == {"depth": 8, "epochs": 3, "subset": 200}
+    assert summary["proxy_agreement"]["arms"] == 3 and "search_at_target_seconds" in summary["cost"]
     assert set(search_study.user_attrs["confirm_seeds"]) == {2000, 2001}
-    assert run_command(search_run.main, [*TINY, "--epochs", "3", "--trials", "3", "--baseline-seeds", "1",
-                                         "--confirm-top", "1", "--confirm-seeds", "2", "--storage", url]) == 0
+    assert run_command(search_run.main, [*TINY, "--epochs", "3", "--trials", "4", "--baseline-seeds", "1",
+                                         "--confirm-top", "2", "--confirm-seeds", "2", *target, "--storage", url]) == 0
     assert len(load(url, "digits-resnet8.confirm").get_trials()) == len(runs)  # nothing to re-plan or re-run
     out = tmp_path / "best.json"
     assert export.main(["--storage", url, "--output", str(out)]) == 0
     document = json.loads(out.read_text())
     verdict, block = document["verdict"], document["confirmation"]
     assert verdict["outcome"] in ("beats_baseline", "no_candidate_beats_baseline", "worse_than_baseline")
-    assert verdict["current"] and verdict["seeds"] == [2000, 2001] and verdict["budget"]["epochs"] == 3
+    assert verdict["current"] and verdict["seeds"] == [2000, 2001] and verdict["budget"]["epochs"] == 2
+    provenance = document["provenance"]
+    assert provenance["ranked_on"]["depth"] == 8 and provenance["verdict_on"] == {"depth": 14, "epochs": 2,
+                                                                                 "subset": 200}
+    assert document["depth"] == 14 and len(document["values"]) == 6  # realised at the target's depth
+    assert document["proxy_agreement"]["arms"] == 3
     assert verdict["recommendation"] == ("baseline" if verdict["winner"] is None else verdict["winner"])
-    assert block["rank_in_search"] == 1 and document["provenance"]["trial"] == top.number
+    assert block["rank_in_search"] in (1, 2) and provenance["trial"] in summary["candidate_trials"]
     assert len(block["baseline_val_accuracy"]) == len(block["schedule_val_accuracy"]) == 2
     assert {"difference_mean", "bounds_raw", "bounds_adjusted", "p_better", "pairs", "diverged"} <= set(block)
     evidence = document["evidence"]
-    assert evidence["selected_from"] == 1 and evidence["searched"] == 0 and evidence["sigma_d"] > 0
+    assert evidence["selected_from"] == 2 and evidence["searched"] == 0 and evidence["sigma_d"] > 0
     assert evidence["chance_best_p95"] >= evidence["chance_best_mean"] >= 0
 
 

@@ -19,6 +19,7 @@ from storage.rdb import open_storage
 
 SEEDS = [2000, 2001, 2002]
 BUDGET = {"depth": 8, "dataset": "digits", "epochs": 1, "subset": None, "batch_size": 32}
+OWN = {"depth": 8, "epochs": 1, "subset": None}  # the search's own budget, at which the stage trains
 
 
 def arms(count):
@@ -150,8 +151,8 @@ def test_an_extended_search_replans_the_confirm_stage_and_reuses_every_run_done(
     confirm = open_confirm_study(storage, study)
     first = plan_arms(study, top=1)
     assert [arm["candidate"] for arm in first] == [False, False, True]
-    assert queue_plan(confirm, first, SEEDS[:2]) == 6
-    assert queue_plan(confirm, first, SEEDS[:2]) == 0  # queued once
+    assert queue_plan(confirm, first, SEEDS[:2], OWN) == 6
+    assert queue_plan(confirm, first, SEEDS[:2], OWN) == 0  # queued once
     for trial in confirm.get_trials(states=(TrialState.WAITING,)):  # the runs finish
         confirm.tell(confirm.ask(), 0.7)
     done = {pair: [t.number for t in runs] for pair, runs in runs_by_pair(confirm).items()}
@@ -162,7 +163,20 @@ def test_an_extended_search_replans_the_confirm_stage_and_reuses_every_run_done(
     assert not is_current(study, summary)
     second = plan_arms(study, top=1)
     assert second[-1]["source_trial"] != first[-1]["source_trial"]
-    assert queue_plan(confirm, second, SEEDS[:2]) == 2  # only the new candidate's two seeds
-    assert queue_plan(confirm, second, SEEDS[:3]) == 3  # a third seed: one run per arm
+    assert queue_plan(confirm, second, SEEDS[:2], OWN) == 2  # only the new candidate's two seeds
+    assert queue_plan(confirm, second, SEEDS[:3], OWN) == 3  # a third seed: one run per arm
     runs = runs_by_pair(confirm)
     assert all(len(runs[pair]) == 1 for pair in done)  # nothing done is queued again
+
+
+def test_rank_agreement_of_a_proxy_with_its_target():
+    target = [[0.70, 0.71], [0.72, 0.74], [0.75, 0.75], [0.78, 0.80], [0.80, 0.83]]
+    perfect = stats.rank_agreement([0.1, 0.2, 0.3, 0.4, 0.5], target)
+    assert perfect["tau"] == pytest.approx(1) and perfect["p_value"] == pytest.approx(1 / 120)  # 5! orders
+    assert perfect["target_seed_tau"] == pytest.approx(1) and perfect["arms"] == 5
+    reversed_ = stats.rank_agreement([0.5, 0.4, 0.3, 0.2, 0.1], target)
+    assert reversed_["tau"] == pytest.approx(-1) and reversed_["p_value"] == 1.0
+    tied = stats.rank_agreement([0.3] * 5, target)
+    assert tied["tau"] is None and tied["p_value"] is None  # a proxy that ranks nothing
+    partial = stats.rank_agreement([0.1, 0.2, None, 0.4], [[0.7, 0.7], [0.8, None], [0.6, 0.6], [0.9, 0.9]])
+    assert partial is None  # below three arms with a proxy and every target seed

@@ -20,9 +20,18 @@ from search.records import BASELINE, INTERRUPTED, TrialKey
 ATTEMPTS = 3  # runs of one arm and seed that fail with an error before the stage gives up on them
 
 
-def arm_key(schedule: dict[str, Any]) -> str:
-    """An arm's identity in the confirm study: a digest of its schedule, so a run is reused under any label."""
-    return hashlib.sha256(json.dumps(Schedule.from_dict(schedule).to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+def arm_key(schedule: dict[str, Any], budget: dict[str, Any] | None = None) -> str:
+    """An arm's identity in the confirm study: a digest of its schedule (and of its budget, when the stage trains
+    at another one than the search), so a run is reused under any label, never at another budget."""
+    canonical = Schedule.from_dict(schedule).to_dict()
+    text = json.dumps([canonical, budget] if budget else canonical, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def target_budget(study: optuna.Study, target: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``target`` (``{"depth", "epochs", "subset"}``) when it differs from the search's own budget, else None."""
+    own = {key: records.budget(study)[key] for key in ("depth", "epochs", "subset")}
+    return target if target and target != own else None
 
 
 AUTO_SEEDS = (2, 10)  # the range --confirm-seeds auto chooses from
@@ -44,25 +53,30 @@ def auto_seed_count(study: optuna.Study, top: int, min_effect: float) -> int:
     return min(max(needed or AUTO_SEEDS[1], AUTO_SEEDS[0]), AUTO_SEEDS[1])
 
 
-def plan_arms(study: optuna.Study, top: int) -> list[dict[str, Any]]:
-    """The arms: baseline, the study's paper preset, then the search's current top ``top`` candidates (a preset
-    among them is not repeated)."""
-    settings = records.settings(study)
-    paper = paper_preset_for(settings["dataset"], settings["depth"])
+def plan_arms(study: optuna.Study, top: int, target: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The arms: baseline, the paper's preset for the data set and the depth the stage trains at, then the
+    search's current top ``top`` candidates (a preset among them is not repeated). ``target``: the stage's budget
+    when it is not the search's. Each arm carries its ``proxy``: its search trial's validation accuracy."""
+    settings, budget = records.settings(study), target_budget(study, target)
+    paper = paper_preset_for(settings["dataset"], (budget or settings)["depth"])
+    searched = {records.preset_of(t): t.value for t in records.complete(study)
+                if records.is_reference(t) and not records.is_replica(t)}
 
-    def arm(label, schedule, source_trial, candidate):
-        return {"key": arm_key(schedule), "label": label, "schedule": schedule, "source_trial": source_trial,
-                "candidate": candidate, "rank_in_search": records.rank_in_search(study, source_trial)}
+    def arm(label, schedule, source_trial, candidate, proxy):
+        return {"key": arm_key(schedule, budget), "label": label, "schedule": schedule,
+                "source_trial": source_trial, "candidate": candidate, "proxy": proxy,
+                "rank_in_search": records.rank_in_search(study, source_trial)}
 
-    arms = [arm(BASELINE, preset(BASELINE).to_dict(), None, False), arm(paper, preset(paper).to_dict(), None, False)]
+    arms = [arm(BASELINE, preset(BASELINE).to_dict(), None, False, searched.get(BASELINE)),
+            arm(paper, preset(paper).to_dict(), None, False, searched.get(paper))]
     for trial in records.candidates(study)[:top]:
         name = records.preset_of(trial)
         label = f"#{trial.number}" + (f" {name}" if name else "")
         schedule = records.schedule_of(trial).to_dict()
         if name == paper:
-            arms[1] = arm(label, schedule, trial.number, True)
+            arms[1] = arm(label, schedule, trial.number, True, trial.value)
         else:
-            arms.append(arm(label, schedule, trial.number, True))
+            arms.append(arm(label, schedule, trial.number, True, trial.value))
     return arms
 
 
@@ -98,15 +112,19 @@ def outcome(runs: list[optuna.trial.FrozenTrial], failures_allowed: int = ATTEMP
     return ("failed" if len(errors) >= failures_allowed else "missing"), None
 
 
-def is_settled(study: optuna.Study, top: int, count: int | None, min_effect: float) -> bool:
-    """Whether the study holds a confirmation of its current top ``top`` candidates on the seeds asked for."""
+def is_settled(study: optuna.Study, top: int, count: int | None, min_effect: float,
+               target: dict[str, Any] | None = None) -> bool:
+    """Whether the study holds a confirmation of its current top ``top`` candidates on the seeds and at the
+    budget asked for."""
     summary = records.confirmation(study)
+    budget = target or {key: records.budget(study)[key] for key in ("depth", "epochs", "subset")}
     return bool(summary) and summary.get("top") == top and is_current(study, summary) \
-        and summary["seeds"] == confirm_seeds(study, count, top, min_effect)
+        and summary["seeds"] == confirm_seeds(study, count, top, min_effect) \
+        and {key: (summary.get("budget") or {}).get(key) for key in budget} == budget
 
 
 def is_current(study: optuna.Study, summary: dict[str, Any]) -> bool:
     """Whether a stored confirmation confirmed the search's current top candidates (a search extended since may
     have new ones)."""
-    arms = plan_arms(study, summary.get("top") or summary.get("candidates") or 0)
+    arms = plan_arms(study, summary.get("top") or summary.get("candidates") or 0, summary.get("budget"))
     return sorted(arm["source_trial"] for arm in arms if arm["candidate"]) == summary.get("candidate_trials")

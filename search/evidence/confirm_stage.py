@@ -15,6 +15,7 @@ extending the search (a larger ``--trials``) or asking for more seeds re-plans t
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from typing import Any
 
 import optuna
@@ -30,8 +31,10 @@ from search.interrupts import raise_if_interrupted
 from search.keep import ArmModelKeeper
 from search.liveness import clear_zombies, optimize, record_process
 from search.objective import AfterTrial, train_trial
+from search.queue import run_retries
 from search.records import INTERRUPTED, StudyKey, TrialKey
 from search.study import tidy
+from training.data import load_dataset
 
 
 def open_confirm_study(storage, study: optuna.Study, config=None) -> optuna.Study:
@@ -49,7 +52,7 @@ def open_confirm_study(storage, study: optuna.Study, config=None) -> optuna.Stud
     return confirm
 
 
-def queue_plan(confirm: optuna.Study, arms: list[dict[str, Any]], seeds: list[int],
+def queue_plan(confirm: optuna.Study, arms: list[dict[str, Any]], seeds: list[int], budget: dict[str, Any],
                allowed: dict[tuple[str, int], int] | None = None) -> int:
     """Queue every (arm, seed) of the plan that has no run, finished or under way (a failed one again, up to
     ``allowed[pair]`` errors in all); seed by seed, so early results already pair up. The count queued."""
@@ -63,16 +66,17 @@ def queue_plan(confirm: optuna.Study, arms: list[dict[str, Any]], seeds: list[in
                 if failed:  # again, taking over the last attempt's checkpoint
                     records.add_retry(confirm, failed[-1], [])
                 else:
-                    records.enqueue_confirm_run(confirm, arm, seed)
+                    records.enqueue_confirm_run(confirm, arm, seed, budget)
                 queued += 1
     return queued
 
 
 class ConfirmObjective:
-    """One confirm run: the queued arm's schedule on its seed, the search's budget, no pruning."""
+    """One confirm run: the queued arm's schedule on its seed, at the stage's budget (``train``: the search's own,
+    or its ``--target-*``), no pruning."""
 
-    def __init__(self, config, data, keeper: ArmModelKeeper | None = None):
-        self.config, self.data, self.keeper = config, data, keeper
+    def __init__(self, config, data, keeper: ArmModelKeeper | None = None, train=None):
+        self.config, self.data, self.keeper, self.train = config, data, keeper, train or config.train
         self.current: int | None = None  # the trial being run, for search.liveness.optimize
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -94,17 +98,38 @@ class ConfirmObjective:
             return False
 
         # every arm keeps one run's model: a reference now (the paper's) may be a candidate after a re-plan
-        run = train_trial(trial, dataclasses.replace(self.config.train, seed=seed),
+        run = train_trial(trial, dataclasses.replace(self.train, seed=seed),
                           Schedule.from_dict(records.attr(trial, TrialKey.SCHEDULE)), self.data, report,
                           self.config.checkpoint_root(), self.keeper, self.config.tensorboard)
         return run.final_val_accuracy
+
+
+def stage_cost(study: optuna.Study, confirm: optuna.Study, budget: dict[str, Any], runs: int) -> dict[str, Any]:
+    """What the search cost at its budget, what the stage cost at its own, and what the search would have cost at
+    the stage's: in measured seconds per epoch (the median over finished runs) at each budget."""
+    def per_epoch(trials):
+        timed = [records.attr(t, TrialKey.WALL_SECONDS) / records.attr(t, TrialKey.EPOCHS_RUN) for t in trials
+                 if records.attr(t, TrialKey.WALL_SECONDS) and records.attr(t, TrialKey.EPOCHS_RUN)]
+        return statistics.median(timed) if timed else None
+
+    search_epoch = per_epoch(records.finished(study))
+    target_epoch = per_epoch(t for t in records.finished(confirm) if records.attr(t, TrialKey.BUDGET) == budget)
+    epochs_trained = sum(records.attr(t, TrialKey.EPOCHS_RUN) or 0 for t in records.finished(study))
+    cost = {"search_seconds_per_epoch": search_epoch, "target_seconds_per_epoch": target_epoch,
+            "search_epochs": epochs_trained, "stage_runs": runs, "target_epochs": budget["epochs"]}
+    if search_epoch and target_epoch:
+        cost.update(search_seconds=epochs_trained * search_epoch, stage_seconds=runs * budget["epochs"] * target_epoch,
+                    search_at_target_seconds=epochs_trained * (budget["epochs"] / (records.epochs(study) or 1))
+                    * target_epoch)
+    return cost
 
 
 def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | None:
     """Work through the confirm stage of the search's current top ``config.confirm_top`` candidates on
     ``config.confirm_seeds`` seeds (with any other workers); the summary once every run has finished, stored on the
     search study as ``confirmation``, else None (other workers finish it, or nothing to confirm)."""
-    arms = plan_arms(study, config.confirm_top)
+    budget = config.target(records.epochs(study))
+    arms = plan_arms(study, config.confirm_top, budget)
     if not any(arm["candidate"] for arm in arms):
         result(f"nothing to confirm: study {study.study_name!r} has no completed schedule besides its references "
                f"(raise --trials to search some)")
@@ -115,10 +140,14 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
     if not set(seeds) <= used:
         records.write_study_value(study, StudyKey.CONFIRM_SEEDS, sorted(used | set(seeds)))
     keeper = ArmModelKeeper.for_search(config, storage)
-    objective = ConfirmObjective(config, data, keeper)
+    if budget["subset"] != config.subset:  # a target on another number of images: its own data
+        data = load_dataset(config.dataset, config.data_dir, budget["subset"])
+    train = dataclasses.replace(config.train, depth=budget["depth"], epochs=budget["epochs"])
+    objective = ConfirmObjective(config, data, keeper, train)
     after = AfterTrial(config.checkpoint_root(), keeper)
     log.info(f"confirm: {len(arms)} arms x {len(seeds)} seeds ({len(arms) * len(seeds)} runs, those done already "
-             f"reused) in study {confirm.study_name!r}")
+             f"reused) in study {confirm.study_name!r}, at ResNet-{budget['depth']}, {budget['epochs']} epochs"
+             + (f", {budget['subset']} images" if budget["subset"] else ""))
 
     def line(_, trial) -> None:
         if trial.state == TrialState.COMPLETE:
@@ -136,7 +165,7 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
               for pair, runs in runs_by_pair(confirm).items()}
     allowed = {(arm["key"], seed): errors.get((arm["key"], seed), 0) + ATTEMPTS for arm in arms for seed in seeds}
     while True:
-        queue_plan(confirm, arms, seeds, allowed)
+        queue_plan(confirm, arms, seeds, budget, allowed)
         if not confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             pairs = runs_by_pair(confirm)
             states = {(arm["key"], seed): outcome(pairs.get((arm["key"], seed), []), allowed[(arm["key"], seed)])
@@ -144,19 +173,23 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
             if any(state == "running" for state, _ in states.values()):
                 log.info("confirm: other workers are finishing the last runs")
                 return None
-            current = plan_arms(study, config.confirm_top)  # the search may have moved on (other workers)
+            current = plan_arms(study, config.confirm_top, budget)  # the search may have moved on (other workers)
             if [arm["key"] for arm in current] == [arm["key"] for arm in arms]:
                 break
             arms = current
             allowed.update({(arm["key"], seed): allowed.get((arm["key"], seed), ATTEMPTS) for arm in arms
                             for seed in seeds})
             continue
+        if run_retries(confirm, storage, objective, [after, line]):  # interrupted runs first
+            continue
         optimize(confirm, objective, n_trials=1, callbacks=[after, line], catch=(Exception,), gc_after_trial=True)
     summary = summarise(arms, seeds, {pair: value for pair, (state, value) in states.items()
                                       if state in ("done", "diverged")},
                         {pair for pair, (state, _) in states.items() if state == "failed"},
-                        resolution=1 / len(data.y_val) if len(data.y_val) else None, budget=records.budget(study),
+                        resolution=1 / len(data.y_val) if len(data.y_val) else None, budget=budget,
                         min_effect=config.min_effect, top=config.confirm_top)
+    summary["search_budget"] = {key: records.budget(study)[key] for key in ("depth", "epochs", "subset")}
+    summary["cost"] = stage_cost(study, confirm, budget, len(arms) * len(seeds))
     records.write_study_value(study, StudyKey.CONFIRMATION, summary)
     result(describe(summary))
     return summary

@@ -34,8 +34,8 @@ def exported_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 
 def export_document(study: optuna.Study, depth: int | None = None) -> dict[str, Any]:
-    """The JSON document ``search.export`` writes for ``study``, realised at ``depth`` (default: the searched
-    one). Reads the study only."""
+    """The JSON document ``search.export`` writes for ``study``, realised at ``depth`` (default: the depth the
+    verdict was reached at, the searched one unless the stage confirmed at a target). Reads the study only."""
     settings = records.settings(study)
     if not settings:
         raise UsageError(f"study: {study.study_name!r} was not made by search.run")
@@ -58,13 +58,18 @@ def export_document(study: optuna.Study, depth: int | None = None) -> dict[str, 
                 "candidates (pruned ones included); chance_best_p95 is what the best of that many candidates as "
                 "good as the baseline would show 5 % of the time",
     }
+    confirmation = records.confirmation(study)
+    ranked_on = {key: records.budget(study)[key] for key in ("depth", "epochs", "subset")}
+    verdict_on = (confirmation or {}).get("budget") or ranked_on
     provenance = {
         "study": study.study_name, "trial": best.number, "dataset": settings["dataset"],
         "depth_searched": settings["depth"], "epochs": records.epochs(study), "subset": settings.get("subset"),
         "batch_size": settings.get("batch_size"), "preset": records.preset_of(best),
+        "ranked_on": ranked_on, "verdict_on": {key: verdict_on.get(key) for key in ranked_on},
     }
     extra: dict[str, Any] = {"verdict": verdict_block(study)}
-    confirmation = records.confirmation(study)
+    if confirmation and confirmation.get("proxy_agreement"):
+        extra["proxy_agreement"] = confirmation["proxy_agreement"]
     if arm := exported_arm(confirmation or {}):
         extra["confirmation"] = {"seeds": confirmation["seeds"], "budget": confirmation["budget"],
                                  "candidates": confirmation["candidates"],
@@ -72,7 +77,7 @@ def export_document(study: optuna.Study, depth: int | None = None) -> dict[str, 
                                  **{key: arm.get(key) for key in ARM_FIELDS}}
     if evaluation := records.evaluation_for(study, schedule):
         extra["evaluation"] = evaluation
-    return schedule_document(schedule, depth or settings["depth"], provenance=provenance, evidence=evidence,
+    return schedule_document(schedule, depth or verdict_on["depth"], provenance=provenance, evidence=evidence,
                              **extra)
 
 

@@ -18,6 +18,7 @@ Ties: a difference measured on n images is known only to 1/n, so no variance is 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Any, Sequence
 
@@ -287,3 +288,38 @@ def sigma_interval(sd: float, df: int, level: float = 0.95) -> tuple[float, floa
         return None
     return (sd * math.sqrt(df / stats.chi2.ppf(0.5 + level / 2, df)),
             sd * math.sqrt(df / stats.chi2.ppf(0.5 - level / 2, df)))
+
+
+# --- does a cheap proxy rank as the target does? -----------------------------------------------------------
+
+def rank_agreement(proxy: Sequence[float], target: Sequence[Sequence[float | None]]) -> dict[str, Any] | None:
+    """How well ``proxy`` (one figure per arm: its search trial's validation accuracy) ranks the arms as their
+    ``target`` runs (arms x seeds) do: Kendall's tau between the proxy and the target's mean over seeds, with its
+    exact permutation p-value (one-sided: the chance that a ranking unrelated to the target agrees at least this
+    well; every ordering of up to 8 arms is enumerated, beyond that 20000 drawn), and the target's own agreement
+    with itself, the mean tau between two of its seeds over every pair of seeds: what no proxy can beat. Arms
+    without a complete target row are left out; None below 3 arms."""
+    rows = [(p, row) for p, row in zip(proxy, target) if p is not None and row and None not in row]
+    if len(rows) < 3:
+        return None
+    x = np.asarray([p for p, _ in rows], float)
+    runs = np.asarray([row for _, row in rows], float)
+    mean = runs.mean(1)
+    tau = _tau(x, mean)
+    if len(x) <= 8:
+        taus = np.asarray([_tau(x[list(order)], mean) for order in itertools.permutations(range(len(x)))])
+    else:
+        generator = np.random.default_rng(0)
+        taus = np.asarray([_tau(generator.permutation(x), mean) for _ in range(20_000)])
+    pairs = [(a, b) for a in range(runs.shape[1]) for b in range(a + 1, runs.shape[1])]
+    between = [_tau(runs[:, a], runs[:, b]) for a, b in pairs]
+    between = [value for value in between if not math.isnan(value)]
+    tied = math.isnan(tau)  # the proxy (or the target) ranks every arm alike: no ranking to compare
+    return {"arms": len(x), "tau": None if tied else tau,
+            "p_value": None if tied else float(np.mean(taus >= tau - 1e-12)),
+            "target_seed_tau": float(np.mean(between)) if between else None, "seed_pairs": len(between)}
+
+
+def _tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b (ties counted as SciPy does); NaN when either side is all ties."""
+    return float(stats.kendalltau(a, b).statistic)

@@ -79,6 +79,8 @@ def summarise(arms: list[dict[str, Any]], seeds: list[int], accuracy: dict[tuple
             "resolution": resolution, "baseline_val_accuracy": rows[0], "baseline_diverged": baseline_diverged,
             "baseline_failed": baseline_failed, "arms": summary_rows,
             "candidate_trials": sorted(arm["source_trial"] for arm in arms if arm["candidate"]),
+            "proxy": [arm.get("proxy") for arm in arms], "labels": [arm["label"] for arm in arms],
+            "proxy_agreement": stats.rank_agreement([arm.get("proxy") for arm in arms], rows),
             "verdict": verdict, "winner": winner, "best": best}
 
 
@@ -125,9 +127,37 @@ def describe(summary: dict[str, Any]) -> str:
             text += " (reference)"
         lines.append(text)
     lines.append(verdict_line(summary))
-    if power := power_line(summary):
-        lines.append(power)
+    for line in (power_line(summary), agreement_line(summary), cost_line(summary)):
+        if line:
+            lines.append(line)
     return "\n".join(lines)
+
+
+def agreement_line(summary: dict[str, Any]) -> str | None:
+    """Did the search's ranking (its budget, its one seed) foretell the stage's? Kendall's tau, with the stage's
+    own seed-to-seed agreement as the ceiling."""
+    agreement = summary.get("proxy_agreement")
+    if not agreement:
+        return None
+    where = ""
+    if (searched := summary.get("search_budget")) and searched != {key: summary["budget"].get(key) for key in searched}:
+        where = f" (searched at ResNet-{searched['depth']}, {searched['epochs']} epochs)"
+    tau = "undefined (all tied)" if agreement["tau"] is None else f"{agreement['tau']:+.2f}, p = {agreement['p_value']:.3g}"
+    ceiling = "" if agreement["target_seed_tau"] is None else \
+        f"; the stage's seeds agree with each other at tau {agreement['target_seed_tau']:+.2f}"
+    return (f"agreement: the search's ranking{where} and the stage's mean over seeds, Kendall's tau {tau} over "
+            f"{agreement['arms']} arms (exact permutation test; few arms, few values){ceiling}")
+
+
+def cost_line(summary: dict[str, Any]) -> str | None:
+    """What the search and this stage cost, and what the search would have cost at the stage's budget."""
+    cost = summary.get("cost") or {}
+    if not cost.get("search_at_target_seconds"):
+        return None
+    hours = lambda seconds: f"{seconds / 3600:.2f} h"  # noqa: E731
+    return (f"cost: the search {hours(cost['search_seconds'])} ({cost['search_seconds_per_epoch']:.1f} s an epoch), "
+            f"this stage {hours(cost['stage_seconds'])} ({cost['target_seconds_per_epoch']:.1f} s an epoch); the "
+            f"same search at the stage's budget would have taken {hours(cost['search_at_target_seconds'])}")
 
 
 def verdict_line(summary: dict[str, Any]) -> str:

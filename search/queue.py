@@ -1,0 +1,104 @@
+"""What a worker runs next: the retries of interrupted work first, then Optuna's queue.
+
+Optuna pops the lowest-numbered waiting trial, and a retry is queued behind everything already waiting (the warm
+start's references, a search's queued runs): the interrupted trial, the one with hours of progress in its
+checkpoint, would wait longest. So a worker claims waiting retries explicitly before it asks Optuna for a trial:
+the claim is the storage's own atomic WAITING -> RUNNING step (the one Optuna's queue uses), so every retry runs
+once, in whichever process gets it first, on any storage. A claimed trial runs as ``study.optimize`` would run
+it: its heartbeat, the objective, ``study.tell``, the callbacks.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from common.log import log
+from search import records, run_folders
+
+
+def waiting_retries(study: optuna.Study) -> list[FrozenTrial]:
+    """Waiting trials that re-run an interrupted or failed one, oldest first."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if records.retry_of(t) is not None]
+
+
+def has_checkpoint(root: Path | None, study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Whether a waiting retry has work paid for: a checkpoint of the trial it re-runs."""
+    if root is None or (predecessor := records.retry_of(trial)) is None:
+        return False
+    return (run_folders.run_folder(root, study.study_name, predecessor) / "state.npz").is_file()
+
+
+def run_retries(study: optuna.Study, storage, objective, callbacks: list, catch: tuple = (Exception,),
+                only=None) -> int:
+    """Claim and run every waiting retry (those ``only`` accepts, when given), oldest first; the count run."""
+    study_id, ran = storage.get_study_id_from_name(study.study_name), 0
+    for waiting in waiting_retries(study):
+        if only is not None and not only(waiting):
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, waiting.number)
+        try:
+            if not storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                continue  # another worker claimed it
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        run_claimed(study, storage, trial_id, objective, callbacks, catch)
+        ran += 1
+    return ran
+
+
+def run_claimed(study: optuna.Study, storage, trial_id: int, objective, callbacks: list,
+                catch: tuple = (Exception,)) -> None:
+    """Run a trial this process has set RUNNING, as ``study.optimize`` runs one."""
+    trial = optuna.Trial(study, trial_id)
+    value, state = None, None
+    with heartbeat(storage, trial_id):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except Exception as error:
+            state = TrialState.FAIL
+            if not isinstance(error, catch):
+                study.tell(trial, state=state)
+                raise
+        except KeyboardInterrupt:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+    try:
+        frozen = study.tell(trial, value, state=state) if state else study.tell(trial, value)
+    except ValueError as error:
+        if not str(error).startswith("Cannot tell a"):
+            raise
+        log.warning(f"warning: trial {trial.number} was failed by another process while this one trained it; "
+                    f"its retry resumes from its checkpoint; going on")
+        return
+    for callback in callbacks:
+        callback(study, frozen)
+
+
+@contextlib.contextmanager
+def heartbeat(storage, trial_id: int):
+    """While inside, the trial's heartbeat is written every interval of the storage's (none without one)."""
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.is_set():
+            storage.record_heartbeat(trial_id)
+            stop.wait(interval)
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
