@@ -15,6 +15,7 @@ from common.cli import EXIT_USAGE, ArgumentParser, run_command
 
 COMMANDS = {
     "run": "search.run",
+    "slurm": "search.slurm",
     "confirm": "search.confirm",
     "export": "search.export",
     "evaluate": "search.evaluate",

@@ -53,6 +53,15 @@ def result(message: str) -> None:
     log.log(RESULT, message)
 
 
+def duration(seconds: float) -> str:
+    """``42 s``, ``17 min``, ``3.4 h``, ``2.1 days``: a time a person reads."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.1f} days"
+
+
 def quiet_optuna() -> None:
     """Optuna's own logging: INFO with -v; otherwise ERROR, since the tool reports each trial itself (a failed
     trial's warning would repeat its line, with a traceback on top)."""

@@ -18,7 +18,7 @@ from common.log import quiet_optuna, result
 from dashboards.report_page import render
 from search import records
 from storage.artifacts import artifact_store, attach_when_free
-from storage.rdb import load_existing_study, open_storage
+from storage.connect import load_existing_study, open_storage
 
 
 def build_parser() -> ArgumentParser:

@@ -4,7 +4,8 @@
 
 The same as `optuna-dashboard sqlite:///search.db --artifact-dir search-artifacts`, bound to loopback; the study's
 schedules figure and note appear on its page while a search runs. Reading a SQLite study while workers write is safe
-(WAL journal).
+(WAL journal); a journal file (``journal:///FILE``) is replayed without its lock, and anything the dashboard writes
+(a note from its page) takes the workers' lock (``storage.journal``), which plain ``optuna-dashboard FILE`` does not.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
 from common.log import result
 from storage.artifacts import ARTIFACT_FOLDER
-from storage.rdb import open_storage
+from storage.connect import open_storage
 from storage.urls import beside_storage, redacted
 
 

@@ -15,7 +15,7 @@ from models.schedules import FACTOR_BOUNDS, block_count
 from search.pruning import PRUNERS
 from search.records import CONFIRM_SUFFIX, is_confirm_study
 from search.space import FAMILY_CHOICES
-from storage.rdb import HEARTBEAT_SECONDS
+from storage.connect import HEARTBEAT_SECONDS
 from storage.urls import DEFAULT_URL, beside_storage, redacted
 from training.config import TrainConfig
 from training.data import DATASETS

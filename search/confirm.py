@@ -31,7 +31,7 @@ from search.config import SearchConfig
 from search.interrupts import interrupted_exit, signals_as_interrupt
 from search.liveness import retry
 from storage.artifacts import artifact_folder
-from storage.rdb import HEARTBEAT_SECONDS, load_existing_study, open_storage
+from storage.connect import HEARTBEAT_SECONDS, load_existing_study, open_storage
 from training.data import load_dataset
 
 

@@ -26,7 +26,7 @@ from search import records
 from search.config import EVALUATION_SEED_START
 from search.evidence.multiseed import arm_table, arms_from, evaluate_arms
 from storage.artifacts import artifact_store, attach
-from storage.rdb import load_existing_study, open_storage
+from storage.connect import load_existing_study, open_storage
 from training.config import TrainConfig
 from training.data import load_dataset
 

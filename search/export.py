@@ -38,7 +38,7 @@ from search.evidence.verdict import power_line, verdict_line
 from search.keep import model_to_export
 from search.next_steps import next_commands
 from storage.artifacts import artifact_store, attach_when_free
-from storage.rdb import load_existing_study, open_storage
+from storage.connect import load_existing_study, open_storage
 
 
 def build_parser() -> ArgumentParser:

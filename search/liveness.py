@@ -5,7 +5,8 @@ time. A trial is failed and queued again at once only when all of them say "this
 namespace, and that process is gone (or its pid now belongs to a later process)". Any doubt (another host, a
 container with another PID namespace, a /proc that does not show this namespace, an old record without them)
 falls back to the heartbeat: a trial silent for two ``--heartbeat`` intervals is failed by the next worker that
-opens the study (Optuna's ``fail_stale_trials``) and queued again by ``retry``.
+opens the study (Optuna's ``fail_stale_trials`` on the RDB storages; ``fail_silent_trials`` on a journal, where
+Optuna keeps no heartbeat and ``beating`` writes the tool's own) and queued again by ``retry``.
 
 ``retry`` is this tool's, not Optuna's ``RetryHeartbeatStaleTrialCallback``: that one copies every user and
 system attribute of the failed trial, so a retry would carry the dead worker's host, pid and fail reason (and be
@@ -13,8 +14,12 @@ system attribute of the failed trial, so a retry would carry the dead worker's h
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import socket
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from common.log import log
 from search import records
 from search.records import TrialKey
-from storage.rdb import MAX_RETRY
+from storage.connect import MAX_RETRY
 
 DIED = "its worker died"  # the start of the fail reason of a trial cleared here
 
@@ -155,6 +160,64 @@ def clear_zombies(storage, study: optuna.Study) -> list[int]:
         retry(study, storage.get_trial(trial_id))
         cleared.append(trial.number)
     return cleared
+
+
+@contextlib.contextmanager
+def beating(trial: optuna.Trial, interval: float):
+    """While inside, the running ``trial``'s heartbeat is written every ``interval`` seconds as its ``heartbeat``
+    record (the time in seconds), which ``fail_silent_trials`` reads: on a storage without Optuna's heartbeat (a
+    journal). On the RDB storages Optuna's heartbeat (``search.queue.heartbeat`` for a claimed trial) does it."""
+    if getattr(trial.storage, "get_heartbeat_interval", lambda: None)():
+        yield
+        return
+
+    def beat():
+        try:
+            records.write(trial, TrialKey.HEARTBEAT, round(time.time(), 1))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # failed by another process meanwhile: the run learns it at its next epoch
+
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            beat()
+            stop.wait(interval)
+
+    thread = threading.Thread(target=loop, daemon=True, name=f"heartbeat-{trial.number}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def fail_silent_trials(storage, study: optuna.Study, interval: float) -> list[int]:
+    """On a storage without Optuna's heartbeat (a journal): fail and queue again every RUNNING trial whose
+    heartbeat (else its start) is more than two ``interval`` seconds old; the numbers of those trials."""
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        return []  # Optuna's own heartbeat covers it
+    now, failed = time.time(), []
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        last = records.attr(trial, TrialKey.HEARTBEAT)
+        if last is None and trial.datetime_start is not None:
+            start = trial.datetime_start
+            last = start.timestamp() if start.tzinfo else start.replace(tzinfo=datetime.timezone.utc).timestamp()
+        if last is None or now - last <= 2 * interval:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            records.write_fail_reason(storage, study.study_name, trial.number,
+                                      f"its heartbeat stopped ({now - last:.0f} s ago)")
+            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
+            continue
+        retry(study, storage.get_trial(trial_id))
+        failed.append(trial.number)
+    return failed
 
 
 def retry(study: optuna.Study, trial: FrozenTrial) -> None:

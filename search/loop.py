@@ -3,6 +3,7 @@ then the confirm stage. No signal handling and no exits: what the command, its w
 API share (``search.workers`` adds the signals and exit codes of a worker process)."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -15,13 +16,14 @@ from search import records
 from search.config import SearchConfig
 from search.evidence.confirm_stage import run_confirm
 from search.keep import ModelKeeper
-from search.liveness import optimize, retry
+from search.liveness import fail_silent_trials, optimize, retry
+from search.next_steps import next_commands
 from search.objective import AfterTrial, Objective
 from search.progress import FailureGuard, TrialReporter
 from search.queue import has_checkpoint, run_retries, waiting_retries
 from search.study import check_existing, open_study
 from storage.artifacts import artifact_folder
-from storage.rdb import open_storage
+from storage.connect import open_storage
 from training.data import Dataset, load_dataset
 
 # called after every finished trial and after the confirm stage with (storage, study name): refreshes what a
@@ -89,6 +91,7 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
+            fail_silent_trials(storage, study, config.heartbeat)  # a journal: no Optuna heartbeat to do it
             remaining = config.trials - records.finished_count(study)
             if remaining <= 0 and not said and any(paid_for(t) for t in waiting_retries(study)):
                 log.info("target reached; finishing the interrupted trials whose checkpoints hold work already "
@@ -108,8 +111,13 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
     if guard.tripped:
         return study, guard.message()
     reporter.summary(study)
+    last = os.environ.get("SLURM_ARRAY_TASK_ID", "0") == "0"  # without a confirm stage: one task of an array says
     if config.confirm_top and records.finished_count(study) >= config.trials:
-        run_confirm(config, study, storage, data)
+        # the worker that writes the verdict says what to do next; the others leave it to it
+        last = run_confirm(config, study, storage, data) is not None
         if publisher:
             publisher(storage, study.study_name)
+    if last:
+        export, evaluate = next_commands(study, config.storage)
+        log.info(f"next: {export}\n      {evaluate}")
     return study, None

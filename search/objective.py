@@ -14,11 +14,12 @@ from search.config import SearchConfig
 from search.interrupts import raise_if_interrupted
 from search import run_folders
 from search.keep import ModelKeeper
-from search.liveness import TakenOver, record_process
+from search.liveness import TakenOver, beating, record_process
 from search.records import INTERRUPTED, TrialKey
 from search.space import suggest_schedule
 from training.config import EpochHook, TrainConfig
 from training.data import Dataset
+from storage.connect import HEARTBEAT_SECONDS
 from training.loop import RunResult, run
 
 
@@ -58,7 +59,8 @@ class Objective:
 
         result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data,
                              report, self.config.checkpoint_root(),
-                             self.keeper if records.is_candidate(trial) else None, self.config.tensorboard)
+                             self.keeper if records.is_candidate(trial) else None, self.config.tensorboard,
+                             self.config.heartbeat)
         if result.stopped_early:
             records.write(trial, TrialKey.PRUNED_AT_EPOCH, result.epochs_run)
             raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
@@ -67,7 +69,7 @@ class Objective:
 
 def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, data: Dataset,
                 on_epoch: EpochHook, checkpoints: Path | None = None, keeper: ModelKeeper | None = None,
-                tensorboard: str | None = None) -> RunResult:
+                tensorboard: str | None = None, heartbeat: float = HEARTBEAT_SECONDS) -> RunResult:
     """One training run for ``trial``, recorded on it: epochs run, wall seconds, images/s, the epoch it resumed
     from; the reason of a failure (``interrupted`` for Ctrl-C or SIGTERM) before it propagates; a diverged run
     pruned with its reason. The run's per-epoch training loss and accuracy are kept on the trial (``train_loss``,
@@ -84,7 +86,7 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
     try:
         try:
             folder = run_folders.inherit(checkpoints, trial.study, trial) if checkpoints is not None else None
-            with tempfile.TemporaryDirectory() as scratch:
+            with tempfile.TemporaryDirectory() as scratch, beating(trial, heartbeat):
                 model_file = Path(scratch) / f"trial-{trial.number:04d}.keras" if keeper is not None else None
                 result = run(config, schedule, data, on_epoch=on_epoch, checkpoint_dir=folder,
                              save_model=model_file, tensorboard=board)

@@ -9,10 +9,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from common.log import log, result, verbosity
+from common.log import duration, log, result, verbosity
 from search import records
 from search.evidence.noise import gain_in_noise, noise_floor
-from search.next_steps import next_commands
 from search.records import TrialKey
 
 
@@ -53,15 +52,6 @@ def confirm_runs(config) -> int:
     """Runs of the confirm stage a search will start, at most: (top K + baseline + paper preset) x seeds, or 0
     (fewer when the paper preset is among the top K)."""
     return (config.confirm_top + 2) * (config.confirm_seeds or 3) if config.confirm_top else 0
-
-
-def duration(seconds: float) -> str:
-    """``42 s``, ``17 min``, ``3.4 h``, ``2.1 days``."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.1f} days"
 
 
 class TrialReporter:
@@ -127,8 +117,6 @@ class TrialReporter:
             f"; vs baseline {baseline.value:.4f}: {gain_in_noise(best.value - baseline.value, noise_floor(study))}"
         result(f"best candidate: trial {best.number} {records.schedule_text(best)}, val {best.value:.4f}{gain} "
                f"(a single-seed best of N until the confirm stage)")
-        export, evaluate = next_commands(study, self.config.storage)
-        log.info(f"next: {export}\n      {evaluate}")
 
     def close(self) -> None:
         self.bar.close()

@@ -76,6 +76,7 @@ class TrialKey:
     FAIL_REASON = "fail_reason"  # why it failed; "interrupted" for Ctrl-C or SIGTERM
     PROCESS = "process"  # the process running it: search.liveness.ProcessIdentity (host, pid, boot, namespace)
     HOST = "host"  # the same host and pid, readable at a glance
+    HEARTBEAT = "heartbeat"  # on a journal: the time (s) the running trial last proved alive
     PID = "pid"
     MODEL_ARTIFACT = "model_artifact"  # the kept model's artifact id
     DUPLICATE_OF = "duplicate_of"  # confirm stage: the earlier run of the same arm and seed

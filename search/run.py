@@ -28,7 +28,7 @@ from search.queue import has_checkpoint, waiting_retries
 from search.space import FAMILY_CHOICES
 from search.interrupts import interrupted_exit, signals_as_interrupt
 from search.workers import WORKER_FLAG, config_from_payload, run_worker, run_workers
-from storage.rdb import HEARTBEAT_SECONDS
+from storage.connect import HEARTBEAT_SECONDS
 from storage.urls import redacted
 
 

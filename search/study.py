@@ -18,7 +18,7 @@ from models.schedules import LEARNED, PAPER_PRESETS, paper_preset_for, preset
 from search import records, run_folders
 from search.config import SearchConfig, settings_difference
 from search.keep import ArmModelKeeper, ModelKeeper
-from search.liveness import clear_zombies
+from search.liveness import clear_zombies, fail_silent_trials
 from search.pruning import make_pruner
 from search.records import BASELINE, INTERRUPTED, StudyKey
 from search.samplers import make_sampler, sampler_seed
@@ -64,6 +64,7 @@ def open_study(storage, config: SearchConfig, epochs: int, worker: int = 0) -> o
         records.write_settings(study, config.study_settings(), epochs)
     records.write_study_value(study, StudyKey.VERSIONS, package_versions())
     clear_zombies(storage, study)
+    fail_silent_trials(storage, study, config.heartbeat)
     if not records.study_value(study, StudyKey.WARM_STARTED):
         warm_start(study, config)
         records.write_study_value(study, StudyKey.WARM_STARTED, True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import optuna
@@ -16,9 +17,9 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.storages import RDBStorage
 
 from common.log import log
-from storage.attributes import forget_trial_system_attr
-from storage.rdb import load_existing_study, open_storage
-from storage.urls import beside_storage
+from storage.attributes import can_forget, forget_trial_system_attr
+from storage.connect import load_existing_study, open_storage
+from storage.urls import beside_storage, journal_path
 
 ARTIFACT_FOLDER = "search-artifacts"
 ARTIFACT_PREFIX = "artifacts:"  # Optuna's system-attribute prefix of an artifact record
@@ -54,16 +55,29 @@ def attach(study_or_trial, store: FileSystemArtifactStore, path: str | os.PathLi
 def attach_when_free(storage_url: str, study_name: str, store: FileSystemArtifactStore, path: str | os.PathLike,
                      wait_seconds: float = 5.0) -> bool:
     """Attach a file a reader wrote (an export, a report) to the study, waiting at most ``wait_seconds`` for a
-    busy SQLite database: a reader never waits on the workers for long. True when attached; otherwise the
-    caller's file is written all the same and a warning says the study does not list it."""
+    busy SQLite database or a journal whose lock a writer holds: a reader never waits on the workers for long. True
+    when attached; otherwise the caller's file is written all the same and a warning says the study does not list
+    it."""
     try:
+        if (journal := journal_path(storage_url)) is not None and not _unlocked(journal, wait_seconds):
+            raise TimeoutError("a writer holds the journal's lock")
         study = load_existing_study(open_storage(storage_url, reader=True, busy_seconds=wait_seconds), study_name)
         attach(study, store, path)
         return True
-    except Exception as error:  # the database stayed locked (SQLite), or went away
+    except Exception as error:  # the database stayed locked (SQLite, a journal), or went away
         log.warning(f"warning: {path} is written but not attached to study {study_name!r} "
                     f"({type(error).__name__}: the database was busy or unavailable)")
         return False
+
+
+def _unlocked(journal: Path, seconds: float) -> bool:
+    """Whether the journal's lock file is gone within ``seconds`` (an append then takes milliseconds)."""
+    deadline = time.monotonic() + seconds
+    while Path(f"{journal}.lock").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def kept_model(trial: optuna.trial.FrozenTrial) -> str | None:
@@ -75,9 +89,12 @@ def kept_model(trial: optuna.trial.FrozenTrial) -> str | None:
 
 
 def forget(storage: RDBStorage, store: FileSystemArtifactStore, study_name: str, trial_number: int,
-           artifact_id: str) -> None:
+           artifact_id: str) -> bool:
     """Remove a trial's artifact: its record first, then its file, so that a kill in between leaves at worst a
-    file nobody points at, never a record pointing at no file."""
+    file nobody points at, never a record pointing at no file. A journal cannot drop a finished trial's record:
+    there the artifact stays, file and record (False)."""
+    if not can_forget(storage):
+        return False
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name),
                                                                trial_number)
     forget_trial_system_attr(storage, trial_id, ARTIFACT_PREFIX + artifact_id)
@@ -85,3 +102,4 @@ def forget(storage: RDBStorage, store: FileSystemArtifactStore, study_name: str,
         store.remove(artifact_id)
     except Exception:  # already gone (another worker removed it first)
         pass
+    return True

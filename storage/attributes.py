@@ -1,5 +1,5 @@
 """Writes on Optuna's tables that Optuna's API cannot make: study attributes replaced in one transaction, one
-writer at a time, and a trial attribute deleted.
+writer at a time, and a trial attribute deleted; on a journal, the same one writer at a time (a lock file).
 
 optuna-dashboard stores a note or a figure as many 2 kB study system attributes; written one by one, a reader
 can see them half-replaced. ``held_back_study_attrs`` gathers them and writes them together. Optuna has no call
@@ -18,6 +18,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 
 from common.files import folder_lock
+from storage.journal import is_journal, journal_lock
 from storage.rdb import SCHEMA_LOCK_KEY
 
 KEEPER_LOCK_KEY = 0x5EA2C5  # PostgreSQL advisory lock of the decisions about a study's kept models
@@ -33,6 +34,11 @@ def held_back_study_attrs(storage: RDBStorage, study_name: str):
     for this study (a transaction-scoped advisory lock on PostgreSQL, a lock on the SQLite file's folder): one
     writer at a time, each reading the study as the previous one left it. Nothing is written if the block raises.
     """
+    if is_journal(storage):  # a journal applies one attribute a line: one writer at a time, lines in order
+        with journal_lock(storage.path, "publish"):
+            study = optuna.load_study(study_name=study_name, storage=storage)
+            yield study
+        return
     stand_in = _HoldBack(storage)
     study = optuna.load_study(study_name=study_name, storage=stand_in)
     study_id = storage.get_study_id_from_name(study_name)
@@ -89,9 +95,16 @@ _TRIAL_SYSTEM_ATTRS = sqlalchemy.table("trial_system_attributes", sqlalchemy.col
                                        sqlalchemy.column("key"))
 
 
+def can_forget(storage) -> bool:
+    """Whether a finished trial's attribute can be deleted: on an RDB storage (SQL), not on a journal (its log
+    only grows, and Optuna's replay ignores changes to finished trials)."""
+    return not is_journal(storage)
+
+
 def forget_trial_system_attr(storage: RDBStorage, trial_id: int, key: str) -> None:
     """Delete one system attribute of a trial, finished or not: how a removed artifact leaves a trial (Optuna has
-    no API to delete an attribute, and refuses any change to a finished trial)."""
+    no API to delete an attribute, and refuses any change to a finished trial). RDB storages only
+    (``can_forget``)."""
     table = _TRIAL_SYSTEM_ATTRS
     with storage.engine.begin() as connection:
         connection.execute(sqlalchemy.delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
@@ -101,7 +114,11 @@ def forget_trial_system_attr(storage: RDBStorage, trial_id: int, key: str) -> No
 def study_lock(storage: RDBStorage, study_name: str):
     """While inside, no other process holds this lock for ``study_name``: a session advisory lock on PostgreSQL,
     the SQLite file's folder lock (the machine's processes) otherwise. For decisions that read, then write
-    (which models a study keeps)."""
+    (which models a study keeps); on a journal, a lock file beside it."""
+    if is_journal(storage):
+        with journal_lock(storage.path, "keep"):
+            yield
+        return
     database = sqlite_path(storage.url)
     if database is not None:
         with folder_lock(database.parent):

@@ -1,4 +1,4 @@
-"""Open an Optuna RDB storage from a URL, with heartbeat and crash recovery, tuned for SQLite or PostgreSQL.
+"""Open an Optuna RDB storage from a SQLite or PostgreSQL URL, with heartbeat and crash recovery, tuned for each.
 
 - SQLite (the default, ``sqlite:///search.db``): one file beside the user; WAL journal so readers (the
   dashboard) never block the writers, and a long busy timeout so several worker processes on one machine wait
@@ -27,15 +27,13 @@ from common.errors import UsageError
 from common.files import folder_lock
 from storage.urls import DEFAULT_URL, engine_url, redacted, scrub, sqlite_path
 
-HEARTBEAT_SECONDS = 60
-MAX_RETRY = 3  # a trial killed with its worker is re-run at most this many times
 SQLITE_BUSY_SECONDS = 120
 SCHEMA_LOCK_KEY = 0x5EA2C4  # PostgreSQL advisory lock taken while Optuna's tables are created
 
 
-def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = None, create: bool = True,
-                 reader: bool = False, busy_seconds: float = SQLITE_BUSY_SECONDS, on_stale=None) -> RDBStorage:
-    """Connect to the study storage at ``url``.
+def open_rdb(url: str = DEFAULT_URL, heartbeat_seconds: int | None = None, create: bool = True,
+             reader: bool = False, busy_seconds: float = SQLITE_BUSY_SECONDS, on_stale=None) -> RDBStorage:
+    """Connect to the SQLite or PostgreSQL study storage at ``url``.
 
     Args:
         url: a SQLite or PostgreSQL URL (``storage.urls``: the password may be in its user part or query string).
@@ -161,14 +159,3 @@ def _check_sqlite_file(path: Path, holds_study: bool = False) -> None:
         raise UsageError(f"storage: {path} is not a readable SQLite database ({error})") from None
     if holds_study and "studies" not in tables:
         raise UsageError(f"storage: {path} holds no study (no Optuna tables); check --storage")
-
-
-def load_existing_study(storage: RDBStorage, name: str) -> optuna.Study:
-    """An existing study by name, or a UsageError listing the studies the storage holds."""
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        known = ", ".join(names) if names else "none"
-        raise UsageError(f"study: no study named {name!r} in this storage (studies there: {known}); check --study")
-    return optuna.load_study(study_name=name, storage=storage)
-
-

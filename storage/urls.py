@@ -35,6 +35,16 @@ def sqlite_path(url: str) -> Path | None:
 _ADDRESS = re.compile(r"^(?P<scheme>[\w+.-]+)://(?:(?P<user>.*)@)?(?P<rest>[^@]*)$", re.DOTALL)
 
 
+def journal_path(url: str) -> Path | None:
+    """The log file of a ``journal:///PATH`` URL (``journal:////abs/path`` for an absolute one), or None."""
+    if not url.startswith("journal:"):
+        return None
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if not path:
+        raise UsageError(f"storage: {url} names no file; use journal:///FILE (journal:////abs/FILE)")
+    return Path(path)
+
+
 def _split(url: str) -> tuple[str, str, str, str]:
     """``(scheme, user part, host and path, query)`` of ``scheme://user:secret@host/db?query``. The user part ends
     at the *last* ``@``, so a password holding an unescaped ``@`` (or ``?``, ``/``) stays in it, never in the host.
@@ -89,7 +99,8 @@ def engine_url(url: str) -> str:
         return url
     if scheme.split("+")[0] not in SCHEMES:
         raise UsageError(f"storage: {redacted(url)} is not a database this tool supports; use sqlite:///FILE "
-                         f"(one machine) or postgresql+psycopg://USER@HOST/DB (several)")
+                         f"(one machine), postgresql+psycopg://USER@HOST/DB (several) or journal:///FILE (a shared "
+                         f"file system)")
     if "@" in user:
         raise UsageError(f"storage: the password in {redacted(url)} holds an '@': write it as %40 (and ':' as "
                          f"%3A, '/' as %2F)")
@@ -110,10 +121,10 @@ def default_url() -> str:
 
 
 def beside_storage(storage_url: str, folder: str | os.PathLike | None, default_name: str) -> Path:
-    """``folder`` when given, else ``default_name`` beside a SQLite file, else in the working folder."""
+    """``folder`` when given, else ``default_name`` beside a SQLite or journal file, else in the working folder."""
     if folder:
         return Path(folder)
-    database = sqlite_path(storage_url)
+    database = sqlite_path(storage_url) or journal_path(storage_url)
     return (database.parent if database is not None else Path()) / default_name
 
 

@@ -18,7 +18,7 @@ from dashboards import figures, report, report_page
 from dashboards.live import FIGURE_ID, VERDICT_FIGURE_ID, publish
 from search import records
 from search.evidence.verdict import summarise
-from storage.rdb import open_storage
+from storage.connect import open_storage
 from search import evaluate
 from search import run as search_run
 
@@ -114,7 +114,7 @@ def test_fidelity_figure_and_note_show_tau_per_epoch_the_rungs_and_the_noise_flo
     from dashboards.live import study_note
     from search.config import SearchConfig
     from search.study import open_study
-    from storage.rdb import open_storage
+    from storage.connect import open_storage
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
     study = open_study(open_storage(url), SearchConfig(dataset="digits", depth=8, epochs=10), epochs=10)
@@ -142,7 +142,7 @@ def test_a_note_the_user_wrote_survives_the_searchs_refreshes(tmp_path):
     from dashboards.live import NOTE_BEGIN, publish
     from search.config import SearchConfig
     from search.study import open_study
-    from storage.rdb import open_storage
+    from storage.connect import open_storage
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
     storage = open_storage(url)

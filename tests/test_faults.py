@@ -16,6 +16,8 @@ from queue_worker import claim_and_finish, open_new_study, open_storage_at, publ
 from search import objective as objective_module
 from search import run as search_run
 from search import workers
+from storage.journal import open_journal
+from storage.urls import journal_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--depth", "8", "--dataset", "digits", "--subset", "100", "--epochs", "1", "--batch-size", "50",
@@ -39,8 +41,14 @@ def wait_for(condition, timeout=180, step=0.2):
 
 
 def trials(url, name="digits-resnet8"):
+    """The study's trials so far ([] before it exists); ``url`` names any storage, a journal included."""
+    storage = url
+    if journal_path(url) is not None:
+        if not journal_path(url).is_file():
+            return []
+        storage = open_journal(journal_path(url), reader=True)
     try:
-        return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     except KeyError:
         return []
 
@@ -242,7 +250,7 @@ def started_together(target, url, count: int) -> list:
 
 
 def _assert_each_enqueued_trial_runs_once(url, processes=4, enqueued=40):
-    from storage.rdb import open_storage
+    from storage.connect import open_storage
 
     study = optuna.create_study(study_name="queue", storage=open_storage(url, None))
     for value in range(enqueued):
@@ -266,7 +274,7 @@ def _assert_dashboard_writes_are_whole(url):
 
     from search.config import SearchConfig
     from search.study import open_study
-    from storage.rdb import open_storage
+    from storage.connect import open_storage
 
     study = open_study(open_storage(url, None), SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)
     save_note(study, "My remarks: typed in optuna-dashboard.")

@@ -20,7 +20,7 @@ from search import run as search_run
 from search import run_folders
 from search.liveness import ProcessIdentity, clear_zombies
 from storage.artifacts import kept_model
-from storage.rdb import open_storage
+from storage.connect import open_storage
 from test_faults import ROOT, running_mid_epoch, start_search, started_together, trials, wait_for
 
 LONG = [*TINY, "--epochs", "40", "--pruner", "none", "--family", "linear", "--baseline-seeds", "0"]
@@ -47,7 +47,7 @@ def test_a_live_trial_in_another_pid_namespace_is_never_cleared(tmp_path):
         assert there.host == here.host and there.pid_namespace != here.pid_namespace
         study = optuna.load_study(study_name="digits-resnet8", storage=url)
         assert clear_zombies(open_storage(url), study) == []  # from this namespace
-        look = ("from search.liveness import clear_zombies; from storage.rdb import open_storage; import optuna; "
+        look = ("from search.liveness import clear_zombies; from storage.connect import open_storage; import optuna; "
                 f"s = open_storage({url!r}); print(len(clear_zombies(s, optuna.load_study(study_name="
                 "'digits-resnet8', storage=s))))")
         other = subprocess.run(["unshare", "--pid", "--fork", sys.executable, "-c", look], cwd=ROOT,
@@ -129,7 +129,7 @@ def test_export_and_report_finish_while_a_publishing_worker_is_stopped_holding_i
         "family": "constant", "params": {"value": 1.0}}}))
     study.add_trial(create_trial(value=0.6, user_attrs={"schedule": {"family": "linear", "params": {
         "start": 1.2, "end": 0.9}}}))
-    publisher = ("import os, signal; from storage.rdb import open_storage; from storage.attributes import "
+    publisher = ("import os, signal; from storage.connect import open_storage; from storage.attributes import "
                  "held_back_study_attrs; from optuna_dashboard import save_note\n"
                  f"s = open_storage({url!r})\n"
                  "with held_back_study_attrs(s, 'digits-resnet8') as study:\n"

@@ -22,7 +22,7 @@ from search.next_steps import next_commands
 from search.records import record_evaluation
 from search.study import open_study
 from storage.artifacts import kept_model
-from storage.rdb import open_storage
+from storage.connect import open_storage
 
 # the warm start: baseline, this data set's paper schedule, the baseline's 3 replicas, the paper's other three
 PRESETS_IN_ORDER = ["baseline", "paper-c10-r32", "baseline", "baseline", "baseline", "paper-c10-r56",

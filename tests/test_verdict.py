@@ -15,7 +15,7 @@ from search.evidence.confirm_plan import is_current, plan_arms, runs_by_pair
 from search.evidence.confirm_stage import open_confirm_study, queue_plan
 from search.evidence.verdict import BEATS, NO_WINNER, WORSE, describe, summarise
 from search.study import open_study
-from storage.rdb import open_storage
+from storage.connect import open_storage
 
 SEEDS = [2000, 2001, 2002]
 BUDGET = {"depth": 8, "dataset": "digits", "epochs": 1, "subset": None, "batch_size": 32}

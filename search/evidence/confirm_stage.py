@@ -29,7 +29,7 @@ from search.evidence.confirm_plan import (ATTEMPTS, confirm_seeds, finished_run,
 from search.evidence.verdict import describe, summarise
 from search.interrupts import raise_if_interrupted
 from search.keep import ArmModelKeeper
-from search.liveness import clear_zombies, optimize, record_process
+from search.liveness import clear_zombies, fail_silent_trials, optimize, record_process
 from search.objective import AfterTrial, train_trial
 from search.queue import run_retries
 from search.records import INTERRUPTED, StudyKey, TrialKey
@@ -48,6 +48,7 @@ def open_confirm_study(storage, study: optuna.Study, config=None) -> optuna.Stud
         confirm.set_metric_names([records.METRIC])
     clear_zombies(storage, confirm)
     if config is not None:
+        fail_silent_trials(storage, confirm, config.heartbeat)
         tidy(storage, confirm, config)
     return confirm
 
@@ -100,7 +101,7 @@ class ConfirmObjective:
         # every arm keeps one run's model: a reference now (the paper's) may be a candidate after a re-plan
         run = train_trial(trial, dataclasses.replace(self.train, seed=seed),
                           Schedule.from_dict(records.attr(trial, TrialKey.SCHEDULE)), self.data, report,
-                          self.config.checkpoint_root(), self.keeper, self.config.tensorboard)
+                          self.config.checkpoint_root(), self.keeper, self.config.tensorboard, self.config.heartbeat)
         return run.final_val_accuracy
 
 
@@ -180,6 +181,7 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
             allowed.update({(arm["key"], seed): allowed.get((arm["key"], seed), ATTEMPTS) for arm in arms
                             for seed in seeds})
             continue
+        fail_silent_trials(storage, confirm, config.heartbeat)
         if run_retries(confirm, storage, objective, [after, line]):  # interrupted runs first
             continue
         optimize(confirm, objective, n_trials=1, callbacks=[after, line], catch=(Exception,), gc_after_trial=True)

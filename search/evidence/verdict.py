@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from common.log import duration
 from search.evidence import stats
 
 BEATS, NO_WINNER, WORSE = "beats_baseline", "no_candidate_beats_baseline", "worse_than_baseline"
@@ -154,10 +155,10 @@ def cost_line(summary: dict[str, Any]) -> str | None:
     cost = summary.get("cost") or {}
     if not cost.get("search_at_target_seconds"):
         return None
-    hours = lambda seconds: f"{seconds / 3600:.2f} h"  # noqa: E731
-    return (f"cost: the search {hours(cost['search_seconds'])} ({cost['search_seconds_per_epoch']:.1f} s an epoch), "
-            f"this stage {hours(cost['stage_seconds'])} ({cost['target_seconds_per_epoch']:.1f} s an epoch); the "
-            f"same search at the stage's budget would have taken {hours(cost['search_at_target_seconds'])}")
+    return (f"cost: the search {duration(cost['search_seconds'])} ({cost['search_seconds_per_epoch']:.1f} s an "
+            f"epoch), this stage {duration(cost['stage_seconds'])} ({cost['target_seconds_per_epoch']:.1f} s an "
+            f"epoch); the same search at the stage's budget would have taken "
+            f"{duration(cost['search_at_target_seconds'])}")
 
 
 def verdict_line(summary: dict[str, Any]) -> str:

@@ -1,0 +1,72 @@
+"""Run the search on a Slurm cluster: write, and submit, a job array whose every task is a worker of one study.
+
+    shortcut-search slurm --tasks 8 --gpus-per-task 1 -- --depth 32 --dataset cifar10 --trials 200 \\
+        --storage journal:////shared/studies/search.journal
+
+The flags after ``--`` are ``shortcut-search run``'s, checked here before anything is submitted. The study lives on
+a journal file on the cluster's shared file system (or a PostgreSQL server: its URL, password included, goes in
+$SEARCH_STORAGE, which sbatch passes on). Checkpoints and models go beside the journal unless --checkpoint-dir and
+--artifact-dir say otherwise; put them on the shared file system too. A preempted or time-limited task gets
+SIGTERM, saves its running trial and marks it interrupted; with --requeue (on by default) it starts again and
+resumes that trial first. Every task's log is in --logs.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from common.cli import ArgumentParser, positive_int, run_command
+from common.errors import UsageError
+from common.files import check_writable, write_text_atomic
+from common.log import result
+from search import run as search_run
+from search.batch import batch_script, check_cluster_storage
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m search.slurm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=positive_int, default=4, help="workers: the job array's tasks (default 4)")
+    parser.add_argument("--cpus-per-task", type=positive_int, default=1, help="CPU cores of each task; its "
+                        "TensorFlow uses that many threads (default 1)")
+    parser.add_argument("--gpus-per-task", type=int, default=0, help="GPUs of each task (--gres=gpu:N; default 0)")
+    parser.add_argument("--time", help="each task's time limit, as sbatch takes it (e.g. 24:00:00)")
+    parser.add_argument("--partition", help="the partition to run in (default: the cluster's)")
+    parser.add_argument("--logs", default="slurm-logs", help="folder of the tasks' logs (default slurm-logs)")
+    parser.add_argument("--script", default="search.sbatch", help="where to write the batch script "
+                        "(default search.sbatch)")
+    parser.add_argument("--no-submit", action="store_true", help="write the script, do not submit it")
+    parser.add_argument("run", nargs="*", metavar="-- RUN FLAGS", help="shortcut-search run's flags, after --")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.gpus_per_task < 0:
+        raise UsageError(f"gpus-per-task: must be >= 0, got {args.gpus_per_task}")
+    config = search_run.config_from_args(args.run)
+    check_cluster_storage(config)
+    logs = Path(args.logs)
+    check_writable(logs, "logs", "choose another folder")
+    script = batch_script(config, args.run, args.tasks, args.cpus_per_task, args.gpus_per_task, args.time,
+                          args.partition, logs)
+    if not args.no_submit and not shutil.which("sbatch"):
+        raise UsageError("slurm: sbatch is not on PATH; run this on the cluster's login node, or --no-submit")
+    logs.mkdir(parents=True, exist_ok=True)
+    path = write_text_atomic(args.script, script)
+    if args.no_submit:
+        result(f"wrote {path}: submit it with sbatch {path}")
+        return 0
+    submitted = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
+    if submitted.returncode != 0:
+        raise UsageError(f"slurm: sbatch refused {path}: {submitted.stderr.strip().splitlines()[-1:]}")
+    job = submitted.stdout.strip().split(";")[0]
+    result(f"submitted job {job}: {args.tasks} workers of study {config.study!r} (script {path}, logs in {logs}); "
+           f"squeue -j {job} shows them, and the same command after it resumes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))
