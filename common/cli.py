@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -23,6 +24,7 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         if ArgumentParser.invoked_as:
             kwargs["prog"] = ArgumentParser.invoked_as
+        kwargs.setdefault("allow_abbrev", False)  # --stor would pass a check meant for --storage
         super().__init__(*args, **kwargs)
         talk = self.add_mutually_exclusive_group()
         talk.add_argument("-v", "--verbose", action="count", default=0,
@@ -31,7 +33,14 @@ class ArgumentParser(argparse.ArgumentParser):
                           help="say less: no progress bar or per-trial lines; results, warnings and errors only")
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
-        raise UsageError(message)
+        raise UsageError(without_passwords(message))
+
+
+def without_passwords(text: str) -> str:
+    """``text`` with what looks like a URL's password (``://user:SECRET@``, ``password=SECRET``) replaced by
+    ``***``: argparse repeats the arguments it refuses, a storage URL among them."""
+    text = re.sub(r"(://[^\s:/@]*:)\S*@", r"\1***@", text)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", text)
 
 
 def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

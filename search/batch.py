@@ -9,22 +9,40 @@ then SIGKILL after Slurm's KillWait): its running trial saves its last epoch and
 """
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import sys
 from pathlib import Path
 
 from common.errors import UsageError
 from search.config import SearchConfig
-from storage.urls import has_secret, sqlite_path
+from storage.journal import check_journal_path
+from storage.urls import STORAGE_ENV, engine_url, has_secret, journal_path
 
 TIME_LIMIT_SIGNAL_SECONDS = 120  # SIGTERM this long before the time limit: the trial saves and is marked
 
 
 def check_cluster_storage(config: SearchConfig) -> None:
-    """UsageError for a storage the tasks of an array cannot share safely: SQLite (one machine's locks)."""
-    if sqlite_path(config.storage) is not None:
+    """UsageError, before anything is submitted, for a storage the tasks of an array cannot share: SQLite (one
+    machine's locks), and whatever ``search.run`` would refuse (a journal file that cannot be, a database URL that
+    is not one). A database is not connected to: the cluster's nodes may reach it where the login node does not."""
+    url = config.storage
+    if url.startswith("sqlite"):
         raise UsageError("storage: SQLite is one machine's; the tasks of an array run on several: use "
                          "journal:////SHARED/PATH/search.journal (a shared file system) or PostgreSQL")
+    if (path := journal_path(url)) is not None:
+        check_journal_path(path)
+    else:
+        engine_url(url)
+
+
+def check_script_path(path: Path, flag: str) -> None:
+    """UsageError for a path an #SBATCH line cannot hold: whitespace and quotes end or break the directive, and
+    sbatch reads ``%`` as a file name pattern."""
+    if re.search(r"[\s'\"%\\]", str(path.absolute())):
+        raise UsageError(f"{flag}: {path.absolute()} holds whitespace, a quote, a backslash or '%', which an #SBATCH "
+                         f"line cannot; choose a plainer path")
 
 
 def batch_script(config: SearchConfig, run_flags: list[str], tasks: int, cpus_per_task: int,
@@ -32,9 +50,12 @@ def batch_script(config: SearchConfig, run_flags: list[str], tasks: int, cpus_pe
                  logs: Path = Path("."), workdir: Path = Path(".")) -> str:
     """The sbatch script: a ``tasks``-task array of ``search.run RUN_FLAGS``. A password in the storage URL never
     enters it: such a URL comes from ``$SEARCH_STORAGE``, which sbatch passes on to the tasks."""
-    if has_secret(config.storage) and any(flag.startswith("--storage") for flag in run_flags):
+    from_environment = config.storage == os.environ.get(STORAGE_ENV) and not any(
+        flag == "--storage" or flag.startswith("--storage=") for flag in run_flags)
+    if has_secret(config.storage) and not from_environment:
         raise UsageError("storage: a URL with a password goes in $SEARCH_STORAGE, never on a command line or in "
                          "a batch script; export it and leave --storage out")
+    check_script_path(logs, "logs")
     command = " ".join(shlex.quote(part) for part in [sys.executable, "-m", "search.run", *run_flags])
     lines = ["#!/bin/bash",
              f"#SBATCH --job-name=search-{_name(config.study)}",
@@ -52,6 +73,8 @@ def batch_script(config: SearchConfig, run_flags: list[str], tasks: int, cpus_pe
              f"# {config.study}: {tasks} workers on one study ({_where(config)}); a requeued task resumes.",
              "export TF_NUM_INTRAOP_THREADS=${SLURM_CPUS_PER_TASK:-1} OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} "
              "TF_NUM_INTEROP_THREADS=1 PYTHONUNBUFFERED=1",
+             *([f': "${{{STORAGE_ENV}:?sbatch passed no {STORAGE_ENV} on: submit with --export=ALL}}"']
+               if from_environment else []),
              f"cd {shlex.quote(str(workdir.absolute()))}",
              f"exec srun --kill-on-bad-exit=1 {command}",
              ""]

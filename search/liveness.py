@@ -15,7 +15,6 @@ system attribute of the failed trial, so a retry would carry the dead worker's h
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import socket
 import threading
@@ -170,12 +169,19 @@ def beating(trial: optuna.Trial, interval: float):
     if getattr(trial.storage, "get_heartbeat_interval", lambda: None)():
         yield
         return
+    records.write(trial, TrialKey.HEARTBEAT_SECONDS, interval)  # the judges go by the writer's interval
+    warned = []
 
     def beat():
         try:
             records.write(trial, TrialKey.HEARTBEAT, round(time.time(), 1))
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # failed by another process meanwhile: the run learns it at its next epoch
+        except Exception as error:  # a file server's hiccup (a stale handle, a full disk): beat again next time
+            if not warned:
+                warned.append(error)
+                log.warning(f"warning: trial {trial.number}'s heartbeat could not be written ({error}); retrying "
+                            f"every {interval:g} s")
 
     stop = threading.Event()
 
@@ -195,17 +201,22 @@ def beating(trial: optuna.Trial, interval: float):
 
 def fail_silent_trials(storage, study: optuna.Study, interval: float) -> list[int]:
     """On a storage without Optuna's heartbeat (a journal): fail and queue again every RUNNING trial whose
-    heartbeat (else its start) is more than two ``interval`` seconds old; the numbers of those trials."""
+    heartbeat (else its start) is older than two of its writer's intervals (``interval`` for a trial that has not
+    said); the numbers of those trials. Nothing is judged while this process was itself held up by the journal's
+    lock within the last two intervals (a stale lock holds every writer up alike). The hosts' clocks must agree
+    to well within the interval (NTP)."""
     if getattr(storage, "get_heartbeat_interval", lambda: None)():
         return []  # Optuna's own heartbeat covers it
+    if getattr(storage, "stalled_within", lambda seconds: False)(2 * interval):
+        return []
     now, failed = time.time(), []
     study_id = storage.get_study_id_from_name(study.study_name)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         last = records.attr(trial, TrialKey.HEARTBEAT)
         if last is None and trial.datetime_start is not None:
-            start = trial.datetime_start
-            last = start.timestamp() if start.tzinfo else start.replace(tzinfo=datetime.timezone.utc).timestamp()
-        if last is None or now - last <= 2 * interval:
+            last = trial.datetime_start.timestamp()  # naive local time, as Optuna replays it; or aware
+        every = records.attr(trial, TrialKey.HEARTBEAT_SECONDS) or interval
+        if last is None or now - last <= 2 * every:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:

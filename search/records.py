@@ -77,6 +77,7 @@ class TrialKey:
     PROCESS = "process"  # the process running it: search.liveness.ProcessIdentity (host, pid, boot, namespace)
     HOST = "host"  # the same host and pid, readable at a glance
     HEARTBEAT = "heartbeat"  # on a journal: the time (s) the running trial last proved alive
+    HEARTBEAT_SECONDS = "heartbeat_seconds"  # on a journal: how often its process writes that heartbeat
     PID = "pid"
     MODEL_ARTIFACT = "model_artifact"  # the kept model's artifact id
     DUPLICATE_OF = "duplicate_of"  # confirm stage: the earlier run of the same arm and seed

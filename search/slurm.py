@@ -12,6 +12,7 @@ resumes that trial first. Every task's log is in --logs.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
-from common.files import check_writable, write_text_atomic
+from common.files import check_output, check_writable, write_text_atomic
 from common.log import result
 from search import run as search_run
 from search.batch import batch_script, check_cluster_storage
@@ -46,26 +47,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.gpus_per_task < 0:
         raise UsageError(f"gpus-per-task: must be >= 0, got {args.gpus_per_task}")
+    for flag, value in (("time", args.time), ("partition", args.partition)):
+        if value is not None and not re.fullmatch(r"[\w.,:-]+", value):
+            raise UsageError(f"{flag}: {value!r} is not a Slurm {flag} (letters, digits and . , : - only)")
     config = search_run.config_from_args(args.run)
     check_cluster_storage(config)
     logs = Path(args.logs)
     check_writable(logs, "logs", "choose another folder")
+    check_output(args.script, "script")
     script = batch_script(config, args.run, args.tasks, args.cpus_per_task, args.gpus_per_task, args.time,
                           args.partition, logs)
-    if not args.no_submit and not shutil.which("sbatch"):
-        raise UsageError("slurm: sbatch is not on PATH; run this on the cluster's login node, or --no-submit")
+    if not args.no_submit:
+        if not shutil.which("sbatch"):
+            raise UsageError("slurm: sbatch is not on PATH; run this on the cluster's login node, or --no-submit")
+        # Slurm's own check (partition, time, resources) before anything is written
+        _sbatch(["--test-only"], script, "refused the script")
     logs.mkdir(parents=True, exist_ok=True)
     path = write_text_atomic(args.script, script)
     if args.no_submit:
         result(f"wrote {path}: submit it with sbatch {path}")
         return 0
-    submitted = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
-    if submitted.returncode != 0:
-        raise UsageError(f"slurm: sbatch refused {path}: {submitted.stderr.strip().splitlines()[-1:]}")
-    job = submitted.stdout.strip().split(";")[0]
+    job = _sbatch(["--parsable", str(path)], None, f"refused {path}").strip().split(";")[0]
     result(f"submitted job {job}: {args.tasks} workers of study {config.study!r} (script {path}, logs in {logs}); "
            f"squeue -j {job} shows them, and the same command after it resumes")
     return 0
+
+
+def _sbatch(flags: list[str], script: str | None, what: str) -> str:
+    """Run sbatch (the script on its standard input when given); its output, or a UsageError with its last
+    line."""
+    done = subprocess.run(["sbatch", *flags], input=script, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UsageError(f"slurm: sbatch {what}: {last}")
+    return done.stdout
 
 
 if __name__ == "__main__":

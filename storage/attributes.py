@@ -1,5 +1,5 @@
 """Writes on Optuna's tables that Optuna's API cannot make: study attributes replaced in one transaction, one
-writer at a time, and a trial attribute deleted; on a journal, the same one writer at a time (a lock file).
+writer at a time, and a trial attribute deleted; on a journal, one writer at a time (a lock file) and one append.
 
 optuna-dashboard stores a note or a figure as many 2 kB study system attributes; written one by one, a reader
 can see them half-replaced. ``held_back_study_attrs`` gathers them and writes them together. Optuna has no call
@@ -20,9 +20,9 @@ from optuna.storages import RDBStorage
 from common.files import folder_lock
 from storage.journal import is_journal, journal_lock
 from storage.rdb import SCHEMA_LOCK_KEY
+from storage.urls import sqlite_path
 
 KEEPER_LOCK_KEY = 0x5EA2C5  # PostgreSQL advisory lock of the decisions about a study's kept models
-from storage.urls import sqlite_path
 
 
 @contextlib.contextmanager
@@ -34,14 +34,14 @@ def held_back_study_attrs(storage: RDBStorage, study_name: str):
     for this study (a transaction-scoped advisory lock on PostgreSQL, a lock on the SQLite file's folder): one
     writer at a time, each reading the study as the previous one left it. Nothing is written if the block raises.
     """
-    if is_journal(storage):  # a journal applies one attribute a line: one writer at a time, lines in order
-        with journal_lock(storage.path, "publish"):
-            study = optuna.load_study(study_name=study_name, storage=storage)
-            yield study
-        return
     stand_in = _HoldBack(storage)
     study = optuna.load_study(study_name=study_name, storage=stand_in)
     study_id = storage.get_study_id_from_name(study_name)
+    if is_journal(storage):  # one writer at a time (a lock file), all attributes in one append
+        with journal_lock(storage.path, "publish"):
+            yield study
+            storage.set_study_system_attrs(study_id, stand_in.pending)
+        return
     database = sqlite_path(storage.url)
     if database is not None:
         # a lock on the file's folder, not on the file: SQLite's own lock would stop the reads inside the block,

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
@@ -160,3 +161,117 @@ def test_export_never_waits_for_a_writer_holding_the_journals_lock(journal_study
     assert "no completed schedule" in capsys.readouterr().err  # the one trial is the baseline: read, refused
     assert time.monotonic() - started < 10 and (tmp_path / "search.journal.lock").exists()
     assert fingerprint(path) == before
+
+
+@pytest.mark.parametrize("content", [b"SQLite format 3\x00" + bytes(100), b"garbage\n", b"nonewline", b"{}\n",
+                                     b'{"op_code": 0, "worker_id": "w"}\n'])
+def test_a_file_that_is_not_a_journal_is_refused_and_left_as_it_was(tmp_path, capsys, content):
+    path = tmp_path / "other.file"
+    path.write_bytes(content)
+    url = f"journal:///{path}"
+    for command, argv in ((export.main, ["--storage", url, "--output", str(tmp_path / "best.json")]),
+                          (search_run.main, [*ARRAY, "--trials", "1", "--storage", url])):
+        capsys.readouterr()
+        assert run_command(command, argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: storage:") and "Traceback" not in err[0], err
+        assert path.read_bytes() == content and not (tmp_path / "best.json").exists()
+
+
+def test_a_torn_last_record_is_cut_by_the_next_writer_and_never_read(journal_study, tmp_path, capsys):
+    path = tmp_path / "search.journal"
+    whole = path.read_bytes()
+    count = len(optuna.load_study(study_name="digits-resnet8", storage=open_storage(journal_study)).trials)
+    path.write_bytes(whole + b'{"op_code":4,"worker_id":"cut-off')  # a writer killed, or a disk full, mid-append
+    reader = open_storage(journal_study, create=False, reader=True)  # a reader skips it and changes nothing
+    assert len(optuna.load_study(study_name="digits-resnet8", storage=reader).trials) == count
+    assert path.read_bytes().endswith(b"cut-off")
+    writer = open_storage(journal_study)
+    assert path.read_bytes() == whole and "torn last record" in capsys.readouterr().err
+    optuna.load_study(study_name="digits-resnet8", storage=writer).add_trial(optuna.trial.create_trial(value=0.5))
+    assert len(optuna.load_study(study_name="digits-resnet8", storage=reader).trials) == count + 1
+
+
+def test_a_dashboard_refresh_on_a_journal_is_one_append(journal_study):
+    """A reader sees a figure's 2 kB pieces all replaced or none: they are written in one append (one write of
+    the file), not one by one."""
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+
+    from dashboards.live import FIGURE_ID, publish
+
+    storage = open_storage(journal_study)
+    optuna.load_study(study_name="digits-resnet8", storage=storage).add_trial(optuna.trial.create_trial(
+        value=0.9, user_attrs={"schedule": {"family": "linear", "params": {"start": 1.4, "end": 0.6}}}))  # a new best
+    appends, append = [], storage._backend.append_logs
+    storage._backend.append_logs = lambda logs: (appends.append(logs), append(logs))[1]  # watch, pass through
+    publish(storage, "digits-resnet8", journal_study)
+    pieces = [batch for batch in appends if any(str(key).startswith("dashboard:") for entry in batch
+                                                for key in entry.get("system_attr", {}))]
+    assert len(pieces) == 1 and len(pieces[0]) > 2
+    reader = open_storage(journal_study, reader=True)
+    attrs = reader.get_study_system_attrs(reader.get_study_id_from_name("digits-resnet8"))
+    assert json.loads(get_plotly_graph_objects(attrs)[FIGURE_ID])["data"]
+    appends.clear()
+    publish(storage, "digits-resnet8", journal_study)  # the same figure again: its pieces are not written again
+    assert sum(len(batch) for batch in appends) < len(pieces[0])
+
+
+def test_silence_is_judged_by_the_writers_interval_and_the_trials_own_clock(tmp_path, monkeypatch):
+    from search import liveness
+    from search.records import TrialKey
+
+    monkeypatch.setenv("TZ", "America/New_York")  # west of UTC: a journal replays start times as local time
+    time.tzset()
+    try:
+        storage = open_storage(f"journal:///{tmp_path / 's.journal'}")
+        study = optuna.create_study(study_name="s", storage=storage)
+        study.ask()  # started now, no beat yet: not silent (read as UTC, its start once looked hours old)
+        slow, silent = study.ask(), study.ask()
+        now = time.time()
+        slow.set_user_attr(TrialKey.HEARTBEAT_SECONDS, 60)
+        slow.set_user_attr(TrialKey.HEARTBEAT, now - 90)  # within two of its writer's 60 s intervals
+        silent.set_user_attr(TrialKey.HEARTBEAT_SECONDS, 60)
+        silent.set_user_attr(TrialKey.HEARTBEAT, now - 130)
+        assert liveness.fail_silent_trials(storage, study, interval=1) == [silent.number]
+        assert "heartbeat stopped (130 s ago)" in study.trials[silent.number].user_attrs["fail_reason"]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_process_held_up_by_a_stale_lock_judges_nobody_meanwhile(tmp_path):
+    from storage.journal import WatchedLock
+
+    lock = WatchedLock(str(tmp_path / "j"), grace_seconds=3)
+    (tmp_path / "j.lock").touch()  # a writer killed while it held the lock
+    taken = threading.Thread(target=lock.acquire)
+    taken.start()
+    wait_for(lambda: lock.stalled_within(0), timeout=5, step=0.1)  # waiting past a second: stalled now
+    taken.join(timeout=10)
+    assert not taken.is_alive() and lock.stalled_within(5)  # broken after the grace; the stall is recent
+    lock.release()
+    time.sleep(1.1)
+    assert not lock.stalled_within(1)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--", *TINY, "--stor", "postgresql+psycopg://u:S3cret@127.0.0.1/db"], "unrecognized"),
+    (["--", *TINY, "--storage", "postgresql+psycopg://u:S3cret@127.0.0.1/db"], "SEARCH_STORAGE"),
+    (["--", *TINY, "--storage", "sqlite://"], "SQLite"),
+    (["--", *TINY, "--storage", "mysql://h/db"], "not a database"),
+    (["--partition", "nosuch", "--", *TINY, "--storage", "journal:///{tmp}/s.journal"], "Invalid partition"),
+    (["--partition", "a\nrm -rf ~", "--", *TINY, "--storage", "journal:///{tmp}/s.journal"], "partition"),
+    (["--logs", "{tmp}/my logs", "--", *TINY, "--storage", "journal:///{tmp}/s.journal"], "whitespace"),
+    (["--script", "{tmp}", "--", *TINY, "--storage", "journal:///{tmp}/s.journal"], "is a folder"),
+])
+def test_the_slurm_command_refuses_bad_input_before_writing_or_submitting(tmp_path, capsys, argv, message):
+    if "Invalid partition" == message:
+        _slurm()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    argv = [*(["--script", str(tmp_path / "s.sbatch")] if "--script" not in argv else []),
+            *(["--logs", str(tmp_path / "logs")] if "--logs" not in argv else []), *argv]
+    capsys.readouterr()
+    assert run_command(slurm.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "S3cret" not in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
