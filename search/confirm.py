@@ -28,7 +28,7 @@ from common.files import check_writable
 from common.log import quiet_optuna
 from search import records
 from search.config import SearchConfig
-from search.interrupts import interrupted_exit, signals_as_interrupt
+from search.interrupts import interruptible
 from search.liveness import retry
 from storage.artifacts import artifact_folder
 from storage.connect import HEARTBEAT_SECONDS, load_existing_study, open_storage
@@ -54,11 +54,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        with signals_as_interrupt():  # from the first line: a Ctrl-C anywhere is recorded and resumable
-            return confirm(build_parser().parse_args(argv))
-    except KeyboardInterrupt as interrupt:
-        return interrupted_exit(interrupt)
+    return interruptible(lambda: confirm(build_parser().parse_args(argv)))  # parsing included
 
 
 def confirm(args) -> int:

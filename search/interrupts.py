@@ -49,6 +49,16 @@ def signals_as_interrupt():
         _received.clear()
 
 
+def interruptible(command, *args) -> int:
+    """``command(*args)``'s exit code, with Ctrl-C and SIGTERM from its first line on recorded and resumable: the
+    interrupt's line and exit code (``interrupted_exit``) when one comes."""
+    try:
+        with signals_as_interrupt():
+            return command(*args)
+    except KeyboardInterrupt as interrupt:
+        return interrupted_exit(interrupt)
+
+
 def interrupted_exit(interrupt: KeyboardInterrupt) -> int:
     """Say what an interrupt left behind; the exit code 130 (Ctrl-C) or 143 (SIGTERM)."""
     number = getattr(interrupt, "signal", signal.SIGINT)

@@ -148,16 +148,8 @@ def clear_zombies(storage, study: optuna.Study) -> list[int]:
         if there is None or there.pid == here.pid or not here.shares_namespace_with(there) \
                 or there.is_gone() is not True:
             continue
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        try:
-            records.write_fail_reason(storage, study.study_name, trial.number,
-                                      f"{DIED} (pid {there.pid} on {there.host})")
-            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:  # another process on this host cleared it first
-            continue
-        retry(study, storage.get_trial(trial_id))
-        cleared.append(trial.number)
+        if _fail_and_retry(storage, study, study_id, trial.number, f"{DIED} (pid {there.pid} on {there.host})"):
+            cleared.append(trial.number)
     return cleared
 
 
@@ -183,14 +175,33 @@ def beating(trial: optuna.Trial, interval: float):
                 log.warning(f"warning: trial {trial.number}'s heartbeat could not be written ({error}); retrying "
                             f"every {interval:g} s")
 
+    with _every(interval, beat, f"heartbeat-{trial.number}"):
+        yield
+
+
+@contextlib.contextmanager
+def heartbeat(storage, trial_id: int):
+    """While inside, Optuna's heartbeat of a trial this process claimed itself (``search.queue``) is written every
+    interval of the storage's (none without one), as ``study.optimize`` does for the trials it asks for."""
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:
+        yield
+        return
+    with _every(interval, lambda: storage.record_heartbeat(trial_id), f"heartbeat-{trial_id}"):
+        yield
+
+
+@contextlib.contextmanager
+def _every(interval: float, action, name: str):
+    """While inside, ``action()`` runs now and every ``interval`` seconds on a thread of its own."""
     stop = threading.Event()
 
     def loop():
         while not stop.is_set():
-            beat()
+            action()
             stop.wait(interval)
 
-    thread = threading.Thread(target=loop, daemon=True, name=f"heartbeat-{trial.number}")
+    thread = threading.Thread(target=loop, daemon=True, name=name)
     thread.start()
     try:
         yield
@@ -218,17 +229,23 @@ def fail_silent_trials(storage, study: optuna.Study, interval: float) -> list[in
         every = records.attr(trial, TrialKey.HEARTBEAT_SECONDS) or interval
         if last is None or now - last <= 2 * every:
             continue
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        try:
-            records.write_fail_reason(storage, study.study_name, trial.number,
-                                      f"its heartbeat stopped ({now - last:.0f} s ago)")
-            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
-            continue
-        retry(study, storage.get_trial(trial_id))
-        failed.append(trial.number)
+        if _fail_and_retry(storage, study, study_id, trial.number, f"its heartbeat stopped ({now - last:.0f} s ago)"):
+            failed.append(trial.number)
     return failed
+
+
+def _fail_and_retry(storage, study: optuna.Study, study_id: int, number: int, reason: str) -> bool:
+    """Fail the running trial ``number`` with ``reason`` and queue its retry; False when another process failed
+    it first (then that process queues the retry)."""
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    try:
+        records.write_fail_reason(storage, study.study_name, number, reason)
+        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    retry(study, storage.get_trial(trial_id))
+    return True
 
 
 def retry(study: optuna.Study, trial: FrozenTrial) -> None:

@@ -9,8 +9,6 @@ it: its heartbeat, the objective, ``study.tell``, the callbacks.
 """
 from __future__ import annotations
 
-import contextlib
-import threading
 from pathlib import Path
 
 import optuna
@@ -18,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from common.log import log
 from search import records, run_folders
+from search.liveness import heartbeat
 
 
 def waiting_retries(study: optuna.Study) -> list[FrozenTrial]:
@@ -79,26 +78,3 @@ def run_claimed(study: optuna.Study, storage, trial_id: int, objective, callback
         return
     for callback in callbacks:
         callback(study, frozen)
-
-
-@contextlib.contextmanager
-def heartbeat(storage, trial_id: int):
-    """While inside, the trial's heartbeat is written every interval of the storage's (none without one)."""
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat():
-        while not stop.is_set():
-            storage.record_heartbeat(trial_id)
-            stop.wait(interval)
-
-    thread = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()

@@ -26,7 +26,7 @@ from search.progress import confirm_runs
 from search.pruning import PRUNERS
 from search.queue import has_checkpoint, waiting_retries
 from search.space import FAMILY_CHOICES
-from search.interrupts import interrupted_exit, signals_as_interrupt
+from search.interrupts import interruptible
 from search.workers import WORKER_FLAG, config_from_payload, run_worker, run_workers
 from storage.connect import HEARTBEAT_SECONDS
 from storage.urls import redacted
@@ -113,11 +113,7 @@ def config_from(args: argparse.Namespace) -> SearchConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        with signals_as_interrupt():  # from the first line: a Ctrl-C anywhere is recorded and resumable
-            return search(build_parser().parse_args(argv))
-    except KeyboardInterrupt as interrupt:
-        return interrupted_exit(interrupt)
+    return interruptible(lambda: search(build_parser().parse_args(argv)))  # parsing included
 
 
 def search(args: argparse.Namespace) -> int:

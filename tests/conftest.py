@@ -1,6 +1,7 @@
 import hashlib
 import os
 import sqlite3
+import time
 
 import optuna
 
@@ -55,3 +56,24 @@ def postgres_url():
     yield url
     for name in optuna.get_all_study_names(url):
         optuna.delete_study(study_name=name, storage=url)
+
+
+@pytest.fixture
+def secret_role(postgres_url):
+    """A database owned by a role whose password holds '@', ':', '/' and '%', and the three pieces of its URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_url)
+    admin = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    password, database = f"p@ss:w/rd%{os.urandom(4).hex()}", f"forms_{os.getpid()}_{int(time.time())}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute("DO $$ BEGIN CREATE ROLE search_secret LOGIN; EXCEPTION WHEN duplicate_object THEN "
+                           "NULL; END $$")
+        connection.execute(f"ALTER ROLE search_secret PASSWORD '{password}'")
+        connection.execute(f"CREATE DATABASE {database} OWNER search_secret")
+    try:
+        yield password, f"{server.host}:{server.port}", database
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")

@@ -317,57 +317,47 @@ def test_workers_on_postgresql_never_claim_the_same_enqueued_trial(postgres_url)
     _assert_each_enqueued_trial_runs_once(postgres_url)
 
 
-def test_two_machines_starting_a_new_study_together_share_it_and_never_show_its_password(postgres_url, tmp_path):
+def test_two_machines_starting_a_new_study_together_share_it_and_never_show_its_password(postgres_url, secret_role,
+                                                                                        tmp_path):
     """Two `search.run` processes, as on two machines, started at once on a new PostgreSQL database, the URL in
     $SEARCH_STORAGE with the password of a role that must give it (.ci/services)."""
     import psycopg
     from optuna_dashboard import get_note
     from sqlalchemy.engine import make_url
 
-    server = make_url(postgres_url)
-    admin = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    password, database = f"pw{os.urandom(8).hex()}", f"secret_{os.getpid()}_{int(time.time())}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute("DO $$ BEGIN CREATE ROLE search_secret LOGIN; EXCEPTION WHEN duplicate_object THEN "
-                           "NULL; END $$")
-        connection.execute(f"ALTER ROLE search_secret PASSWORD '{password}'")
-        connection.execute(f"CREATE DATABASE {database} OWNER search_secret")
-    url = server.set(username="search_secret", password=password, database=database)
-    try:
-        with pytest.raises(psycopg.OperationalError, match="password"):  # the password is really needed
-            psycopg.connect(url.set(drivername="postgresql", password="wrong").render_as_string(False)).close()
-        url = url.render_as_string(hide_password=False)
-        target = 8
-        argv = [*TINY, "--family", "any", "--baseline-seeds", "1", "--confirm-top", "1", "--confirm-seeds", "2",
-                "--trials", str(target), "--pruner", "none", "--checkpoint-dir", str(tmp_path / "checkpoints"),
-                "--artifact-dir", str(tmp_path / "artifacts")]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEARCH_STORAGE": url}
-        machines = [subprocess.Popen([sys.executable, "-m", "search.run", *argv], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        command_lines = [(Path("/proc") / str(m.pid) / "cmdline").read_bytes().decode() for m in machines]
-        outputs = [m.communicate(timeout=900) for m in machines]
-        for machine, (out, err) in zip(machines, outputs):
-            assert machine.returncode == 0, err[-3000:]
-        all_trials = trials(url)
-        _assert_parallel_study(url, len(machines), target)
-        searched = [t for t in all_trials if "failed_trial" not in t.system_attrs and "retry_of" not in t.user_attrs]
-        runs = [(sorted(t.params.items()), t.user_attrs["seed"], t.user_attrs.get("preset")) for t in searched]
-        assert len(runs) == len(set(map(str, runs)))  # no trial ran twice, not even the random start-up ones
-        presets = [(t.user_attrs["preset"], t.user_attrs.get("replica", False)) for t in searched if
-                   "preset" in t.user_attrs]
-        assert len(presets) == len(set(presets)) >= 5  # each warm-start trial once: baseline, its replica, presets
-        studies = [optuna.load_study(study_name=name, storage=url) for name in optuna.get_all_study_names(url)]
-        assert len(studies) == 2  # the search and its confirm stage
-        stored = [get_note(study) for study in studies]
-        assert 'search.export --storage "$SEARCH_STORAGE"' in "".join(stored)  # the note was written, safely
-        for study in studies:
-            stored += [study.user_attrs, study._storage.get_study_system_attrs(study._study_id)]
-            stored += [(t.user_attrs, t.system_attrs) for t in study.get_trials(deepcopy=False)]
-        assert password not in repr([outputs, stored, command_lines])
-        assert "search_secret:***@" in outputs[0][1]  # the URL is shown, without its password
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    password, _, database = secret_role
+    url = make_url(postgres_url).set(username="search_secret", password=password, database=database)
+    with pytest.raises(psycopg.OperationalError, match="password"):  # the password is really needed
+        psycopg.connect(url.set(drivername="postgresql", password="wrong").render_as_string(False)).close()
+    url = url.render_as_string(hide_password=False)
+    target = 8
+    argv = [*TINY, "--family", "any", "--baseline-seeds", "1", "--confirm-top", "1", "--confirm-seeds", "2",
+            "--trials", str(target), "--pruner", "none", "--checkpoint-dir", str(tmp_path / "checkpoints"),
+            "--artifact-dir", str(tmp_path / "artifacts")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEARCH_STORAGE": url}
+    machines = [subprocess.Popen([sys.executable, "-m", "search.run", *argv], cwd=ROOT, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    command_lines = [(Path("/proc") / str(m.pid) / "cmdline").read_bytes().decode() for m in machines]
+    outputs = [m.communicate(timeout=900) for m in machines]
+    for machine, (out, err) in zip(machines, outputs):
+        assert machine.returncode == 0, err[-3000:]
+    all_trials = trials(url)
+    _assert_parallel_study(url, len(machines), target)
+    searched = [t for t in all_trials if "failed_trial" not in t.system_attrs and "retry_of" not in t.user_attrs]
+    runs = [(sorted(t.params.items()), t.user_attrs["seed"], t.user_attrs.get("preset")) for t in searched]
+    assert len(runs) == len(set(map(str, runs)))  # no trial ran twice, not even the random start-up ones
+    presets = [(t.user_attrs["preset"], t.user_attrs.get("replica", False)) for t in searched if
+               "preset" in t.user_attrs]
+    assert len(presets) == len(set(presets)) >= 5  # each warm-start trial once: baseline, its replica, presets
+    studies = [optuna.load_study(study_name=name, storage=url) for name in optuna.get_all_study_names(url)]
+    assert len(studies) == 2  # the search and its confirm stage
+    stored = [get_note(study) for study in studies]
+    assert 'search.export --storage "$SEARCH_STORAGE"' in "".join(stored)  # the note was written, safely
+    for study in studies:
+        stored += [study.user_attrs, study._storage.get_study_system_attrs(study._study_id)]
+        stored += [(t.user_attrs, t.system_attrs) for t in study.get_trials(deepcopy=False)]
+    assert password not in repr([outputs, stored, command_lines])
+    assert "search_secret:***@" in outputs[0][1]  # the URL is shown, without its password
 
 
 def test_worker_environment_pins_gpus_round_robin_or_splits_cpu_threads(monkeypatch):

@@ -153,27 +153,6 @@ def test_export_and_report_finish_while_a_publishing_worker_is_stopped_holding_i
     assert (tmp_path / "best.json").is_file() and (tmp_path / "report.html").is_file()
 
 
-@pytest.fixture
-def secret_role(postgres_url):
-    """A database owned by a role whose password holds '@', ':', '/' and '%', and the three pieces of its URL."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    server = make_url(postgres_url)
-    admin = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    password, database = f"p@ss:w/rd%{os.urandom(4).hex()}", f"forms_{os.getpid()}_{int(time.time())}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute("DO $$ BEGIN CREATE ROLE search_secret LOGIN; EXCEPTION WHEN duplicate_object THEN "
-                           "NULL; END $$")
-        connection.execute(f"ALTER ROLE search_secret PASSWORD '{password}'")
-        connection.execute(f"CREATE DATABASE {database} OWNER search_secret")
-    try:
-        yield password, f"{server.host}:{server.port}", database
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-
-
 def test_a_password_in_the_query_string_or_escaped_never_shows(secret_role, tmp_path, monkeypatch, capsys):
     from optuna_dashboard import get_note
 
