@@ -6,9 +6,10 @@ Trains N schedules (the baseline, the paper's four, random draws from the search
 budget (default ResNet-8, 4000 images, 4 epochs: what a cheap search would train) and on S seeds at a target budget
 (default ResNet-20, 8000 images, 8 epochs, 2 seeds), on the fixed 45k/5k split, judged on validation. Reports
 Kendall's tau between the proxy's ranking and the target's mean over seeds, with its permutation p-value and a
-bootstrap interval over schedules, the target's own seed-to-seed tau (the ceiling no proxy can beat), and the
-cost ratio (seconds of training at each budget, measured in this run). ``--figure FILE.html`` also draws proxy
-against target (and a PNG beside it when Chromium and Playwright are installed).
+bootstrap interval over schedules, the ceiling (one target seed against the mean of the others: what a proxy as
+good as the target itself reaches), and the cost ratio (seconds of training at each budget, measured in this run).
+``--figure FILE.html`` also draws proxy against target (and a PNG beside it when Chromium and Playwright are
+installed); ``--rows FILE.json`` reports again on the runs of an earlier output, without training.
 
 ``../shared/tools/cifar10_from_jpeg.py OUT_DIR`` rebuilds CIFAR-10 in the official layout for ``--data-dir``.
 """
@@ -25,6 +26,7 @@ import optuna
 from scipy import stats as scipy_stats
 
 from common.cli import ArgumentParser, positive_int, run_command
+from common.errors import UsageError
 from common.files import write_json_atomic, write_text_atomic
 from common.machine import cpu_info, package_versions, prepare_tensorflow
 from models.schedules import FACTOR_BOUNDS, PAPER_PRESETS, block_count, preset
@@ -73,7 +75,8 @@ def figure_html(rows: list[dict], agreement: dict, title: str) -> str:
         textposition="top center", marker=dict(size=10),
         error_y=dict(type="data", symmetric=False, array=[100 * max(row["target"]) - m for row, m in zip(rows, means)],
                      arrayminus=[m - 100 * min(row["target"]) for row, m in zip(rows, means)])))
-    figure.update_layout(title=f"{title}: Kendall's tau {agreement['tau']:+.2f}", template="plotly_white",
+    tau = "undefined" if not agreement or agreement["tau"] is None else f"{agreement['tau']:+.2f}"
+    figure.update_layout(title=f"{title}: Kendall's tau {tau}", template="plotly_white",
                          width=900, height=560)
     figure.update_xaxes(title="proxy: validation accuracy (%, one run)")
     figure.update_yaxes(title="target: validation accuracy (%, mean and range over seeds)")
@@ -99,7 +102,7 @@ def screenshot(html: Path, png: Path) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m benchmarks.proxy_fidelity", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", required=True, help="folder of the CIFAR-10 archive or its extracted folder")
+    parser.add_argument("--data-dir", help="folder of the CIFAR-10 archive or its extracted folder")
     parser.add_argument("--schedules", type=positive_int, default=10, help="schedules to train (default 10)")
     parser.add_argument("--proxy", type=positive_int, nargs=3, default=(8, 4000, 4), metavar=("DEPTH", "IMAGES",
                         "EPOCHS"), help="the proxy budget (default 8 4000 4)")
@@ -109,14 +112,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the proxy's seed and the random draws' (default 0)")
     parser.add_argument("--output", help="write the JSON here")
     parser.add_argument("--figure", help="write the figure here (.html; a .png beside it with Chromium)")
+    parser.add_argument("--rows", help="report on the runs of this earlier --output instead of training")
     args = parser.parse_args(argv)
     for depth in (args.proxy[0], args.target[0]):
         block_count(depth)
-    prepare_tensorflow()
-    proxy_data = load_dataset("cifar10", args.data_dir, args.proxy[1])
-    target_data = load_dataset("cifar10", args.data_dir, args.target[1])
+    if not args.data_dir and not args.rows:
+        raise UsageError("data-dir: give the CIFAR-10 folder (or --rows to report on earlier runs)")
     started, rows = time.perf_counter(), []
-    for name, schedule in schedules(args.schedules, args.seed):
+    if args.rows:
+        earlier = json.loads(Path(args.rows).read_text())
+        rows = earlier["rows"]
+        args.proxy, args.target = [[earlier[f"{kind}_budget"][key] for key in ("depth", "images", "epochs")]
+                                   for kind in ("proxy", "target")]
+        args.target_seeds = earlier["target_seeds"]
+    else:
+        prepare_tensorflow()
+        proxy_data = load_dataset("cifar10", args.data_dir, args.proxy[1])
+        target_data = load_dataset("cifar10", args.data_dir, args.target[1])
+    for name, schedule in ([] if args.rows else schedules(args.schedules, args.seed)):
         proxy = train(schedule, args.proxy[0], args.proxy[2], proxy_data, args.seed)
         target = [train(schedule, args.target[0], args.target[2], target_data, args.seed + 2000 + i)
                   for i in range(args.target_seeds)]

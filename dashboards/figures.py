@@ -296,8 +296,9 @@ def verdict_figure(summary: dict[str, Any]) -> go.Figure:
                "worse_than_baseline": "no candidate beats the baseline; " + ", ".join(verdict["worse"]) + " worse",
                "no_verdict": "no verdict (too few finished runs)"}
     budget = summary.get("budget") or {}
-    figure.update_layout(title=f"Confirm stage: {outcome[verdict['outcome']]} ({len(summary['seeds'])} seeds, "
-                               f"{budget.get('epochs')} epochs, {verdict['comparisons']} candidates)", **LAYOUT)
+    figure.update_layout(title=f"Confirm stage: {outcome[verdict['outcome']]} (ResNet-{budget.get('depth')}, "
+                               f"{budget.get('epochs')} epochs, {len(summary['seeds'])} seeds, "
+                               f"{verdict['comparisons']} candidates)", **LAYOUT)
     figure.update_xaxes(title="arm (candidates: #trial)")
     figure.update_yaxes(title="validation accuracy - baseline (points, paired by seed)")
     return figure
@@ -327,7 +328,7 @@ def agreement_figure(summary: dict[str, Any]) -> go.Figure:
         summary.get("budget") or {}
     tau = "" if not agreement or agreement["tau"] is None else \
         f": Kendall's tau {agreement['tau']:+.2f} (p {agreement['p_value']:.2g}, {agreement['arms']} arms)" + (
-            "" if agreement["target_seed_tau"] is None else f", seed to seed {agreement['target_seed_tau']:+.2f}")
+            "" if agreement["target_seed_tau"] is None else f", one seed against the others {agreement['target_seed_tau']:+.2f}")
     figure.update_layout(title=f"Search (ResNet-{searched.get('depth')}, {searched.get('epochs')} epochs) against "
                                f"confirm stage (ResNet-{budget.get('depth')}, {budget.get('epochs')} epochs){tau}",
                          **LAYOUT)

@@ -30,7 +30,7 @@ NOTE_END = "<!-- shortcut-search: end of section -->"
 
 
 def study_note(study: optuna.Study, storage_url: str, target: int | None = None, workers: int = 1,
-               confirm_runs: int = 0) -> str:
+               confirm_runs: float = 0) -> str:
     """Markdown: the best trial, its gap to the baseline on the same budget, the expected time to the ``target``
     count of finished trials, and the export command."""
     complete = records.complete(study)
@@ -73,7 +73,7 @@ def study_note(study: optuna.Study, storage_url: str, target: int | None = None,
 
 
 def publish(storage, study_name: str, storage_url: str, target: int | None = None, workers: int = 1,
-            confirm_runs: int = 0) -> None:
+            confirm_runs: float = 0) -> None:
     """Store the schedules figure on the study, and the tool's section of its note (the rest stays the user's),
     atomically and one writer at a time."""
     with held_back_study_attrs(storage, study_name) as study:
@@ -87,7 +87,7 @@ def publish(storage, study_name: str, storage_url: str, target: int | None = Non
 class DashboardPublisher:
     """``publish`` for one search, as the search loop calls it after every trial: ``(storage, study name)``."""
 
-    def __init__(self, storage_url: str, target: int | None = None, workers: int = 1, confirm_runs: int = 0):
+    def __init__(self, storage_url: str, target: int | None = None, workers: int = 1, confirm_runs: float = 0):
         self.storage_url, self.target, self.workers, self.confirm_runs = storage_url, target, workers, confirm_runs
 
     def __call__(self, storage, study_name: str) -> None:

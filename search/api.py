@@ -25,6 +25,7 @@ from search.config import EVALUATION_SEED_START, SearchConfig
 from search.evidence.document import export_document
 from search.evidence.multiseed import arms_from, evaluate_arms
 from search.progress import confirm_runs
+from search.study import settle_target
 from training.config import TrainConfig
 from training.data import load_dataset
 
@@ -38,6 +39,7 @@ def search(config: SearchConfig) -> optuna.Study:
     from search.loop import open_search, run_search  # imports TensorFlow: after prepare_tensorflow
 
     data, epochs, storage, study, _ = open_search(config)
+    config = settle_target(study, config)
     publisher = DashboardPublisher(config.storage, config.trials, 1, confirm_runs(config))
     study, stopped = run_search(config, epochs, data=data, study=study, storage=storage, publisher=publisher)
     if stopped:
@@ -47,7 +49,8 @@ def search(config: SearchConfig) -> optuna.Study:
 
 def export(study: optuna.Study, depth: int | None = None) -> dict:
     """The study's answer as ``search.export`` writes it: the confirmed winner (else the best schedule trial)
-    realised at ``depth`` (default: the searched one), with provenance and evidence."""
+    realised at ``depth`` (default: the verdict's: the search's, or its target's), with provenance and
+    evidence."""
     return export_document(study, depth)
 
 

@@ -30,6 +30,7 @@ VARIABLE_FAMILIES = ("any", "spline", "steps")
 BASELINE_SEED_OFFSET = 1000  # baseline replicas: seed + 1000 + i
 CONFIRM_SEED_OFFSET = 2000  # confirm stage: seed + 2000 + i
 EVALUATION_SEED_START = 10_000  # search.evaluate's default: 10000 + i
+MAX_SEED_RANGE = 1000  # seeds of one kind (replicas, confirm runs) a study may use
 CHECKPOINT_FOLDER = "search-checkpoints"  # beside a SQLite study, else in the working folder
 MAX_HEARTBEAT = 86_400  # seconds
 MAX_SEED = 2 ** 30  # so that every derived seed (seed + 10000 + i at most) stays a valid 32-bit seed
@@ -101,6 +102,12 @@ class SearchConfig:
         if self.confirm_seeds is not None and self.confirm_seeds < 2:
             raise UsageError(f"confirm-seeds: at least 2 (a verdict needs a spread over seeds; one seed would be "
                              f"another single-run best of K), got {self.confirm_seeds}")
+        # the seeds of the search, its replicas and its confirm stage stay in disjoint ranges
+        if self.confirm_seeds is not None and self.confirm_seeds > MAX_SEED_RANGE:
+            raise UsageError(f"confirm-seeds: at most {MAX_SEED_RANGE}, got {self.confirm_seeds}")
+        if self.baseline_seeds > CONFIRM_SEED_OFFSET - BASELINE_SEED_OFFSET:
+            raise UsageError(f"baseline-seeds: at most {CONFIRM_SEED_OFFSET - BASELINE_SEED_OFFSET}, got "
+                             f"{self.baseline_seeds}")
         if not (math.isfinite(self.min_effect) and 0 < self.min_effect < 1):
             raise UsageError(f"min-effect: a gain in points between 0 and 100, got {100 * self.min_effect:g}")
         for name in ("workers", "max_failures", "heartbeat"):
@@ -119,7 +126,10 @@ class SearchConfig:
         object.__setattr__(self, "study", self.study or f"{self.dataset}-resnet{self.depth}")
         check_study_name(self.study)
         if self.target_depth is not None:
-            block_count(self.target_depth)
+            try:
+                block_count(self.target_depth)
+            except UsageError as error:
+                raise UsageError(f"target-{error}") from None
         for name in ("target_epochs", "target_subset"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise UsageError(f"{name.replace('_', '-')}: must be > 0, got {getattr(self, name)}")
@@ -135,9 +145,16 @@ class SearchConfig:
 
     def target(self, epochs: int) -> dict[str, Any]:
         """The confirm stage's budget: ``{"depth", "epochs", "subset"}``, each the search's own (``epochs``: a
-        search trial's, resolved) unless set."""
-        return {"depth": self.target_depth or self.depth, "epochs": self.target_epochs or epochs,
-                "subset": self.target_subset if self.target_subset is not None else self.subset}
+        search trial's, resolved) unless set. Without ``--epochs`` a run keeps He et al.'s 64k iterations, so a
+        target on another number of images gets the epochs that make them."""
+        subset = self.target_subset if self.target_subset is not None else self.subset
+        if self.target_epochs is None and self.epochs is None and subset != self.subset and subset is not None:
+            epochs = self.train.epochs_for(subset)
+        return {"depth": self.target_depth or self.depth, "epochs": self.target_epochs or epochs, "subset": subset}
+
+    def has_target(self) -> bool:
+        """Whether any ``--target-*`` was given."""
+        return any(value is not None for value in (self.target_depth, self.target_epochs, self.target_subset))
 
     def baseline_replica_seeds(self) -> list[int]:
         """Seeds of the baseline's replicas, whose spread is the study's noise floor (disjoint from ``seed``)."""

@@ -30,6 +30,7 @@ from search import records
 from search.config import SearchConfig
 from search.interrupts import interruptible
 from search.liveness import retry
+from search.study import check_target_data, settle_target
 from storage.artifacts import artifact_folder
 from storage.connect import HEARTBEAT_SECONDS, load_existing_study, open_storage
 from training.data import load_dataset
@@ -79,7 +80,10 @@ def confirm(args) -> int:
     storage = open_storage(args.storage, HEARTBEAT_SECONDS, create=False, on_stale=retry)
     from search.evidence.confirm_stage import run_confirm  # imports TensorFlow: once the input is checked
 
-    run_confirm(config, load_existing_study(storage, name), storage, data)
+    study = load_existing_study(storage, name)
+    config = settle_target(study, config)
+    check_target_data(config)
+    run_confirm(config, study, storage, data)
     return 0
 
 

@@ -2,13 +2,14 @@
 
     python -m search.export --storage sqlite:///search.db --study cifar10-resnet32 --output best.json
 
-The file holds the schedule realised at the searched depth (or --depth), where it came from (study, trial,
-dataset, depth searched, epochs), the verdict (does it beat the baseline? one-sided, adjusted for the K candidates
-confirmed, with its seeds, budget and power), the confirm stage's figures for it, its validation accuracy next to
-the baseline's on the same budget with the study's noise in sigma_d and what the best of N would show by chance,
-and the multi-seed test evaluation of search.evaluate on the same budget where one was recorded. When no candidate
-beats the baseline, it holds the best candidate and says so (the baseline stays the recommendation); without a
-confirmation, the single-seed best of N candidates, and it warns. The file is also attached to the study.
+The file holds the schedule realised at the verdict's depth (the search's or its target's; or --depth), where it
+came from (study, trial, dataset, depth searched, epochs), the verdict (does it beat the baseline? one-sided,
+adjusted for the K candidates confirmed, with its seeds, budget and power), the confirm stage's figures for it, its
+validation accuracy next to the baseline's on the same budget with the study's noise in sigma_d and what the best
+of N would show by chance, and the multi-seed test evaluation of search.evaluate on the same budget where one was
+recorded. When no candidate beats the baseline, it holds the best candidate and says so (the baseline stays the
+recommendation); without a confirmation, the single-seed best of N candidates, and it warns. The file is also
+attached to the study.
 
     python -m search.export --output best.json --model best.keras
 
@@ -31,7 +32,7 @@ from common.files import check_output, write_json_atomic
 from common.log import log, quiet_optuna, result
 from models.schedules import Schedule, block_count
 from search import records
-from search.evidence.confirm_plan import arm_key
+from search.evidence.confirm_plan import arm_key, target_budget
 from search.evidence.document import export_document
 from search.evidence.noise import gain_in_noise, noise_floor
 from search.evidence.verdict import power_line, verdict_line
@@ -45,7 +46,8 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m search.export", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--study", help="study name (default: the only study in the storage)")
-    parser.add_argument("--depth", type=int, help="realise the schedule for this depth (default: the searched one)")
+    parser.add_argument("--depth", type=int, help="realise the schedule for this depth (default: the depth of the "
+                        "verdict: the search's, or its --target-depth)")
     parser.add_argument("--output", default="best.json", help="schedule JSON file to write (default best.json)")
     parser.add_argument("--model", metavar="PATH", help="also write the exported trial's trained model (.keras), as "
                         "the search kept it: trained on the searched budget and the trial's seed")
@@ -72,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         confirm_name = records.confirm_study_name(study.study_name)
         confirm = (optuna.load_study(study_name=confirm_name, storage=storage)
                    if confirm_name in optuna.get_all_study_names(storage) else None)
-        model = model_to_export(best, study, store, args.model, args.output, confirm, arm_key(document))
+        target = target_budget(study, provenance["verdict_on"])  # a verdict at a target: that budget's model
+        model = model_to_export(best, study, store, args.model, args.output, confirm, arm_key(document, target),
+                                target)
     path = write_json_atomic(args.output, document)
     attach_when_free(args.storage, study.study_name, store, path)
     if model:
@@ -81,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         partial.unlink(missing_ok=True)
         download_artifact(artifact_store=store, file_path=str(partial), artifact_id=artifact)
         os.replace(partial, args.model)
-        result(f"wrote {args.model}: the trained model of {origin}, {provenance['epochs']} epochs")
+        result(f"wrote {args.model}: the trained model of {origin}")
     confirmation = records.confirmation(study)
     if confirmation is None:
         gain = evidence["val_accuracy_gain"]

@@ -100,21 +100,26 @@ class ArmModelKeeper(ModelKeeper):
 
 
 def model_to_export(trial: optuna.trial.FrozenTrial, study: optuna.Study, store, path: str, output: str,
-                    confirm: optuna.Study | None = None, arm: str | None = None) -> tuple[str, str]:
+                    confirm: optuna.Study | None = None, arm: str | None = None,
+                    target: dict | None = None) -> tuple[str, str]:
     """The artifact id of the model ``export --model PATH`` writes, and where it comes from: ``trial``'s kept
-    model, else the model of a confirm run of its ``arm``; UsageError (with the command that trains it, or the
-    store to name) before anything is written."""
+    model, else the model of a confirm run of its ``arm``; with a ``target`` budget (the verdict's, not the
+    search's) only a confirm run's, which trained at it. UsageError (with the command that trains it, or the store
+    to name) before anything is written."""
     if not path.endswith(".keras"):
         raise UsageError(f"model: {path!r} must end in .keras (Keras's file format)")
-    artifact, origin = kept_model(trial), f"trial {trial.number} (seed {records.seed_of(trial)})"
+    budget = {**records.budget(study), **(target or {})}
+    artifact = None if target else kept_model(trial)
+    trained = f"ResNet-{budget['depth']}, {budget['epochs']} epochs"
+    origin = f"trial {trial.number} (seed {records.seed_of(trial)}, {trained})"
     if artifact is None and confirm is not None and arm is not None:
         for run in records.complete(confirm):
             if records.attr(run, TrialKey.ARM) == arm and kept_model(run) is not None:
                 artifact = kept_model(run)
-                origin = f"confirm run {run.number} of trial {trial.number}'s schedule (seed {records.seed_of(run)})"
+                origin = (f"confirm run {run.number} of trial {trial.number}'s schedule (seed {records.seed_of(run)}, "
+                          f"{trained})")
                 break
     if artifact is None:
-        budget = records.budget(study)
         extra = "".join(f" --{flag} {budget[key]}" for flag, key in (("subset", "subset"),
                                                                       ("batch-size", "batch_size"))
                         if budget.get(key) is not None)

@@ -21,7 +21,7 @@ from search.next_steps import next_commands
 from search.objective import AfterTrial, Objective
 from search.progress import FailureGuard, TrialReporter
 from search.queue import has_checkpoint, run_retries, waiting_retries
-from search.study import check_existing, open_study
+from search.study import check_existing, check_target_data, open_study
 from storage.artifacts import artifact_folder
 from storage.connect import open_storage
 from training.data import Dataset, load_dataset
@@ -37,6 +37,7 @@ def open_search(config: SearchConfig):
     # everything the user can get wrong is checked before the storage is written to
     data = load_dataset(config.dataset, config.data_dir, config.subset)
     epochs = config.train.epochs_for(len(data.y_train))
+    check_target_data(config)
     check_writable(config.checkpoint_root(), "checkpoint-dir",
                    "choose another --checkpoint-dir, or none for no checkpoints")
     if config.keep_models:

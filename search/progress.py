@@ -10,12 +10,13 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from common.log import duration, log, result, verbosity
+from models.schedules import block_count
 from search import records
 from search.evidence.noise import gain_in_noise, noise_floor
 from search.records import TrialKey
 
 
-def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_runs: int = 0) -> str | None:
+def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_runs: float = 0) -> str | None:
     """The expected wall time of the trials still to run, at the speed the finished ones were trained at, and of
     the ``confirm_runs`` full runs of the confirm stage after them.
 
@@ -43,15 +44,24 @@ def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_r
         text += (f", about {duration(full * share)} if the pruner keeps stopping trials as so far "
                  f"({100 * share:.0f} % of the epochs trained, {len(searched)} searched trials)")
     if confirm_runs:
-        text += f"; then the confirm stage, up to {confirm_runs} full runs: about " \
+        text += f"; then the confirm stage, up to {confirm_runs:.0f} search trials' worth: about " \
                 f"{duration(confirm_runs * epochs * per_epoch / workers)}"
     return text
 
 
-def confirm_runs(config) -> int:
-    """Runs of the confirm stage a search will start, at most: (top K + baseline + paper preset) x seeds, or 0
-    (fewer when the paper preset is among the top K)."""
-    return (config.confirm_top + 2) * (config.confirm_seeds or 3) if config.confirm_top else 0
+def confirm_runs(config) -> float:
+    """The confirm stage's work at most, in full search trials: (top K + baseline + paper preset) x seeds (fewer
+    when the paper preset is among the top K), each scaled to the target's blocks, and to its epochs and images
+    where the flags give both sides (without ``--epochs`` every run keeps 64k iterations); 0 without a stage."""
+    if not config.confirm_top:
+        return 0
+    runs = (config.confirm_top + 2) * (config.confirm_seeds or 3)
+    scale = block_count(config.target_depth or config.depth) / block_count(config.depth)
+    if config.epochs is not None:
+        scale *= (config.target_epochs or config.epochs) / config.epochs
+        if config.target_subset and config.subset:
+            scale *= config.target_subset / config.subset
+    return runs * scale
 
 
 class TrialReporter:

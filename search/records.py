@@ -47,6 +47,7 @@ class StudyKey:
     CONFIRM_SEEDS = "confirm_seeds"  # the confirm stage's
     REQUEUED = "requeued"  # numbers of interrupted trials already queued again
     CONFIRMATION = "confirmation"  # the confirm stage's summary (search.evidence.verdict)
+    TARGET = "target"  # the --target-* flags last given ({"depth", "epochs", "subset"}, None where not given)
     PLAN = "plan"  # confirm study: {"top": K, "seeds": [...]}
     ARMS = "arms"  # confirm study: the arms it trains
     SOURCE_STUDY = "source_study"  # confirm study: the search study it confirms
@@ -81,6 +82,7 @@ class TrialKey:
     PID = "pid"
     MODEL_ARTIFACT = "model_artifact"  # the kept model's artifact id
     DUPLICATE_OF = "duplicate_of"  # confirm stage: the earlier run of the same arm and seed
+    SKIPPED = "skipped"  # confirm stage: why a queued run was not trained (queued for another budget)
     SOURCE_TRIAL = "source_trial"  # confirm stage: the search trial the arm's schedule came from
     ARM = "arm"  # confirm stage: the arm's key (a digest of its schedule)
     LABEL = "label"  # confirm stage: the arm's name (baseline, paper-c10-r32, #7 linear)

@@ -26,6 +26,7 @@ from search.progress import confirm_runs
 from search.pruning import PRUNERS
 from search.queue import has_checkpoint, waiting_retries
 from search.space import FAMILY_CHOICES
+from search.study import settle_target
 from search.interrupts import interruptible
 from search.workers import WORKER_FLAG, config_from_payload, run_worker, run_workers
 from storage.connect import HEARTBEAT_SECONDS
@@ -125,6 +126,7 @@ def search(args: argparse.Namespace) -> int:
     from search.loop import open_search  # imports TensorFlow: once the arguments are checked
 
     data, epochs, storage, study, resuming = open_search(config)
+    config = settle_target(study, config)
     done = records.finished_count(study)
     log.info(f"{'resuming' if resuming else 'new'} study {config.study!r} in {redacted(config.storage)}: "
              f"{done}/{config.trials} trials finished; ResNet-{config.depth}, {data.summary()}, "

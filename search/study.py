@@ -7,12 +7,14 @@ configuration is stored on the study and checked on every later run, before anyt
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import optuna
 from optuna.trial import TrialState
 
 from common.errors import UsageError
+from common.log import log
 from common.machine import package_versions
 from models.schedules import LEARNED, PAPER_PRESETS, paper_preset_for, preset
 from search import records, run_folders
@@ -23,8 +25,36 @@ from search.pruning import make_pruner
 from search.records import BASELINE, INTERRUPTED, StudyKey
 from search.samplers import make_sampler, sampler_seed
 from search.space import trial_params
+from training.data import load_dataset
 
 CREATION_WAIT_SECONDS = 15  # how long a process joining a study that is being created waits for its warm start
+
+
+def check_target_data(config: SearchConfig) -> None:
+    """UsageError now, not after the search, for a ``--target-subset`` the data set cannot give."""
+    if config.target_subset is not None and config.target_subset != config.subset:
+        try:
+            load_dataset(config.dataset, config.data_dir, config.target_subset)
+        except UsageError as error:
+            raise UsageError(f"target-{error}") from None
+
+
+def settle_target(study: optuna.Study, config: SearchConfig) -> SearchConfig:
+    """``config`` with the study's confirm target: ``--target-*`` flags given are recorded on the study; without
+    any, the ones recorded are kept (a resumed or extended search, or ``confirm --study``, does not fall back to
+    the search's own budget because a flag was left out; give the search's own values to drop a target)."""
+    given = {"depth": config.target_depth, "epochs": config.target_epochs, "subset": config.target_subset}
+    stored = records.study_value(study, StudyKey.TARGET)
+    if config.has_target():
+        if stored != given:
+            records.write_study_value(study, StudyKey.TARGET, given)
+        return config
+    if not stored or not any(value is not None for value in stored.values()):
+        return config
+    shown = ", ".join(f"--target-{key} {value}" for key, value in stored.items() if value is not None)
+    log.info(f"the confirm stage keeps the study's target ({shown})")
+    return dataclasses.replace(config, target_depth=stored["depth"], target_epochs=stored["epochs"],
+                               target_subset=stored["subset"])
 
 
 def check_existing(storage, config: SearchConfig) -> bool:

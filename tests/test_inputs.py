@@ -51,6 +51,9 @@ CASES = [
     (serve, ["--port", "70000"], "port"),
     (serve, ["--port", "{port}"], "is not free"),
     (confirm, ["--study", "digits-resnet8", "--seeds", "1"], "at least 2"),
+    (search_run, [*TINY, "--target-subset", "5000"], "target-subset: must be between"),
+    (search_run, [*TINY, "--target-depth", "9"], "target-depth: must be of the form"),
+    (search_run, [*TINY, "--baseline-seeds", "1001"], "baseline-seeds: at most 1000"),
     (confirm, ["--study", "digits-resnet8.confirm"], "is a confirm stage"),
     (confirm, ["--storage", "sqlite:///{tmp}/foreign.db", "--study", "foreign"], "was not made by search.run"),
 ]

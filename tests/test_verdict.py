@@ -180,3 +180,46 @@ def test_rank_agreement_of_a_proxy_with_its_target():
     assert tied["tau"] is None and tied["p_value"] is None  # a proxy that ranks nothing
     partial = stats.rank_agreement([0.1, 0.2, None, 0.4], [[0.7, 0.7], [0.8, None], [0.6, 0.6], [0.9, 0.9]])
     assert partial is None  # below three arms with a proxy and every target seed
+    many = stats.rank_agreement(list(range(10)), [[v, v + 0.01] for v in range(10)])
+    assert many["tau"] == pytest.approx(1) and 0 < many["p_value"] <= 1 / 1000  # drawn orders: never p = 0
+
+
+def test_a_run_queued_for_another_budget_is_never_trained_at_this_one_and_the_target_is_kept(tmp_path):
+    from search.evidence.confirm_stage import ConfirmObjective
+    from search.study import settle_target
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    storage = open_storage(url)
+    config = SearchConfig(dataset="digits", depth=8, epochs=1, storage=url, target_depth=14, target_epochs=3)
+    study = open_study(storage, config, epochs=1)
+    study.add_trial(create_trial(value=0.70, user_attrs={"preset": "baseline", "schedule": {
+        "family": "constant", "params": {"value": 1.0}}}))
+    study.add_trial(_candidate(0.75, 1.2))
+    assert settle_target(study, config) is config  # flags given: recorded on the study
+    resumed = settle_target(study, SearchConfig(dataset="digits", depth=8, epochs=1, storage=url))
+    assert resumed.target(1) == {"depth": 14, "epochs": 3, "subset": None}  # a re-run without them keeps them
+    confirm = open_confirm_study(storage, study)
+    old = {"depth": 14, "epochs": 3, "subset": None}
+    queue_plan(confirm, plan_arms(study, 1, old), SEEDS[:1], old)  # a stage stopped, then asked for 2 epochs
+    new = {"depth": 14, "epochs": 2, "subset": None}
+    objective = ConfirmObjective(resumed, data=None, train=resumed.train, budget=new)  # data None: no training
+    confirm.optimize(objective, n_trials=1)
+    skipped = confirm.trials[0]
+    assert skipped.state == TrialState.PRUNED and "another budget" in skipped.user_attrs["skipped"]
+    assert queue_plan(confirm, plan_arms(study, 1, old), SEEDS[:1], old) == 1  # that budget's stage runs it again
+
+
+def test_the_search_noise_ignores_a_stage_at_another_budget(tmp_path):
+    from search.evidence.noise import noise_floor
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    study = open_study(open_storage(url), SearchConfig(dataset="digits", depth=8, epochs=1, storage=url), epochs=1)
+    for value in (0.70, 0.72):
+        study.add_trial(create_trial(value=value, user_attrs={"preset": "baseline", "schedule": {
+            "family": "constant", "params": {"value": 1.0}}}))
+    measured = {"verdict": {"sigma_d": 0.001, "df": 6}, "budget": {"depth": 14, "epochs": 2, "subset": None}}
+    records.write_study_value(study, records.StudyKey.CONFIRMATION, measured)
+    assert noise_floor(study)["source"].startswith("estimated")  # the replicas, at the search's own budget
+    measured["budget"] = {"depth": 8, "epochs": 1, "subset": None}
+    records.write_study_value(study, records.StudyKey.CONFIRMATION, measured)
+    assert noise_floor(study)["sigma_d"] == 0.001

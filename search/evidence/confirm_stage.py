@@ -74,10 +74,12 @@ def queue_plan(confirm: optuna.Study, arms: list[dict[str, Any]], seeds: list[in
 
 class ConfirmObjective:
     """One confirm run: the queued arm's schedule on its seed, at the stage's budget (``train``: the search's own,
-    or its ``--target-*``), no pruning."""
+    or its ``--target-*``; ``budget`` says which), no pruning. A run queued for another budget (by a stage that
+    was stopped, then asked for another target) is left for a stage at that budget, never trained at this one."""
 
-    def __init__(self, config, data, keeper: ArmModelKeeper | None = None, train=None):
+    def __init__(self, config, data, keeper: ArmModelKeeper | None = None, train=None, budget=None):
         self.config, self.data, self.keeper, self.train = config, data, keeper, train or config.train
+        self.budget = budget
         self.current: int | None = None  # the trial being run, for search.liveness.optimize
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -86,6 +88,11 @@ class ConfirmObjective:
         key, seed = records.attr(trial, TrialKey.ARM), records.seed_of(trial)
         if key is None:  # another worker took the last queued run between our look and our ask
             raise optuna.TrialPruned("nothing left to run")
+        planned = records.attr(trial, TrialKey.BUDGET)
+        if self.budget is not None and planned is not None and planned != self.budget:
+            records.write(trial, TrialKey.SKIPPED, f"queued for another budget (ResNet-{planned['depth']}, "
+                                                   f"{planned['epochs']} epochs): left to a stage at that budget")
+            raise optuna.TrialPruned("queued for another budget")
         twins = [t for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number
                  and records.attr(t, TrialKey.ARM) == key and records.seed_of(t) == seed
                  and ((t.state == TrialState.RUNNING and t.number < trial.number) or finished_run([t]))]
@@ -144,7 +151,7 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
     if budget["subset"] != config.subset:  # a target on another number of images: its own data
         data = load_dataset(config.dataset, config.data_dir, budget["subset"])
     train = dataclasses.replace(config.train, depth=budget["depth"], epochs=budget["epochs"])
-    objective = ConfirmObjective(config, data, keeper, train)
+    objective = ConfirmObjective(config, data, keeper, train, budget)
     after = AfterTrial(config.checkpoint_root(), keeper)
     log.info(f"confirm: {len(arms)} arms x {len(seeds)} seeds ({len(arms) * len(seeds)} runs, those done already "
              f"reused) in study {confirm.study_name!r}, at ResNet-{budget['depth']}, {budget['epochs']} epochs"
@@ -157,6 +164,8 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
             said = f"already run as trial {twin}"
         elif records.attr(trial, TrialKey.ARM) is None:
             return
+        elif (skipped := records.attr(trial, TrialKey.SKIPPED)) is not None:
+            said = skipped
         else:
             said = records.diverged_reason(trial) or records.fail_reason(trial, trial.state.name)
         log.info(f"confirm {records.attr(trial, TrialKey.LABEL)} seed {records.seed_of(trial)}: {said}")
@@ -191,7 +200,8 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
                         resolution=1 / len(data.y_val) if len(data.y_val) else None, budget=budget,
                         min_effect=config.min_effect, top=config.confirm_top)
     summary["search_budget"] = {key: records.budget(study)[key] for key in ("depth", "epochs", "subset")}
-    summary["cost"] = stage_cost(study, confirm, budget, len(arms) * len(seeds))
+    if summary["search_budget"] != budget:  # a target: what searching cheaply saved
+        summary["cost"] = stage_cost(study, confirm, budget, len(arms) * len(seeds))
     records.write_study_value(study, StudyKey.CONFIRMATION, summary)
     result(describe(summary))
     return summary

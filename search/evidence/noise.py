@@ -2,8 +2,8 @@
 
 Every search trial is trained on the study's seed, so a searched gain is a *within-seed* difference (schedule -
 baseline on the same initial weights and data order). Its chance spread is sigma_d, the standard deviation of one
-seed's paired difference. Once the confirm stage has run, sigma_d is measured there (its paired differences,
-pooled over arms and seeds). Before it, sigma_d is estimated as sqrt(2) times the baseline's spread over its seeds
+seed's paired difference. Once the confirm stage has run at the search's own budget, sigma_d is measured there
+(its paired differences, pooled over arms and seeds; a stage at a target budget measures another budget's noise). Before it, sigma_d is estimated as sqrt(2) times the baseline's spread over its seeds
 (the replicas): exact when two schedules on one seed are uncorrelated, an overestimate when they are positively
 correlated (the chance line errs high, never low), and uncertain with few runs (its 95 % interval is stated).
 
@@ -34,6 +34,9 @@ def noise_floor(study: optuna.Study) -> dict[str, Any] | None:
                              "selected_from": len(records.candidate_pool(study))}
     confirmation = records.confirmation(study) or {}
     verdict = confirmation.get("verdict") or {}
+    searched = {key: records.budget(study).get(key) for key in ("depth", "epochs", "subset")}
+    if confirmation.get("budget", searched) != searched:  # a stage at a target: another budget's noise
+        verdict = {}
     if verdict.get("sigma_d") and verdict.get("df"):
         source = ("the confirm stage's runs agreed to within one image: the rounding's" if
                   verdict.get("sigma_d_is_rounding") else f"measured by the confirm stage ({verdict['df']:g} df)")

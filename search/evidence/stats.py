@@ -295,10 +295,11 @@ def sigma_interval(sd: float, df: int, level: float = 0.95) -> tuple[float, floa
 def rank_agreement(proxy: Sequence[float], target: Sequence[Sequence[float | None]]) -> dict[str, Any] | None:
     """How well ``proxy`` (one figure per arm: its search trial's validation accuracy) ranks the arms as their
     ``target`` runs (arms x seeds) do: Kendall's tau between the proxy and the target's mean over seeds, with its
-    exact permutation p-value (one-sided: the chance that a ranking unrelated to the target agrees at least this
-    well; every ordering of up to 8 arms is enumerated, beyond that 20000 drawn), and the target's own agreement
-    with itself, the mean tau between two of its seeds over every pair of seeds: what no proxy can beat. Arms
-    without a complete target row are left out; None below 3 arms."""
+    permutation p-value (one-sided: the chance that a ranking unrelated to the target agrees at least this well;
+    every ordering of up to 7 arms is enumerated, beyond that 20000 are drawn and counted with the observed one),
+    and the ceiling: the mean over seeds of the tau between one target seed and the mean of the others, the same
+    comparison (one run against a mean) made by a proxy as good as the target itself. Arms without a complete
+    target row are left out; None below 3 arms."""
     rows = [(p, row) for p, row in zip(proxy, target) if p is not None and row and None not in row]
     if len(rows) < 3:
         return None
@@ -306,18 +307,20 @@ def rank_agreement(proxy: Sequence[float], target: Sequence[Sequence[float | Non
     runs = np.asarray([row for _, row in rows], float)
     mean = runs.mean(1)
     tau = _tau(x, mean)
-    if len(x) <= 8:
+    tied = math.isnan(tau)  # the proxy (or the target) ranks every arm alike: no ranking to compare
+    p_value = None
+    if not tied and len(x) <= 7:
         taus = np.asarray([_tau(x[list(order)], mean) for order in itertools.permutations(range(len(x)))])
-    else:
+        p_value = float(np.mean(taus >= tau - 1e-12))
+    elif not tied:
         generator = np.random.default_rng(0)
         taus = np.asarray([_tau(generator.permutation(x), mean) for _ in range(20_000)])
-    pairs = [(a, b) for a in range(runs.shape[1]) for b in range(a + 1, runs.shape[1])]
-    between = [_tau(runs[:, a], runs[:, b]) for a, b in pairs]
-    between = [value for value in between if not math.isnan(value)]
-    tied = math.isnan(tau)  # the proxy (or the target) ranks every arm alike: no ranking to compare
-    return {"arms": len(x), "tau": None if tied else tau,
-            "p_value": None if tied else float(np.mean(taus >= tau - 1e-12)),
-            "target_seed_tau": float(np.mean(between)) if between else None, "seed_pairs": len(between)}
+        p_value = float((1 + np.sum(taus >= tau - 1e-12)) / (1 + len(taus)))
+    seeds = runs.shape[1]
+    ceiling = [_tau(runs[:, s], np.delete(runs, s, axis=1).mean(1)) for s in range(seeds)] if seeds > 1 else []
+    ceiling = [value for value in ceiling if not math.isnan(value)]
+    return {"arms": len(x), "tau": None if tied else tau, "p_value": p_value,
+            "target_seed_tau": float(np.mean(ceiling)) if ceiling else None, "seeds": seeds}
 
 
 def _tau(a: np.ndarray, b: np.ndarray) -> float:

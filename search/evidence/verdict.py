@@ -145,9 +145,11 @@ def agreement_line(summary: dict[str, Any]) -> str | None:
         where = f" (searched at ResNet-{searched['depth']}, {searched['epochs']} epochs)"
     tau = "undefined (all tied)" if agreement["tau"] is None else f"{agreement['tau']:+.2f}, p = {agreement['p_value']:.3g}"
     ceiling = "" if agreement["target_seed_tau"] is None else \
-        f"; the stage's seeds agree with each other at tau {agreement['target_seed_tau']:+.2f}"
+        f"; one of the stage's seeds against the mean of the others: tau {agreement['target_seed_tau']:+.2f} (what " \
+        f"a proxy as good as the stage's own runs reaches)"
+    test = "exact permutation test; few arms, few values" if agreement["arms"] <= 7 else "permutation test"
     return (f"agreement: the search's ranking{where} and the stage's mean over seeds, Kendall's tau {tau} over "
-            f"{agreement['arms']} arms (exact permutation test; few arms, few values){ceiling}")
+            f"{agreement['arms']} arms ({test}){ceiling}")
 
 
 def cost_line(summary: dict[str, Any]) -> str | None:
