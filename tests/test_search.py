@@ -89,7 +89,7 @@ def test_remaining_cost_extrapolates_the_epoch_time_and_the_pruners_savings(tmp_
         "trials as so far (55 % of the epochs trained, 2 searched trials)")
     assert "over 3 workers" in remaining_cost(study, 12, workers=3) and remaining_cost(study, 3) is None
     # then 21 confirm runs of 10 epochs at 2 s: 7 min
-    assert remaining_cost(study, 12, confirm_runs=21).endswith("; then the confirm stage, up to 21 full runs: about 7 min")
+    assert remaining_cost(study, 12, confirm_runs=21).endswith("; then the confirm stage, up to 21 search trials' worth: about 7 min")
 
 
 def test_trials_are_pruned_only_at_the_rungs_and_never_the_presets(tmp_path):
