@@ -3,7 +3,8 @@
     python -m benchmarks.storage_overhead [--workers 1 4 16] [--trials 192] [--postgresql URL] [--folder DIR]
 
 Every worker runs the search loop's real bookkeeping around a trial whose training is free: per iteration the
-silent-trial check and the retry queue (``search.loop``), then one trial through ``search.liveness.optimize``
+recovery of dead and cut-short trials under the study's lock (``search.liveness.recover``) and the retry queue
+(``search.loop``), then one trial through ``search.liveness.optimize``
 that records what a real trial records (schedule, process identity, the journal heartbeat, 30 epochs of
 intermediate values, the run record). The trials (``--trials`` in all, split between the workers) go to one study
 on SQLite, on a journal file in ``--folder`` (put it on the file system you mean to use: NFS for a cluster) and,
@@ -32,7 +33,7 @@ from common.errors import UsageError
 from common.machine import cpu_info, package_versions
 from search import records
 from search.config import SearchConfig
-from search.liveness import beating, fail_silent_trials, optimize, record_process
+from search.liveness import beating, optimize, record_process, recover
 from search.queue import run_retries
 from search.space import suggest_schedule
 from storage.connect import open_storage
@@ -80,7 +81,7 @@ def worker(url: str, study_name: str, trials: int, start, results) -> None:
     start.wait()
     began = time.perf_counter()
     for _ in range(trials):
-        fail_silent_trials(storage, study, config.heartbeat)
+        recover(storage, study, config.heartbeat)
         records.finished_count(study)
         run_retries(study, storage, objective, [])
         optimize(study, objective, n_trials=1)

@@ -29,7 +29,6 @@ from common.log import quiet_optuna
 from search import records
 from search.config import SearchConfig
 from search.interrupts import interruptible
-from search.liveness import retry
 from search.study import check_target_data, settle_target
 from storage.artifacts import artifact_folder
 from storage.connect import HEARTBEAT_SECONDS, load_existing_study, open_storage
@@ -77,7 +76,7 @@ def confirm(args) -> int:
     check_writable(config.checkpoint_root(), "checkpoint-dir", "choose another, or none for no checkpoints")
     if config.keep_models:
         check_writable(artifact_folder(config.storage, config.artifact_dir), "artifact-dir", "choose another")
-    storage = open_storage(args.storage, HEARTBEAT_SECONDS, create=False, on_stale=retry)
+    storage = open_storage(args.storage, HEARTBEAT_SECONDS, create=False)
     from search.evidence.confirm_stage import run_confirm  # imports TensorFlow: once the input is checked
 
     study = load_existing_study(storage, name)

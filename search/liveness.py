@@ -5,12 +5,16 @@ time. A trial is failed and queued again at once only when all of them say "this
 namespace, and that process is gone (or its pid now belongs to a later process)". Any doubt (another host, a
 container with another PID namespace, a /proc that does not show this namespace, an old record without them)
 falls back to the heartbeat: a trial silent for two ``--heartbeat`` intervals is failed by the next worker that
-opens the study (Optuna's ``fail_stale_trials`` on the RDB storages; ``fail_silent_trials`` on a journal, where
-Optuna keeps no heartbeat and ``beating`` writes the tool's own) and queued again by ``retry``.
+opens the study or takes a trial (Optuna's ``fail_stale_trials`` on the RDB storages; ``fail_silent_trials`` on a
+journal, where Optuna keeps no heartbeat and ``beating`` writes the tool's own).
 
-``retry`` is this tool's, not Optuna's ``RetryHeartbeatStaleTrialCallback``: that one copies every user and
-system attribute of the failed trial, so a retry would carry the dead worker's host, pid and fail reason (and be
-"cleared" again the moment it is claimed) and its model's artifact record. Ours keeps only what defines the run.
+Failing and queueing again are two steps, and a kill may fall between them; so the retries are not queued by the
+step that fails a trial (nor by Optuna's stale-trial callback) but by ``recover``, which every worker runs under
+the study's lock when it opens the study and before each trial it takes: every trial cut short that no trial
+re-runs yet is queued once, whoever failed it and whenever. The retry is this tool's, not Optuna's
+``RetryHeartbeatStaleTrialCallback``: that one copies every user and system attribute of the failed trial, so a
+retry would carry the dead worker's host, pid and fail reason (and be "cleared" again the moment it is claimed)
+and its model's artifact record. Ours keeps only what defines the run.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,10 +32,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from common.log import log
 from search import records
-from search.records import TrialKey
+from search.interrupts import raise_if_interrupted
+from search.records import INTERRUPTED, TrialKey
+from storage.attributes import study_lock
 from storage.connect import MAX_RETRY
 
 DIED = "its worker died"  # the start of the fail reason of a trial cleared here
+SILENT = "its heartbeat stopped"  # the start of the fail reason of a trial failed by ``fail_silent_trials``
 
 
 class TakenOver(Exception):
@@ -51,6 +59,7 @@ def optimize(study: optuna.Study, objective, **kwargs) -> None:
         number = getattr(objective, "current", None)
         if not str(error).startswith("Cannot tell a") or number is None:
             raise
+        raise_if_interrupted()  # a Ctrl-C or SIGTERM that came meanwhile still stops this worker
         log.warning(f"warning: trial {number} was failed by another process while this one trained it (its "
                     f"heartbeat looked stale: was this process stopped?); its retry resumes from its checkpoint; "
                     f"going on")
@@ -138,7 +147,7 @@ def record_process(trial: optuna.Trial) -> None:
 
 
 def clear_zombies(storage, study: optuna.Study) -> list[int]:
-    """Fail and queue again, at once, every RUNNING trial whose process ran in this PID namespace of this machine
+    """Fail at once every RUNNING trial whose process ran in this PID namespace of this machine
     and no longer exists (``kill -9``, a crash); the numbers of those trials. Anything less certain is left to
     the heartbeat."""
     here, cleared = ProcessIdentity.current(), []
@@ -148,7 +157,7 @@ def clear_zombies(storage, study: optuna.Study) -> list[int]:
         if there is None or there.pid == here.pid or not here.shares_namespace_with(there) \
                 or there.is_gone() is not True:
             continue
-        if _fail_and_retry(storage, study, study_id, trial.number, f"{DIED} (pid {there.pid} on {there.host})"):
+        if _fail(storage, study, study_id, trial.number, f"{DIED} (pid {there.pid} on {there.host})"):
             cleared.append(trial.number)
     return cleared
 
@@ -211,7 +220,7 @@ def _every(interval: float, action, name: str):
 
 
 def fail_silent_trials(storage, study: optuna.Study, interval: float) -> list[int]:
-    """On a storage without Optuna's heartbeat (a journal): fail and queue again every RUNNING trial whose
+    """On a storage without Optuna's heartbeat (a journal): fail every RUNNING trial whose
     heartbeat (else its start) is older than two of its writer's intervals (``interval`` for a trial that has not
     said); the numbers of those trials. Nothing is judged while this process was itself held up by the journal's
     lock within the last two intervals (a stale lock holds every writer up alike). The hosts' clocks must agree
@@ -229,30 +238,65 @@ def fail_silent_trials(storage, study: optuna.Study, interval: float) -> list[in
         every = records.attr(trial, TrialKey.HEARTBEAT_SECONDS) or interval
         if last is None or now - last <= 2 * every:
             continue
-        if _fail_and_retry(storage, study, study_id, trial.number, f"its heartbeat stopped ({now - last:.0f} s ago)"):
+        if _fail(storage, study, study_id, trial.number, f"{SILENT} ({now - last:.0f} s ago)"):
             failed.append(trial.number)
     return failed
 
 
-def _fail_and_retry(storage, study: optuna.Study, study_id: int, number: int, reason: str) -> bool:
-    """Fail the running trial ``number`` with ``reason`` and queue its retry; False when another process failed
-    it first (then that process queues the retry)."""
+def _fail(storage, study: optuna.Study, study_id: int, number: int, reason: str) -> bool:
+    """Fail the running trial ``number`` with ``reason`` (``recover`` queues its retry); False when another process
+    failed it first."""
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     try:
         records.write_fail_reason(storage, study.study_name, number, reason)
-        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
-            return False
+        return storage.set_trial_state_values(trial_id, TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
-    retry(study, storage.get_trial(trial_id))
-    return True
 
 
-def retry(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue a failed trial again (at most ``MAX_RETRY`` times in a row): the same parameters and the records that
-    define the run, nothing of the process that ran it. Also the RDB storage's heartbeat-stale callback."""
-    history = records.retry_history(trial)
-    if len(history) >= MAX_RETRY:
-        log.warning(f"warning: trial {trial.number} failed {len(history) + 1} times; not queued again")
-        return
-    records.add_retry(study, trial, [*history, trial.number])
+def fail_dead(storage, study: optuna.Study, interval: float | None) -> None:
+    """Fail every running trial whose worker is gone: this machine's dead processes at once, the others once their
+    heartbeat is stale (Optuna's on the RDB storages, the tool's own on a journal, ``interval`` its default)."""
+    clear_zombies(storage, study)
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9: said once per trial, to every user
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    if interval:
+        fail_silent_trials(storage, study, interval)
+
+
+def cut_short(trial: FrozenTrial) -> bool:
+    """A failed trial whose run was stopped from outside, not one that failed on its own: interrupted (Ctrl-C,
+    SIGTERM), its worker died, its heartbeat stopped, or no reason at all (Optuna's stale-trial check writes
+    none, and neither does a kill before the reason was written; an error of the run writes one)."""
+    reason = records.fail_reason(trial)
+    return trial.state == TrialState.FAIL and (reason is None or reason == INTERRUPTED
+                                               or reason.startswith((DIED, SILENT)))
+
+
+def recover(storage, study: optuna.Study, interval: float | None) -> list[int]:
+    """What a worker does when it opens the study and before each trial it takes, under the study's lock (so that
+    processes doing it at once queue each retry once): fail the trials of dead workers (``fail_dead``), then queue
+    once every trial cut short that no trial re-runs yet, oldest first. An interrupt does not count towards
+    ``MAX_RETRY`` retries; a death does (a run that kills its worker every time stops being retried). The
+    numbers of the trials queued again."""
+    queued = []
+    with study_lock(storage, study.study_name):
+        fail_dead(storage, study, interval)
+        trials = study.get_trials(deepcopy=False)
+        rerun = {records.retry_of(t) for t in trials}
+        for trial in trials:
+            if trial.number in rerun or not cut_short(trial):
+                continue
+            history = records.retry_history(trial)
+            if records.fail_reason(trial) != INTERRUPTED:
+                if len(history) >= MAX_RETRY:
+                    continue  # said once, when its last retry was queued
+                history = [*history, trial.number]
+                if len(history) == MAX_RETRY:
+                    log.warning(f"warning: trial {trial.number} was cut short {len(history)} times; queued a last "
+                                f"time")
+            records.add_retry(study, trial, history)
+            queued.append(trial.number)
+    return queued

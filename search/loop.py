@@ -16,7 +16,7 @@ from search import records
 from search.config import SearchConfig
 from search.evidence.confirm_stage import run_confirm
 from search.keep import ModelKeeper
-from search.liveness import fail_silent_trials, optimize, retry
+from search.liveness import optimize, recover
 from search.next_steps import next_commands
 from search.objective import AfterTrial, Objective
 from search.progress import FailureGuard, TrialReporter
@@ -45,7 +45,7 @@ def open_search(config: SearchConfig):
                        "choose another --artifact-dir, or --keep-models 0")
     if config.tensorboard:
         check_writable(Path(config.tensorboard), "tensorboard", "choose another folder")
-    storage = open_storage(config.storage, config.heartbeat, on_stale=retry)
+    storage = open_storage(config.storage, config.heartbeat)
     resuming = check_existing(storage, config)
     return data, epochs, storage, open_study(storage, config, epochs), resuming
 
@@ -72,7 +72,7 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
     quiet_optuna()
     data = data if data is not None else load_dataset(config.dataset, config.data_dir, config.subset)
     if study is None:
-        storage = open_storage(config.storage, config.heartbeat, on_stale=retry)
+        storage = open_storage(config.storage, config.heartbeat)
         study = open_study(storage, config, epochs, worker=rank)
     keeper = ModelKeeper.for_search(config, storage)
     reporter = TrialReporter(config, show_bar=config.workers == 1, initial=records.finished_count(study))
@@ -92,7 +92,7 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
-            fail_silent_trials(storage, study, config.heartbeat)  # a journal: no Optuna heartbeat to do it
+            recover(storage, study, config.heartbeat)  # what died or was cut short since, queued again first
             remaining = config.trials - records.finished_count(study)
             if remaining <= 0 and not said and any(paid_for(t) for t in waiting_retries(study)):
                 log.info("target reached; finishing the interrupted trials whose checkpoints hold work already "

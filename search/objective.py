@@ -1,6 +1,7 @@
 """The objective: one trial = one schedule trained on the study's budget, judged by validation accuracy."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import tempfile
 import time
@@ -93,8 +94,9 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
                 if model_file is not None and model_file.is_file():  # saved only by a run that trained to its end
                     keeper.offer(trial, result.final_val_accuracy, model_file)
         except KeyboardInterrupt:
-            records.write(trial, TrialKey.FAIL_REASON, INTERRUPTED)
-            raise
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed by another meanwhile
+                records.write(trial, TrialKey.FAIL_REASON, INTERRUPTED)
+            raise  # the interrupt stops this worker whoever failed the trial
         except optuna.exceptions.UpdateFinishedTrialError:
             raise
         except Exception as error:

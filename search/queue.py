@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from common.log import log
 from search import records, run_folders
+from search.interrupts import raise_if_interrupted
 from search.liveness import heartbeat
 
 
@@ -73,6 +74,7 @@ def run_claimed(study: optuna.Study, storage, trial_id: int, objective, callback
     except ValueError as error:
         if not str(error).startswith("Cannot tell a"):
             raise
+        raise_if_interrupted()  # a Ctrl-C or SIGTERM that came meanwhile still stops this worker
         log.warning(f"warning: trial {trial.number} was failed by another process while this one trained it; "
                     f"its retry resumes from its checkpoint; going on")
         return

@@ -45,7 +45,6 @@ class StudyKey:
     WARM_STARTED = "warm_started"  # the references are queued
     BASELINE_SEEDS = "baseline_seeds"  # the search's seed and the baseline replicas'
     CONFIRM_SEEDS = "confirm_seeds"  # the confirm stage's
-    REQUEUED = "requeued"  # numbers of interrupted trials already queued again
     CONFIRMATION = "confirmation"  # the confirm stage's summary (search.evidence.verdict)
     TARGET = "target"  # the --target-* flags last given ({"depth", "epochs", "subset"}, None where not given)
     PLAN = "plan"  # confirm study: {"top": K, "seeds": [...]}
@@ -80,7 +79,6 @@ class TrialKey:
     HEARTBEAT = "heartbeat"  # on a journal: the time (s) the running trial last proved alive
     HEARTBEAT_SECONDS = "heartbeat_seconds"  # on a journal: how often its process writes that heartbeat
     PID = "pid"
-    MODEL_ARTIFACT = "model_artifact"  # the kept model's artifact id
     DUPLICATE_OF = "duplicate_of"  # confirm stage: the earlier run of the same arm and seed
     SKIPPED = "skipped"  # confirm stage: why a queued run was not trained (queued for another budget)
     SOURCE_TRIAL = "source_trial"  # confirm stage: the search trial the arm's schedule came from

@@ -11,7 +11,6 @@ import dataclasses
 import time
 
 import optuna
-from optuna.trial import TrialState
 
 from common.errors import UsageError
 from common.log import log
@@ -20,9 +19,9 @@ from models.schedules import LEARNED, PAPER_PRESETS, paper_preset_for, preset
 from search import records, run_folders
 from search.config import SearchConfig, settings_difference
 from search.keep import ArmModelKeeper, ModelKeeper
-from search.liveness import clear_zombies, fail_silent_trials
+from search.liveness import recover
 from search.pruning import make_pruner
-from search.records import BASELINE, INTERRUPTED, StudyKey
+from search.records import BASELINE, StudyKey
 from search.samplers import make_sampler, sampler_seed
 from search.space import trial_params
 from training.data import load_dataset
@@ -93,12 +92,10 @@ def open_study(storage, config: SearchConfig, epochs: int, worker: int = 0) -> o
     if not records.settings(study):
         records.write_settings(study, config.study_settings(), epochs)
     records.write_study_value(study, StudyKey.VERSIONS, package_versions())
-    clear_zombies(storage, study)
-    fail_silent_trials(storage, study, config.heartbeat)
     if not records.study_value(study, StudyKey.WARM_STARTED):
         warm_start(study, config)
         records.write_study_value(study, StudyKey.WARM_STARTED, True)
-    requeue_interrupted(study)
+    recover(storage, study, config.heartbeat)  # before tidy: a checkpoint with a retry to come stays
     tidy(storage, study, config)
     return study
 
@@ -125,21 +122,6 @@ def _wait_for(read, seconds: float, step: float = 0.2):
     while (value := read()) is None and time.monotonic() < deadline:
         time.sleep(step)
     return value
-
-
-def requeue_interrupted(study: optuna.Study) -> None:
-    """Enqueue again, once, each trial that Ctrl-C or SIGTERM cut short, so resuming re-runs it.
-
-    (Trials whose worker died silently are re-run by the heartbeat's retry callback instead.)
-    """
-    done = set(records.study_value(study, StudyKey.REQUEUED, []))
-    interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                   if records.fail_reason(t) == INTERRUPTED and t.number not in done]
-    for trial in interrupted:  # an interrupt is not the run's failure: it does not count towards the retries
-        records.add_retry(study, trial, records.retry_history(trial))
-        done.add(trial.number)
-    if interrupted:
-        records.write_study_value(study, StudyKey.REQUEUED, sorted(done))
 
 
 def warm_start_presets(config: SearchConfig) -> list[str]:

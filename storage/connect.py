@@ -14,13 +14,13 @@ MAX_RETRY = 3  # a trial killed with its worker is re-run at most this many time
 
 
 def open_storage(url: str = DEFAULT_URL, heartbeat_seconds: int | None = None, create: bool = True,
-                 reader: bool = False, busy_seconds: float = SQLITE_BUSY_SECONDS, on_stale=None):
+                 reader: bool = False, busy_seconds: float = SQLITE_BUSY_SECONDS):
     """The storage at ``url``: ``storage.rdb.open_rdb`` for SQLite and PostgreSQL (its arguments), or a journal
-    (``journal:///FILE``), whose running trials keep the tool's own heartbeat (``heartbeat_seconds`` and
-    ``on_stale`` apply there through ``search.liveness``). UsageError for anything that cannot be opened."""
+    (``journal:///FILE``), whose running trials keep the tool's own heartbeat (``heartbeat_seconds`` applies
+    there through ``search.liveness``). UsageError for anything that cannot be opened."""
     if (path := journal_path(url)) is not None:
         return open_journal(path, create, reader)
-    return open_rdb(url, heartbeat_seconds, create, reader, busy_seconds, on_stale)
+    return open_rdb(url, heartbeat_seconds, create, reader, busy_seconds)
 
 
 def load_existing_study(storage, name: str) -> optuna.Study:

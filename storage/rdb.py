@@ -9,7 +9,7 @@
   the write lock for reading, so a dashboard left open never makes a worker wait.
 - PostgreSQL (``postgresql+psycopg://user:pass@host/db``): for workers on several machines.
 - Heartbeat: every running trial writes a heartbeat; a trial whose worker died (kill -9, power loss) is failed
-  once its heartbeat is ``grace`` seconds old, and ``on_stale`` (the search's retry) queues it again.
+  once its heartbeat is ``grace`` seconds old (``search.liveness.recover`` fails it and queues it again).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ SCHEMA_LOCK_KEY = 0x5EA2C4  # PostgreSQL advisory lock taken while Optuna's tabl
 
 
 def open_rdb(url: str = DEFAULT_URL, heartbeat_seconds: int | None = None, create: bool = True,
-             reader: bool = False, busy_seconds: float = SQLITE_BUSY_SECONDS, on_stale=None) -> RDBStorage:
+             reader: bool = False, busy_seconds: float = SQLITE_BUSY_SECONDS) -> RDBStorage:
     """Connect to the SQLite or PostgreSQL study storage at ``url``.
 
     Args:
@@ -44,7 +44,6 @@ def open_rdb(url: str = DEFAULT_URL, heartbeat_seconds: int | None = None, creat
             lock, never change the database (no journal mode, no tables: a database without Optuna's tables is
             refused) and their SQLite transactions take no write lock at BEGIN.
         busy_seconds: how long a SQLite write waits for another process's write lock before it fails.
-        on_stale: called with (study, trial) for each trial the heartbeat finds stale (search.liveness.retry).
 
     Raises:
         UsageError: the URL is malformed or unsupported, its driver is missing, or the database cannot be reached
@@ -67,8 +66,7 @@ def open_rdb(url: str = DEFAULT_URL, heartbeat_seconds: int | None = None, creat
         engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=0)
     heartbeat: dict[str, Any] = {}
     if heartbeat_seconds:
-        heartbeat = dict(heartbeat_interval=heartbeat_seconds, grace_period=2 * heartbeat_seconds,
-                         heartbeat_stale_trial_callback=on_stale)
+        heartbeat = dict(heartbeat_interval=heartbeat_seconds, grace_period=2 * heartbeat_seconds)
     try:
         if reader and database is None:
             _require_study_tables(address, url)

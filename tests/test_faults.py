@@ -75,7 +75,7 @@ def _cut_short_work_runs_first(url, folder, signal_number, code):
     with the interrupted trial, resumed from its checkpoint, before the references queued ahead of it."""
     import datetime
 
-    argv = [*TINY, "--epochs", "20", "--pruner", "none", "--storage", url, "--checkpoint-dir", str(folder / "c"),
+    argv = [*TINY, "--epochs", "12", "--pruner", "none", "--storage", url, "--checkpoint-dir", str(folder / "c"),
             "--artifact-dir", str(folder / "a")]
     # 1. killed after two epochs of its second trial; three references wait behind it
     first = start_search([*argv, "--trials", "3"])
@@ -210,9 +210,9 @@ def test_four_workers_share_one_sqlite_study(tmp_path):
     seen = []  # the workers' command lines, read from /proc while they run, as ps shows them to any user
     watcher = threading.Thread(target=lambda: seen.extend(_worker_command_lines(wait=120)), daemon=True)
     watcher.start()
-    _parallel_search(url, 4, 8)
+    _parallel_search(url, 4, 6)
     watcher.join(timeout=10)
-    _assert_parallel_study(url, 4, 8)
+    _assert_parallel_study(url, 4, 6)
     assert seen and not [line for line in seen if str(tmp_path) in line or "storage" in line], seen
 
 
@@ -384,3 +384,28 @@ def test_trials_per_gpu_without_a_gpu_is_a_usage_error(tmp_path, capsys, monkeyp
     monkeypatch.setattr(search_run, "gpu_count", lambda: 2)
     config = search_run.config_from_args([*TINY, "--trials", "2", "--storage", url, "--trials-per-gpu", "4"])
     assert config.workers == 8
+
+
+def test_every_trial_cut_short_is_queued_again_once_whoever_failed_it_and_errors_are_not(tmp_path):
+    from search.liveness import DIED, recover
+    from search.records import INTERRUPTED
+    from storage.connect import MAX_RETRY, open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url))
+    reasons = {0: f"{DIED} (pid 1 on h)",  # a kill between failing it and queueing its retry
+               1: None,  # failed by Optuna's stale-heartbeat check, which writes no reason
+               2: INTERRUPTED, 3: "ValueError: a real error of the run"}
+    for reason in reasons.values():
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": reason}
+                                                  if reason else {}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": DIED},
+                                              system_attrs={"retry_history": list(range(MAX_RETRY))}))
+    # four processes open the study at once: one retry each, never two
+    threads = [threading.Thread(target=recover, args=(open_storage(url), study, 60)) for _ in range(4)]
+    [thread.start() for thread in threads]
+    [thread.join() for thread in threads]
+    recover(open_storage(url), study, 60)  # and again later
+    retries = {t.user_attrs["retry_of"]: t.system_attrs["retry_history"]
+               for t in study.get_trials(states=(TrialState.WAITING,))}
+    assert retries == {0: [0], 1: [1], 2: []}  # an interrupt does not count; an error and the worn-out are left

@@ -59,6 +59,26 @@ def test_a_live_trial_in_another_pid_namespace_is_never_cleared(tmp_path):
         worker.communicate(timeout=120)
 
 
+def test_an_interrupt_stops_the_worker_even_when_another_process_failed_its_trial(tmp_path):
+    from models.schedules import preset
+    from training.config import TrainConfig
+    from training.data import load_dataset
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), trial.number)
+
+    def taken_over_then_interrupted(epoch, accuracy):
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)  # another process judged it dead meanwhile
+        raise KeyboardInterrupt  # and then SIGTERM came: it must not read as the take-over and be swallowed
+
+    with pytest.raises(KeyboardInterrupt):
+        objective_module.train_trial(trial, TrainConfig(depth=8, epochs=2, batch_size=50, precision="float32"),
+                                     preset("baseline"), load_dataset("digits", subset=100),
+                                     taken_over_then_interrupted)
+
+
 def test_a_stopped_worker_whose_trial_was_failed_meanwhile_logs_it_and_goes_on(tmp_path):
     url = f"sqlite:///{tmp_path / 'search.db'}"
     worker = start_search([*LONG, "--epochs", "6", "--trials", "1", "--heartbeat", "1", "--storage", url])
@@ -66,10 +86,10 @@ def test_a_stopped_worker_whose_trial_was_failed_meanwhile_logs_it_and_goes_on(t
     victim = next(t for t in trials(url) if t.state == TrialState.RUNNING)
     worker.send_signal(signal.SIGSTOP)  # Ctrl-Z, or a machine that slept: no heartbeat for longer than the grace
     time.sleep(3)
-    from search.liveness import retry
+    from search.liveness import recover
 
-    study = optuna.load_study(study_name="digits-resnet8", storage=open_storage(url, 1, on_stale=retry))
-    optuna.storages.fail_stale_trials(study)  # what another worker does when it starts a trial
+    storage = open_storage(url, 1)
+    recover(storage, optuna.load_study(study_name="digits-resnet8", storage=storage), 1)  # another worker's step
     (queued,) = [t for t in trials(url) if t.state == TrialState.WAITING and "retry_of" in t.user_attrs]
     assert not {"host", "pid", "process", "fail_reason"} & set(queued.user_attrs)  # nothing of the stopped one
     assert not [key for key in queued.system_attrs if key.startswith("artifacts:")]

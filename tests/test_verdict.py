@@ -151,8 +151,8 @@ def test_an_extended_search_replans_the_confirm_stage_and_reuses_every_run_done(
     confirm = open_confirm_study(storage, study)
     first = plan_arms(study, top=1)
     assert [arm["candidate"] for arm in first] == [False, False, True]
-    assert queue_plan(confirm, first, SEEDS[:2], OWN) == 6
-    assert queue_plan(confirm, first, SEEDS[:2], OWN) == 0  # queued once
+    assert queue_plan(storage, confirm, first, SEEDS[:2], OWN) == 6
+    assert queue_plan(storage, confirm, first, SEEDS[:2], OWN) == 0  # queued once
     for trial in confirm.get_trials(states=(TrialState.WAITING,)):  # the runs finish
         confirm.tell(confirm.ask(), 0.7)
     done = {pair: [t.number for t in runs] for pair, runs in runs_by_pair(confirm).items()}
@@ -163,8 +163,8 @@ def test_an_extended_search_replans_the_confirm_stage_and_reuses_every_run_done(
     assert not is_current(study, summary)
     second = plan_arms(study, top=1)
     assert second[-1]["source_trial"] != first[-1]["source_trial"]
-    assert queue_plan(confirm, second, SEEDS[:2], OWN) == 2  # only the new candidate's two seeds
-    assert queue_plan(confirm, second, SEEDS[:3], OWN) == 3  # a third seed: one run per arm
+    assert queue_plan(storage, confirm, second, SEEDS[:2], OWN) == 2  # only the new candidate's two seeds
+    assert queue_plan(storage, confirm, second, SEEDS[:3], OWN) == 3  # a third seed: one run per arm
     runs = runs_by_pair(confirm)
     assert all(len(runs[pair]) == 1 for pair in done)  # nothing done is queued again
 
@@ -200,13 +200,13 @@ def test_a_run_queued_for_another_budget_is_never_trained_at_this_one_and_the_ta
     assert resumed.target(1) == {"depth": 14, "epochs": 3, "subset": None}  # a re-run without them keeps them
     confirm = open_confirm_study(storage, study)
     old = {"depth": 14, "epochs": 3, "subset": None}
-    queue_plan(confirm, plan_arms(study, 1, old), SEEDS[:1], old)  # a stage stopped, then asked for 2 epochs
+    queue_plan(storage, confirm, plan_arms(study, 1, old), SEEDS[:1], old)  # a stage stopped, then asked for 2 epochs
     new = {"depth": 14, "epochs": 2, "subset": None}
     objective = ConfirmObjective(resumed, data=None, train=resumed.train, budget=new)  # data None: no training
     confirm.optimize(objective, n_trials=1)
     skipped = confirm.trials[0]
     assert skipped.state == TrialState.PRUNED and "another budget" in skipped.user_attrs["skipped"]
-    assert queue_plan(confirm, plan_arms(study, 1, old), SEEDS[:1], old) == 1  # that budget's stage runs it again
+    assert queue_plan(storage, confirm, plan_arms(study, 1, old), SEEDS[:1], old) == 1  # that budget's stage runs it again
 
 
 def test_the_search_noise_ignores_a_stage_at_another_budget(tmp_path):

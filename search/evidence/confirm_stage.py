@@ -29,34 +29,38 @@ from search.evidence.confirm_plan import (ATTEMPTS, confirm_seeds, finished_run,
 from search.evidence.verdict import describe, summarise
 from search.interrupts import raise_if_interrupted
 from search.keep import ArmModelKeeper
-from search.liveness import clear_zombies, fail_silent_trials, optimize, record_process
+from search.liveness import fail_dead, optimize, record_process
 from search.objective import AfterTrial, train_trial
 from search.queue import run_retries
 from search.records import INTERRUPTED, StudyKey, TrialKey
 from search.study import tidy
+from storage.attributes import study_lock
 from training.data import load_dataset
 
 
-def open_confirm_study(storage, study: optuna.Study, config=None) -> optuna.Study:
-    """The confirm study of ``study``, created on first use; zombie runs of dead workers failed at once, and (with
-    the search's ``config``) what a kill left behind tidied."""
+def open_confirm_study(storage, study: optuna.Study, heartbeat: float | None = None) -> optuna.Study:
+    """The confirm study of ``study``, created on first use; the runs of dead workers failed (``fail_dead``;
+    ``queue_plan`` queues them again)."""
     confirm = optuna.create_study(storage=storage, study_name=records.confirm_study_name(study.study_name),
                                   direction="maximize", sampler=optuna.samplers.RandomSampler(),
                                   load_if_exists=True)
     if records.study_value(confirm, StudyKey.SOURCE_STUDY) is None:
         records.write_study_value(confirm, StudyKey.SOURCE_STUDY, study.study_name)
         confirm.set_metric_names([records.METRIC])
-    clear_zombies(storage, confirm)
-    if config is not None:
-        fail_silent_trials(storage, confirm, config.heartbeat)
-        tidy(storage, confirm, config)
+    fail_dead(storage, confirm, heartbeat)
     return confirm
 
 
-def queue_plan(confirm: optuna.Study, arms: list[dict[str, Any]], seeds: list[int], budget: dict[str, Any],
+def queue_plan(storage, confirm: optuna.Study, arms: list[dict[str, Any]], seeds: list[int], budget: dict[str, Any],
                allowed: dict[tuple[str, int], int] | None = None) -> int:
     """Queue every (arm, seed) of the plan that has no run, finished or under way (a failed one again, up to
-    ``allowed[pair]`` errors in all); seed by seed, so early results already pair up. The count queued."""
+    ``allowed[pair]`` errors in all); seed by seed, so early results already pair up. The count queued. Under the
+    study's lock: workers planning at once queue each run once."""
+    with study_lock(storage, confirm.study_name):
+        return _queue_plan(confirm, arms, seeds, budget, allowed)
+
+
+def _queue_plan(confirm, arms, seeds, budget, allowed) -> int:
     pairs, queued = runs_by_pair(confirm), 0
     for seed in seeds:
         for arm in arms:
@@ -143,7 +147,7 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
                f"(raise --trials to search some)")
         return None
     seeds = confirm_seeds(study, config.confirm_seeds, config.confirm_top, config.min_effect)
-    confirm = open_confirm_study(storage, study, config)
+    confirm = open_confirm_study(storage, study, config.heartbeat)
     used = set(records.study_value(study, StudyKey.CONFIRM_SEEDS, []))
     if not set(seeds) <= used:
         records.write_study_value(study, StudyKey.CONFIRM_SEEDS, sorted(used | set(seeds)))
@@ -174,8 +178,12 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
     errors = {pair: len([t for t in runs if t.state == TrialState.FAIL and records.fail_reason(t) != INTERRUPTED])
               for pair, runs in runs_by_pair(confirm).items()}
     allowed = {(arm["key"], seed): errors.get((arm["key"], seed), 0) + ATTEMPTS for arm in arms for seed in seeds}
+    tidied = False
     while True:
-        queue_plan(confirm, arms, seeds, budget, allowed)
+        queue_plan(storage, confirm, arms, seeds, budget, allowed)
+        if not tidied:  # after the plan: a cut-short run's checkpoint stays for its retry, just queued
+            tidy(storage, confirm, config)
+            tidied = True
         if not confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             pairs = runs_by_pair(confirm)
             states = {(arm["key"], seed): outcome(pairs.get((arm["key"], seed), []), allowed[(arm["key"], seed)])
@@ -190,7 +198,7 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
             allowed.update({(arm["key"], seed): allowed.get((arm["key"], seed), ATTEMPTS) for arm in arms
                             for seed in seeds})
             continue
-        fail_silent_trials(storage, confirm, config.heartbeat)
+        fail_dead(storage, confirm, config.heartbeat)
         if run_retries(confirm, storage, objective, [after, line]):  # interrupted runs first
             continue
         optimize(confirm, objective, n_trials=1, callbacks=[after, line], catch=(Exception,), gc_after_trial=True)
