@@ -50,7 +50,7 @@ class ModelKeeper:
                             + [(value, -trial.number)], reverse=True)
             if (value, -trial.number) not in ranked[:self.keep]:
                 return False
-            records.write(trial, TrialKey.MODEL_ARTIFACT, attach(trial, self.store, model_file))
+            attach(trial, self.store, model_file)  # the artifact record is the only pointer (kept_model)
             return True
 
     def prune(self, study: optuna.Study) -> None:
@@ -85,7 +85,7 @@ class ArmModelKeeper(ModelKeeper):
             if any(records.attr(t, TrialKey.ARM) == arm and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
                    and t.number != trial.number for t in self._holders(trial.study)):
                 return False
-            records.write(trial, TrialKey.MODEL_ARTIFACT, attach(trial, self.store, model_file))
+            attach(trial, self.store, model_file)  # the artifact record is the only pointer (kept_model)
             return True
 
     def prune(self, study: optuna.Study) -> None:

@@ -133,16 +133,17 @@ class TrialReporter:
 
 
 def unrun_references(study: optuna.Study) -> str | None:
-    """Which references still wait unrun, and the ``--trials`` that would run them (they come before any
-    searched trial); None when all ran."""
-    waiting = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-               if records.is_reference(t) and records.retry_of(t) is None]
-    if not waiting:
+    """Which references still wait unrun (an interrupted one's retry too), and the ``--trials`` that would run
+    them: they come before any searched trial, after the waiting retries; None when all ran."""
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    unrun = [t for t in waiting if records.is_reference(t)]
+    if not unrun:
         return None
+    retries = [t for t in waiting if records.retry_of(t) is not None and not records.is_reference(t)]
     names = ", ".join(f"{records.preset_of(t)}" + (f" (seed {records.seed_of(t)})" if records.is_replica(t) else "")
-                      for t in waiting)
-    return (f"{len(waiting)} reference(s) did not run: {names}; --trials "
-            f"{records.finished_count(study) + len(waiting)} runs them")
+                      for t in unrun)
+    return (f"{len(unrun)} reference(s) did not run: {names}; --trials "
+            f"{records.finished_count(study) + len(retries) + len(unrun)} runs them")
 
 
 class FailureGuard:

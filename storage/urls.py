@@ -64,7 +64,8 @@ def _hide_query(query: str) -> str:
     parts = []
     for item in query.split("&") if query else []:
         name, equals, _ = item.partition("=")
-        parts.append(f"{name}={HIDDEN}" if equals and name.lower() in SECRET_PARAMETERS else item)
+        secret = urllib.parse.unquote_plus(name).lower() in SECRET_PARAMETERS  # ?%70assword= is a password too
+        parts.append(f"{name}={HIDDEN}" if equals and secret else item)
     return "&".join(parts)
 
 
@@ -110,7 +111,8 @@ def engine_url(url: str) -> str:
         raise UsageError(f"storage: {redacted(url)} is not a URL SQLAlchemy can read") from None
     secrets = {name: value for name, value in parsed.query.items() if name.lower() == "password"}
     if secrets:
-        value = secrets["password"] if isinstance(secrets["password"], str) else secrets["password"][-1]
+        value = list(secrets.values())[-1]  # ?Password= or ?%70assword= too: make_url unquoted the names
+        value = value if isinstance(value, str) else value[-1]
         parsed = parsed.difference_update_query(list(secrets)).set(password=value)  # make_url unquoted it
     return parsed.render_as_string(hide_password=False)
 

@@ -8,6 +8,7 @@ import sys
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState, create_trial
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 from optuna.distributions import FloatDistribution
@@ -332,11 +333,15 @@ def test_a_search_with_nothing_to_confirm_says_so_and_exits_0(tmp_path, capsys):
 def test_a_storage_password_never_reaches_messages_commands_or_the_note(tmp_path, monkeypatch, capsys):
     from dashboards.live import study_note
     from commands.flags import add_storage_argument
-    from storage.urls import redacted, storage_flag
+    from storage.urls import engine_url, redacted, storage_flag
 
     secret = "postgresql+psycopg://alice:s3cr3t-pw@127.0.0.1:9/search"
     assert redacted(secret) == "postgresql+psycopg://alice:***@127.0.0.1:9/search"
     assert storage_flag(secret) == '--storage "$SEARCH_STORAGE"' and "s3cr3t" not in storage_flag(secret)
+    for query in ("password", "%70assword", "PASSWORD", "Password"):  # the query string's, however spelled
+        other = f"postgresql+psycopg://alice@db.example/search?sslmode=require&{query}=s3cr3t-pw"
+        assert "s3cr3t" not in redacted(other) + storage_flag(other) + str(sqlalchemy.engine.make_url(engine_url(other)))
+        assert sqlalchemy.engine.make_url(engine_url(other)).password == "s3cr3t-pw"  # and it is the password
     url = f"sqlite:///{tmp_path / 'search.db'}"
     assert storage_flag(url) == f"--storage {url}"
     study = open_study(open_storage(url), SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)

@@ -199,6 +199,11 @@ def test_a_run_cut_short_resumes_from_its_checkpoint_and_ends_as_an_uninterrupte
     (tmp_path / "state.npz").write_bytes(state[:len(state) // 2])
     assert run(short, preset("paper-c10-r32"), digits, checkpoint_dir=tmp_path).resumed_from_epoch is None
     assert "cannot be read" in capsys.readouterr().err
+    from training.checkpoint import EpochCheckpoint  # a bare array, or a record that is not a mapping: the same
+    for bad in (lambda file: np.save(file, np.arange(3)), lambda file: np.savez(file, record=np.asarray("[1]"))):
+        with open(tmp_path / "state.npz", "wb") as file:
+            bad(file)
+        assert EpochCheckpoint(tmp_path, "k").restore(None) is None and not (tmp_path / "state.npz").exists()
 
 
 def test_learned_arms_train_their_scalars_and_report_them(digits):

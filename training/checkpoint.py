@@ -56,13 +56,16 @@ class EpochCheckpoint:
         try:
             with np.load(self.path, allow_pickle=False) as saved:
                 record = json.loads(str(saved["record"]))
+                if not isinstance(record, dict):
+                    raise ValueError("its record is not a mapping")
                 if not model.optimizer.built:
                     model.optimizer.build(model.trainable_variables)
                 variables = _state_variables(model)
                 if record.get("key") != self.key or record.get("shapes") != _shapes(variables):
                     return self._discard("it belongs to another run (configuration, precision, schedule or data)")
                 arrays = [saved[f"v{index}"] for index in range(len(variables))]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as error:  # (TypeError: a
+            # bare .npy, which np.load returns as an array, not an archive)
             return self._discard(f"it cannot be read ({type(error).__name__})")
         for variable, array in zip(variables, arrays):
             variable.assign(array)
