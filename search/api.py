@@ -24,6 +24,7 @@ from dashboards.live import DashboardPublisher
 from search.config import EVALUATION_SEED_START, SearchConfig
 from search.evidence.document import export_document
 from search.evidence.multiseed import arms_from, evaluate_arms
+from search.interrupts import tracked
 from search.progress import confirm_runs
 from search.study import settle_target
 from training.config import TrainConfig
@@ -41,7 +42,8 @@ def search(config: SearchConfig) -> optuna.Study:
     data, epochs, storage, study, _ = open_search(config)
     config = settle_target(study, config)
     publisher = DashboardPublisher(config.storage, config.trials, 1, confirm_runs(config))
-    study, stopped = run_search(config, epochs, data=data, study=study, storage=storage, publisher=publisher)
+    with tracked():  # a Ctrl-C is never lost, even when Optuna's tell of a taken-over trial raises in its place
+        study, stopped = run_search(config, epochs, data=data, study=study, storage=storage, publisher=publisher)
     if stopped:
         raise RuntimeError(f"search stopped: {stopped}")
     return study

@@ -30,6 +30,24 @@ def _raise_interrupted(number, frame):
     raise Interrupted(number)
 
 
+def remember(interrupt: KeyboardInterrupt) -> None:
+    """Record an interrupt that may be lost on its way up (after another process failed the trial, Optuna's
+    ``tell`` raises in its place), so that ``raise_if_interrupted`` raises it again; a plain Ctrl-C too, where no
+    handler of ours records it (the notebook API)."""
+    if not _received:
+        _received.append(getattr(interrupt, "signal", signal.SIGINT))
+
+
+@contextlib.contextmanager
+def tracked():
+    """While inside, interrupts that ``remember`` records are raised again; none is left for later calls."""
+    _received.clear()
+    try:
+        yield
+    finally:
+        _received.clear()
+
+
 def raise_if_interrupted() -> None:
     """Raise the interrupt whose first raise was swallowed; nothing when no signal came."""
     if _received:

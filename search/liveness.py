@@ -286,6 +286,7 @@ def recover(storage, study: optuna.Study, interval: float | None) -> list[int]:
         fail_dead(storage, study, interval)
         trials = study.get_trials(deepcopy=False)
         rerun = {records.retry_of(t) for t in trials}
+        rerun.update(number for t in trials for number in records.retry_history(t))  # a chain's middle too
         for trial in trials:
             if trial.number in rerun or not cut_short(trial):
                 continue

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import optuna
 from models.schedules import LEARNED, Schedule, positions, preset
 from search import records
 from search.config import SearchConfig
-from search.interrupts import raise_if_interrupted
+from search.interrupts import raise_if_interrupted, remember
 from search import run_folders
 from search.keep import ModelKeeper
 from search.liveness import TakenOver, beating, record_process
@@ -22,6 +23,29 @@ from training.config import EpochHook, TrainConfig
 from training.data import Dataset
 from storage.connect import HEARTBEAT_SECONDS
 from training.loop import RunResult, run
+
+
+def failure(error: Exception) -> str:
+    """A run's fail reason for ``error``: its type and message."""
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+def records_its_errors(call):
+    """An objective's ``__call__``, with any error it raises recorded as the trial's fail reason (one the run
+    wrote stays): a failed trial without a reason reads as cut short from outside (``liveness.cut_short``) and
+    would be run again."""
+    @functools.wraps(call)
+    def recorded(self, trial: optuna.Trial) -> float:
+        try:
+            return call(self, trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            if records.attr(trial, TrialKey.FAIL_REASON) is None:
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    records.write(trial, TrialKey.FAIL_REASON, failure(error))
+            raise
+    return recorded
 
 
 class Objective:
@@ -39,6 +63,7 @@ class Objective:
         self.config, self.data, self.keeper = config, data, keeper
         self.current: int | None = None  # the trial being run, for search.liveness.optimize
 
+    @records_its_errors
     def __call__(self, trial: optuna.Trial) -> float:
         self.current = trial.number
         record_process(trial)
@@ -93,14 +118,15 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
                              save_model=model_file, tensorboard=board)
                 if model_file is not None and model_file.is_file():  # saved only by a run that trained to its end
                     keeper.offer(trial, result.final_val_accuracy, model_file)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            remember(interrupt)  # the interrupt stops this worker whoever failed the trial
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed by another meanwhile
                 records.write(trial, TrialKey.FAIL_REASON, INTERRUPTED)
-            raise  # the interrupt stops this worker whoever failed the trial
+            raise
         except optuna.exceptions.UpdateFinishedTrialError:
             raise
         except Exception as error:
-            records.write(trial, TrialKey.FAIL_REASON, f"{type(error).__name__}: {error}"[:500])
+            records.write(trial, TrialKey.FAIL_REASON, failure(error))
             raise
         records.write_run(trial, result, time.perf_counter() - started)
         if result.diverged:

@@ -9,6 +9,7 @@ it: its heartbeat, the objective, ``study.tell``, the callbacks.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import optuna
@@ -67,7 +68,8 @@ def run_claimed(study: optuna.Study, storage, trial_id: int, objective, callback
                 study.tell(trial, state=state)
                 raise
         except KeyboardInterrupt:
-            study.tell(trial, state=TrialState.FAIL)
+            with contextlib.suppress(ValueError):  # another process failed it meanwhile: the interrupt goes on
+                study.tell(trial, state=TrialState.FAIL)
             raise
     try:
         frozen = study.tell(trial, value, state=state) if state else study.tell(trial, value)

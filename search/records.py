@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from typing import Any, Iterable
 
 import optuna
@@ -278,7 +279,14 @@ def stored_settings(storage, study_name: str) -> dict[str, Any] | None:
 def write_settings(study: optuna.Study, study_settings: dict[str, Any], epochs: int) -> None:
     study.set_user_attr(StudyKey.SETTINGS, study_settings)
     study.set_user_attr(StudyKey.EPOCHS, epochs)
-    study.set_metric_names([METRIC])
+    name_metric(study)
+
+
+def name_metric(study: optuna.Study) -> None:
+    """Name the study's value ``METRIC`` (what the dashboard shows), without Optuna's "experimental" warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([METRIC])
 
 
 def epochs(study: optuna.Study) -> int | None:

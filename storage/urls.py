@@ -75,6 +75,8 @@ def redacted(url: str) -> str:
     scheme, user, rest, query = _split(url)
     if not scheme:
         return url
+    if "/" in user or "?" in user:  # an '@' after the host (``?password=p@ss``): which part is the secret is
+        return f"{scheme}://{HIDDEN}"  # unclear, so nothing after the scheme is shown
     if ":" in user:
         user = user.split(":", 1)[0] + ":" + HIDDEN
     shown = f"{scheme}://{user + '@' if user else ''}{rest}"

@@ -400,7 +400,14 @@ def test_every_trial_cut_short_is_queued_again_once_whoever_failed_it_and_errors
         study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": reason}
                                                   if reason else {}))
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": DIED},
-                                              system_attrs={"retry_history": list(range(MAX_RETRY))}))
+                                              system_attrs={"retry_history": list(range(90, 90 + MAX_RETRY))}))
+    # a chain retried by an earlier version (Optuna's callback: failed_trial, and retry_of copied): 5 -> 6 -> 7
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": DIED}))
+    for history in ([5], [5, 6]):
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.FAIL if len(history) == 1 else TrialState.COMPLETE, value=None if len(history) == 1
+            else 0.5, user_attrs={"fail_reason": DIED, "retry_of": 5},
+            system_attrs={"failed_trial": 5, "retry_history": history}))
     # four processes open the study at once: one retry each, never two
     threads = [threading.Thread(target=recover, args=(open_storage(url), study, 60)) for _ in range(4)]
     [thread.start() for thread in threads]
@@ -408,4 +415,22 @@ def test_every_trial_cut_short_is_queued_again_once_whoever_failed_it_and_errors
     recover(open_storage(url), study, 60)  # and again later
     retries = {t.user_attrs["retry_of"]: t.system_attrs["retry_history"]
                for t in study.get_trials(states=(TrialState.WAITING,))}
-    assert retries == {0: [0], 1: [1], 2: []}  # an interrupt does not count; an error and the worn-out are left
+    assert retries == {0: [0], 1: [1], 2: []}  # an interrupt does not count; an error, the worn-out and a
+    # finished chain are left
+
+
+def test_an_error_outside_the_run_is_recorded_and_never_taken_for_a_death(tmp_path):
+    from search.liveness import recover
+    from search.objective import records_its_errors
+    from storage.connect import open_storage
+
+    class Broken:
+        @records_its_errors
+        def __call__(self, trial):
+            raise RuntimeError("disk full")  # e.g. while writing the schedule, before any training
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(Broken(), n_trials=1, catch=(Exception,))
+    assert study.trials[0].user_attrs["fail_reason"] == "RuntimeError: disk full"
+    assert recover(storage, study, 60) == []  # an error is not retried as if its worker had died

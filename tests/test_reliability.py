@@ -64,19 +64,34 @@ def test_an_interrupt_stops_the_worker_even_when_another_process_failed_its_tria
     from training.config import TrainConfig
     from training.data import load_dataset
 
+    from search.interrupts import tracked
+    from search.liveness import optimize
+    from search.queue import run_claimed
+
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(study_name="s", storage=storage)
-    trial = study.ask()
-    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), trial.number)
+    data = load_dataset("digits", subset=100)
 
-    def taken_over_then_interrupted(epoch, accuracy):
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)  # another process judged it dead meanwhile
-        raise KeyboardInterrupt  # and then SIGTERM came: it must not read as the take-over and be swallowed
+    def objective(trial):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), trial.number)
 
-    with pytest.raises(KeyboardInterrupt):
-        objective_module.train_trial(trial, TrainConfig(depth=8, epochs=2, batch_size=50, precision="float32"),
-                                     preset("baseline"), load_dataset("digits", subset=100),
-                                     taken_over_then_interrupted)
+        def taken_over_then_interrupted(epoch, accuracy):
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)  # another process judged it dead meanwhile
+            raise KeyboardInterrupt  # then Ctrl-C: Optuna's tell of the failed trial must not swallow it
+
+        return objective_module.train_trial(trial, TrainConfig(depth=8, epochs=2, batch_size=50,
+                                                               precision="float32"), preset("baseline"), data,
+                                            taken_over_then_interrupted)
+
+    objective.current = 0
+    with tracked(), pytest.raises(KeyboardInterrupt):  # as the notebook API runs the loop, without our handler
+        optimize(study, objective, n_trials=1, catch=(Exception,))
+    study.enqueue_trial({})
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), waiting.number)
+    storage.set_trial_state_values(trial_id, TrialState.RUNNING)  # a retry this worker claimed
+    with tracked(), pytest.raises(KeyboardInterrupt):
+        run_claimed(study, storage, trial_id, objective, [])
 
 
 def test_a_stopped_worker_whose_trial_was_failed_meanwhile_logs_it_and_goes_on(tmp_path):

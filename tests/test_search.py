@@ -342,6 +342,8 @@ def test_a_storage_password_never_reaches_messages_commands_or_the_note(tmp_path
         other = f"postgresql+psycopg://alice@db.example/search?sslmode=require&{query}=s3cr3t-pw"
         assert "s3cr3t" not in redacted(other) + storage_flag(other) + str(sqlalchemy.engine.make_url(engine_url(other)))
         assert sqlalchemy.engine.make_url(engine_url(other)).password == "s3cr3t-pw"  # and it is the password
+    with_at = "postgresql+psycopg://alice@db.example:5432/search?password=s3cr@t-pw"  # an '@' after the host
+    assert "s3cr" not in redacted(with_at) + storage_flag(with_at) and "t-pw" not in redacted(with_at)
     url = f"sqlite:///{tmp_path / 'search.db'}"
     assert storage_flag(url) == f"--storage {url}"
     study = open_study(open_storage(url), SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)

@@ -30,7 +30,7 @@ from search.evidence.verdict import describe, summarise
 from search.interrupts import raise_if_interrupted
 from search.keep import ArmModelKeeper
 from search.liveness import fail_dead, optimize, record_process
-from search.objective import AfterTrial, train_trial
+from search.objective import AfterTrial, records_its_errors, train_trial
 from search.queue import run_retries
 from search.records import INTERRUPTED, StudyKey, TrialKey
 from search.study import tidy
@@ -46,7 +46,7 @@ def open_confirm_study(storage, study: optuna.Study, heartbeat: float | None = N
                                   load_if_exists=True)
     if records.study_value(confirm, StudyKey.SOURCE_STUDY) is None:
         records.write_study_value(confirm, StudyKey.SOURCE_STUDY, study.study_name)
-        confirm.set_metric_names([records.METRIC])
+        records.name_metric(confirm)
     fail_dead(storage, confirm, heartbeat)
     return confirm
 
@@ -86,6 +86,7 @@ class ConfirmObjective:
         self.budget = budget
         self.current: int | None = None  # the trial being run, for search.liveness.optimize
 
+    @records_its_errors
     def __call__(self, trial: optuna.Trial) -> float:
         self.current = trial.number
         record_process(trial)
@@ -180,6 +181,7 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
     allowed = {(arm["key"], seed): errors.get((arm["key"], seed), 0) + ATTEMPTS for arm in arms for seed in seeds}
     tidied = False
     while True:
+        fail_dead(storage, confirm, config.heartbeat)  # a run whose worker died is queued again, not waited for
         queue_plan(storage, confirm, arms, seeds, budget, allowed)
         if not tidied:  # after the plan: a cut-short run's checkpoint stays for its retry, just queued
             tidy(storage, confirm, config)
@@ -198,7 +200,6 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
             allowed.update({(arm["key"], seed): allowed.get((arm["key"], seed), ATTEMPTS) for arm in arms
                             for seed in seeds})
             continue
-        fail_dead(storage, confirm, config.heartbeat)
         if run_retries(confirm, storage, objective, [after, line]):  # interrupted runs first
             continue
         optimize(confirm, objective, n_trials=1, callbacks=[after, line], catch=(Exception,), gc_after_trial=True)
