@@ -77,3 +77,33 @@ def secret_role(postgres_url):
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+# The README's test command runs two workers (pytest-xdist, ``-n 2 --dist loadgroup``): a tiny network's training
+# step is mostly one thread's Python, so two of them at once nearly halve the suite on a 2-core machine. Tests that
+# share a server run one after another on one worker: PostgreSQL's one test database (its fixture deletes every
+# study), the one-node Slurm (and its file's journal tests). A module with a module-scoped fixture stays on one
+# worker, which builds it once. xdist hands the groups out first (the most tests first), then single tests in the
+# order below: the modules that run real searches before the quick ones, so that no long test starts last.
+SHARED = ("postgres", "test_cluster", "test_dashboards", "test_training")
+ORDER = (*SHARED, "test_faults", "test_search", "test_reliability")
+
+
+def _group(item) -> str | None:
+    if {"postgres_url", "secret_role"} & set(item.fixturenames):
+        return "postgres"
+    module = item.module.__name__
+    return module if module in SHARED else None
+
+
+def _rank(item) -> int:
+    name = _group(item) or item.module.__name__
+    return ORDER.index(name) if name in ORDER else len(ORDER)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (group := _group(item)) is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=_rank)  # stable: each module's own order kept
