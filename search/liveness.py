@@ -56,13 +56,19 @@ def optimize(study: optuna.Study, objective, **kwargs) -> None:
     try:
         study.optimize(objective, **kwargs)
     except ValueError as error:
-        number = getattr(objective, "current", None)
-        if not str(error).startswith("Cannot tell a") or number is None:
-            raise
-        raise_if_interrupted()  # a Ctrl-C or SIGTERM that came meanwhile still stops this worker
-        log.warning(f"warning: trial {number} was failed by another process while this one trained it (its "
-                    f"heartbeat looked stale: was this process stopped?); its retry resumes from its checkpoint; "
-                    f"going on")
+        go_on_after_take_over(error, getattr(objective, "current", None))
+
+
+def go_on_after_take_over(error: ValueError, number: int | None) -> None:
+    """Log that trial ``number`` was failed by another process while this one trained it, when ``error`` is the
+    ``tell`` that says so ("Cannot tell a FAIL trial"); re-raise anything else, and an interrupt that came
+    meanwhile (it still stops this worker)."""
+    if not str(error).startswith("Cannot tell a") or number is None:
+        raise error
+    raise_if_interrupted()
+    log.warning(f"warning: trial {number} was failed by another process while this one trained it (its "
+                f"heartbeat looked stale: was this process stopped?); its retry resumes from its checkpoint; "
+                f"going on")
 
 
 @dataclass(frozen=True)

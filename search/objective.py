@@ -97,7 +97,8 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
                 on_epoch: EpochHook, checkpoints: Path | None = None, keeper: ModelKeeper | None = None,
                 tensorboard: str | None = None, heartbeat: float = HEARTBEAT_SECONDS) -> RunResult:
     """One training run for ``trial``, recorded on it: epochs run, wall seconds, images/s, the epoch it resumed
-    from; the reason of a failure (``interrupted`` for Ctrl-C or SIGTERM) before it propagates; a diverged run
+    from; ``interrupted`` for Ctrl-C or SIGTERM before it propagates (an error's reason is recorded by the
+    objective, ``records_its_errors``); a diverged run
     pruned with its reason. The run's per-epoch training loss and accuracy are kept on the trial (``train_loss``,
     ``train_accuracy``) beside the validation accuracy its intermediate values hold; a run that trained to its end
     offers its model to ``keeper``.
@@ -122,11 +123,6 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
             remember(interrupt)  # the interrupt stops this worker whoever failed the trial
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed by another meanwhile
                 records.write(trial, TrialKey.FAIL_REASON, INTERRUPTED)
-            raise
-        except optuna.exceptions.UpdateFinishedTrialError:
-            raise
-        except Exception as error:
-            records.write(trial, TrialKey.FAIL_REASON, failure(error))
             raise
         records.write_run(trial, result, time.perf_counter() - started)
         if result.diverged:

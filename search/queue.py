@@ -15,10 +15,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from common.log import log
 from search import records, run_folders
-from search.interrupts import raise_if_interrupted
-from search.liveness import heartbeat
+from search.liveness import go_on_after_take_over, heartbeat
 
 
 def waiting_retries(study: optuna.Study) -> list[FrozenTrial]:
@@ -74,11 +72,7 @@ def run_claimed(study: optuna.Study, storage, trial_id: int, objective, callback
     try:
         frozen = study.tell(trial, value, state=state) if state else study.tell(trial, value)
     except ValueError as error:
-        if not str(error).startswith("Cannot tell a"):
-            raise
-        raise_if_interrupted()  # a Ctrl-C or SIGTERM that came meanwhile still stops this worker
-        log.warning(f"warning: trial {trial.number} was failed by another process while this one trained it; "
-                    f"its retry resumes from its checkpoint; going on")
+        go_on_after_take_over(error, trial.number)
         return
     for callback in callbacks:
         callback(study, frozen)
