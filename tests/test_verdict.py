@@ -12,7 +12,7 @@ from search import records
 from search.config import SearchConfig
 from search.evidence import stats
 from search.evidence.confirm_plan import is_current, plan_arms, runs_by_pair
-from search.evidence.confirm_stage import open_confirm_study, queue_plan
+from search.evidence.confirm_stage import open_confirm_study, queue_plan, written_meanwhile
 from search.evidence.verdict import BEATS, NO_WINNER, WORSE, describe, summarise
 from search.study import open_study
 from storage.connect import open_storage
@@ -124,6 +124,15 @@ def test_a_confirmation_of_an_earlier_version_is_out_of_date():
     study = optuna.create_study()
     study.set_user_attr("confirmation", {"winner": {"label": "#1"}, "arms": []})  # no verdict: written before it
     assert records.confirmation(study) is None
+
+
+def test_the_verdict_is_shown_by_the_worker_that_wrote_it_and_again_on_resume():
+    mine = {"candidate_trials": [3], "seeds": [2000, 2001], "budget": {"depth": 8, "epochs": 1, "subset": 100}}
+    other = {**mine, "written_at": 100.0}  # a second task of the array wrote it while this one trained
+    assert written_meanwhile(other, mine, started=50.0)
+    assert not written_meanwhile(other, mine, started=150.0)  # written before this resume began: shown again
+    assert not written_meanwhile({**other, "seeds": [2000, 2001, 2002]}, mine, started=50.0)  # another plan
+    assert not written_meanwhile(None, mine, started=50.0)
 
 
 def test_power_and_the_seeds_a_gain_needs():

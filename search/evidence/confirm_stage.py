@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import time
 from typing import Any
 
 import optuna
@@ -141,6 +142,7 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
     """Work through the confirm stage of the search's current top ``config.confirm_top`` candidates on
     ``config.confirm_seeds`` seeds (with any other workers); the summary once every run has finished, stored on the
     search study as ``confirmation``, else None (other workers finish it, or nothing to confirm)."""
+    started = time.time()
     budget = config.target(records.epochs(study))
     arms = plan_arms(study, config.confirm_top, budget)
     if not any(arm["candidate"] for arm in arms):
@@ -211,6 +213,21 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
     summary["search_budget"] = {key: records.budget(study)[key] for key in ("depth", "epochs", "subset")}
     if summary["search_budget"] != budget:  # a target: what searching cheaply saved
         summary["cost"] = stage_cost(study, confirm, budget, len(arms) * len(seeds))
-    records.write_study_value(study, StudyKey.CONFIRMATION, summary)
+    with study_lock(storage, study.study_name):  # workers finishing their last runs at once: one verdict
+        if written_meanwhile(records.confirmation(study), summary, started):
+            log.info("confirm: another worker finished the last runs and wrote the verdict (search.report and "
+                     "search.export show it)")
+            return None
+        summary["written_at"] = time.time()
+        records.write_study_value(study, StudyKey.CONFIRMATION, summary)
     result(describe(summary))
     return summary
+
+
+def written_meanwhile(stored: dict[str, Any] | None, summary: dict[str, Any], started: float) -> bool:
+    """Whether another worker wrote this very verdict (same candidates, seeds and budget) since this one's
+    stage began (``started``, seconds since the epoch). An older one is this worker's to write again and show:
+    a resumed search prints its verdict. Clocks of machines sharing a study are assumed within seconds."""
+    same = stored is not None and all(stored.get(key) == summary.get(key)
+                                      for key in ("candidate_trials", "seeds", "budget"))
+    return same and stored.get("written_at", 0) >= started
