@@ -29,11 +29,13 @@ TINY = ["--depth", "8", "--dataset", "digits", "--subset", "200", "--epochs", "2
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """A real search of 11 trials (8 of the warm start, the learned arms among them, then 3 searched, of which
-    hyperband prunes some) with a recorded 2-seed evaluation."""
+    """A real search of 7 trials (4 of the warm start: the baseline on 2 seeds and the learned arms, no paper
+    schedule fitting in 0.5-1.2; then 3 searched, of which hyperband prunes some) with a recorded 2-seed
+    evaluation."""
     folder = tmp_path_factory.mktemp("study")
     url = f"sqlite:///{folder / 'search.db'}"
-    assert search_run.main([*TINY, "--trials", "11", "--baseline-seeds", "1", "--storage", url]) == 0
+    assert search_run.main([*TINY, "--trials", "7", "--scale-range", "0.5", "1.2", "--baseline-seeds", "1",
+                                   "--storage", url]) == 0
     assert evaluate.main(["--schedule", "paper-c10-r32", "--depth", "8", "--dataset", "digits", "--epochs", "1",
                           "--batch-size", "50", "--precision", "float32", "--seeds", "2",
                           "--output", str(folder / "evaluation.json"), "--storage", url,

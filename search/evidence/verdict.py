@@ -105,7 +105,7 @@ def describe(summary: dict[str, Any]) -> str:
     lines = [f"confirmed on {seeds} (ResNet-{budget.get('depth')}, {budget.get('epochs')} epochs), validation, "
              f"paired with the baseline; {verdict['method']}. Bounds are one-sided 95 %: the gain is above the "
              f"lower one (and, separately, below the upper one) with 95 % confidence; raw: the arm alone, "
-             f"adjusted: all candidates at once:"]
+             f"adjusted: all candidates at once; p: adjusted one-sided p-value of no gain over the baseline:"]
     if summary.get("baseline_diverged") or summary.get("baseline_failed"):
         lines.append(f"  baseline: {summary['baseline_diverged']} diverged, {summary['baseline_failed']} failed")
     for row in summary["arms"]:
@@ -119,7 +119,7 @@ def describe(summary: dict[str, Any]) -> str:
             text += f", raw [{pt(raw[0])}, {pt(raw[1])}]"
         if row["bounds_adjusted"]:
             low, high = row["bounds_adjusted"]
-            text += f", adjusted [{pt(low)}, {pt(high)}], p(better) {row['p_better']:.3g}"
+            text += f", adjusted [{pt(low)}, {pt(high)}], p {row['p_better']:.3g}"
         if row.get("own_variance"):
             text += " (on its own variance, above the pool's)"
         if row["diverged"] or row["failed"]:
