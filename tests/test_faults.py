@@ -108,8 +108,8 @@ def test_a_trial_killed_mid_run_is_finished_first_even_when_the_target_is_met(tm
 
 def test_ctrl_c_mid_trial_exits_130_and_the_rerun_resumes_that_trial_first_on_postgresql(postgres_url, tmp_path):
     """Ctrl-C after two epochs of the first trial: exit code 130 and one line; the re-run starts with that trial,
-    resumed from its checkpoint, then finishes the study: nothing running, no checkpoint left. (SIGTERM, and
-    kill -9 on SQLite, in the tests around this one.)"""
+    resumed from its checkpoint, then finishes the study: nothing running, no checkpoint left. (kill -9: the test
+    above; SIGTERM, through the same handler: the confirm stage's test in test_search.)"""
     argv = _cut_short_argv(postgres_url, tmp_path)
     interrupted = start_search([*argv, "--trials", "2"])
     wait_for(lambda: running_after_epoch(postgres_url))
