@@ -18,6 +18,7 @@ it confirms the new top K, reusing every run already done.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Sequence
 
 from commands.flags import (add_artifact_dir_argument, add_confirm_arguments, add_storage_argument,
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def confirm(args) -> int:
+    invoked_at = time.time()
     quiet_optuna()
     # read first, as a reader (no journal mode, no tables written): a foreign or unknown study is refused untouched
     reader = open_storage(args.storage, reader=True)
@@ -82,7 +84,7 @@ def confirm(args) -> int:
     study = load_existing_study(storage, name)
     config = settle_target(study, config)
     check_target_data(config)
-    run_confirm(config, study, storage, data)
+    run_confirm(config, study, storage, data, invoked_at)
     return 0
 
 

@@ -62,12 +62,14 @@ class _AfterEachTrial:
 
 
 def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset | None = None,
-               study: optuna.Study | None = None, storage=None, publisher: Publisher | None = None):
+               study: optuna.Study | None = None, storage=None, publisher: Publisher | None = None,
+               invoked_at: float | None = None):
     """Run trials in this process until the study has ``config.trials`` finished ones, then the confirm stage;
     the study, and why the search stopped short (``--max-failures`` trials failed in a row) or None.
 
     ``data``, ``study`` and ``storage`` are what the caller already opened (one worker, in-process); a worker
-    process opens its own. ``publisher`` refreshes the dashboard after every finished trial.
+    process opens its own. ``publisher`` refreshes the dashboard after every finished trial. ``invoked_at``: when
+    the command started (``time.time()``; default now), for the confirm stage's verdict.
     """
     quiet_optuna()
     data = data if data is not None else load_dataset(config.dataset, config.data_dir, config.subset)
@@ -115,7 +117,7 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
     last = os.environ.get("SLURM_ARRAY_TASK_ID", "0") == "0"  # without a confirm stage: one task of an array says
     if config.confirm_top and records.finished_count(study) >= config.trials:
         # the worker that writes the verdict says what to do next; the others leave it to it
-        last = run_confirm(config, study, storage, data) is not None
+        last = run_confirm(config, study, storage, data, invoked_at) is not None
         if publisher:
             publisher(storage, study.study_name)
     if last:

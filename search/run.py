@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Sequence
 
 from commands.flags import (add_artifact_dir_argument, add_confirm_arguments, add_storage_argument,
@@ -119,8 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def search(args: argparse.Namespace) -> int:
     if args.worker is not None:  # started by run_workers: the configuration comes on standard input
-        config, epochs = config_from_payload(sys.stdin.read())
-        return run_worker(config, epochs, rank=args.worker, publisher=dashboard_publisher(config))
+        config, epochs, invoked_at = config_from_payload(sys.stdin.read())
+        return run_worker(config, epochs, rank=args.worker, publisher=dashboard_publisher(config),
+                          invoked_at=invoked_at)
+    invoked_at = time.time()  # a verdict another worker writes after this is not this invocation's to show
     config = config_from(args)
     quiet_optuna()
     from search.loop import open_search  # imports TensorFlow: once the arguments are checked
@@ -147,8 +150,8 @@ def search(args: argparse.Namespace) -> int:
         return 0
     if config.workers == 1:
         return run_worker(config, epochs, rank=0, data=data, study=study, storage=storage,
-                          publisher=dashboard_publisher(config))
-    return run_workers(config, epochs)
+                          publisher=dashboard_publisher(config), invoked_at=invoked_at)
+    return run_workers(config, epochs, invoked_at)
 
 
 def dashboard_publisher(config: SearchConfig) -> DashboardPublisher:

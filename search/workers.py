@@ -23,17 +23,17 @@ WORKER_FLAG = "--worker"  # search.run --worker RANK: a worker process, its conf
 
 
 def run_worker(config: SearchConfig, epochs: int, rank: int = 0, data=None, study=None, storage=None,
-               publisher: "Publisher | None" = None) -> int:
+               publisher: "Publisher | None" = None, invoked_at: float | None = None) -> int:
     """``run_search`` with Ctrl-C and SIGTERM turned into a recorded interrupt; the command's exit code.
 
     ``data``, ``study`` and ``storage`` are what the caller already opened (one worker, in-process); a worker
-    process opens its own.
+    process opens its own. ``invoked_at``: when the command started (``time.time()``), for the confirm stage.
     """
     from search.loop import run_search  # imports TensorFlow: the parent of K workers never trains
 
     try:
         with signals_as_interrupt():
-            _, stopped = run_search(config, epochs, rank, data, study, storage, publisher)
+            _, stopped = run_search(config, epochs, rank, data, study, storage, publisher, invoked_at)
     except KeyboardInterrupt as interrupt:
         return interrupted_exit(interrupt)
     if stopped:
@@ -58,22 +58,23 @@ def worker_environment(rank: int, workers: int, gpus: int) -> dict[str, str]:
     return env
 
 
-def worker_payload(config: SearchConfig, epochs: int) -> str:
-    """What a worker process reads on standard input: the configuration and the resolved epochs."""
-    return json.dumps({**config.to_dict(), "epochs_resolved": epochs})
+def worker_payload(config: SearchConfig, epochs: int, invoked_at: float) -> str:
+    """What a worker process reads on standard input: the configuration, the resolved epochs and when the
+    command started."""
+    return json.dumps({**config.to_dict(), "epochs_resolved": epochs, "invoked_at": invoked_at})
 
 
-def config_from_payload(text: str) -> tuple[SearchConfig, int]:
+def config_from_payload(text: str) -> tuple[SearchConfig, int, float]:
     payload = json.loads(text)
-    epochs = payload.pop("epochs_resolved")
+    epochs, invoked_at = payload.pop("epochs_resolved"), payload.pop("invoked_at")
     payload["scale_range"] = tuple(payload["scale_range"])
-    return SearchConfig(**payload), epochs
+    return SearchConfig(**payload), epochs, invoked_at
 
 
-def run_workers(config: SearchConfig, epochs: int) -> int:
+def run_workers(config: SearchConfig, epochs: int, invoked_at: float) -> int:
     """Start ``config.workers`` processes of ``search.run --worker RANK`` on this machine and wait for them."""
     gpus = gpu_count()
-    payload = worker_payload(config, epochs)
+    payload = worker_payload(config, epochs, invoked_at)
     # the configuration (the storage URL with its password among it) travels through a pipe, never on the
     # command line, where ps shows it to every user of the machine
     children = [subprocess.Popen([sys.executable, "-m", "search.run", WORKER_FLAG, str(rank)], stdin=subprocess.PIPE,

@@ -127,11 +127,14 @@ def test_a_confirmation_of_an_earlier_version_is_out_of_date():
 
 
 def test_the_verdict_is_shown_by_the_worker_that_wrote_it_and_again_on_resume():
-    mine = {"candidate_trials": [3], "seeds": [2000, 2001], "budget": {"depth": 8, "epochs": 1, "subset": 100}}
-    other = {**mine, "written_at": 100.0}  # a second task of the array wrote it while this one trained
+    mine = {"candidate_trials": [3], "seeds": [2000, 2001], "budget": {"depth": 8, "epochs": 1, "subset": 100},
+            "arms": [{"label": "#3", "pairs": 2, "bounds_adjusted": (-0.01, 0.02)}], "baseline_failed": 0}
+    other = {**mine, "arms": [{"label": "#3", "pairs": 2, "bounds_adjusted": [-0.01, 0.02]}],  # read back as JSON
+             "written_at": 100.0}  # a second task of the array wrote it after this one's command started
     assert written_meanwhile(other, mine, started=50.0)
     assert not written_meanwhile(other, mine, started=150.0)  # written before this resume began: shown again
     assert not written_meanwhile({**other, "seeds": [2000, 2001, 2002]}, mine, started=50.0)  # another plan
+    assert not written_meanwhile({**other, "baseline_failed": 1}, mine, started=50.0)  # on fewer finished runs
     assert not written_meanwhile(None, mine, started=50.0)
 
 

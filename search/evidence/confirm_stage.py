@@ -15,6 +15,7 @@ extending the search (a larger ``--trials``) or asking for more seeds re-plans t
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
 import time
 from typing import Any
@@ -138,11 +139,14 @@ def stage_cost(study: optuna.Study, confirm: optuna.Study, budget: dict[str, Any
     return cost
 
 
-def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | None:
+def run_confirm(config, study: optuna.Study, storage, data,
+                invoked_at: float | None = None) -> dict[str, Any] | None:
     """Work through the confirm stage of the search's current top ``config.confirm_top`` candidates on
     ``config.confirm_seeds`` seeds (with any other workers); the summary once every run has finished, stored on the
-    search study as ``confirmation``, else None (other workers finish it, or nothing to confirm)."""
-    started = time.time()
+    search study as ``confirmation``, else None (other workers finish it and say it, or nothing to confirm).
+    ``invoked_at``: when the command started (``time.time()``; default now): the same verdict written by another
+    worker since is left to it."""
+    started = time.time() if invoked_at is None else invoked_at
     budget = config.target(records.epochs(study))
     arms = plan_arms(study, config.confirm_top, budget)
     if not any(arm["candidate"] for arm in arms):
@@ -215,8 +219,8 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
         summary["cost"] = stage_cost(study, confirm, budget, len(arms) * len(seeds))
     with study_lock(storage, study.study_name):  # workers finishing their last runs at once: one verdict
         if written_meanwhile(records.confirmation(study), summary, started):
-            log.info("confirm: another worker finished the last runs and wrote the verdict (search.report and "
-                     "search.export show it)")
+            log.info("confirm: another worker finished the last runs and wrote the verdict (shortcut-search report "
+                     "and shortcut-search export show it)")
             return None
         summary["written_at"] = time.time()
         records.write_study_value(study, StudyKey.CONFIRMATION, summary)
@@ -224,10 +228,17 @@ def run_confirm(config, study: optuna.Study, storage, data) -> dict[str, Any] | 
     return summary
 
 
+# what makes two verdicts the same: the plan and every arm's runs and figures
+EVIDENCE = ("candidate_trials", "seeds", "budget", "arms", "baseline_diverged", "baseline_failed")
+
+
 def written_meanwhile(stored: dict[str, Any] | None, summary: dict[str, Any], started: float) -> bool:
-    """Whether another worker wrote this very verdict (same candidates, seeds and budget) since this one's
-    stage began (``started``, seconds since the epoch). An older one is this worker's to write again and show:
-    a resumed search prints its verdict. Clocks of machines sharing a study are assumed within seconds."""
-    same = stored is not None and all(stored.get(key) == summary.get(key)
-                                      for key in ("candidate_trials", "seeds", "budget"))
-    return same and stored.get("written_at", 0) >= started
+    """Whether another worker wrote this very verdict (same candidates, seeds, budget and every arm's runs and
+    figures) since this worker's command started (``started``, seconds since the epoch). An older one is this
+    worker's to write again and show (a resumed search prints its verdict), and so is one on fewer finished runs.
+    Clocks of machines sharing a study are assumed within seconds of each other (as the heartbeat assumes)."""
+    if stored is None or stored.get("written_at", 0) < started:
+        return False
+    return all(json.dumps(stored.get(key), sort_keys=True) == json.dumps(summary.get(key), sort_keys=True)
+               for key in EVIDENCE)
+
