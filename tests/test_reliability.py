@@ -200,7 +200,7 @@ def test_a_password_in_the_query_string_or_escaped_never_shows(secret_role, tmp_
     forms = [f"postgresql+psycopg://search_secret@{address}/{database}?password={escaped}",
              f"postgresql+psycopg://search_secret:{escaped}@{address}/{database}"]
     # each form reaches the server (the password is really needed) and shows nowhere: the first runs the search,
-    # the second resumes it (its target met: the study opened, its note and figure written again)
+    # the second opens it again (its target met: it says so, with the URL), then exports and reports through it
     for form in forms:
         monkeypatch.setenv("SEARCH_STORAGE", form)
         assert search_run.main([*TINY, "--trials", "2", "--baseline-seeds", "0", "--family", "linear",
