@@ -9,9 +9,11 @@ test's capture), unformatted: they read as the tool's own lines. The level trave
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import warnings
 from typing import Sequence
 
 VERBOSITY_ENV = "SHORTCUT_SEARCH_VERBOSITY"  # -1 (-q), 0, 1.. (-v): set by common.cli for a command and its workers
@@ -68,6 +70,17 @@ def quiet_optuna() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbosity() > 0 else optuna.logging.ERROR)
+
+
+@contextlib.contextmanager
+def without_experimental_warnings():
+    """Optuna's "experimental" warnings silenced while inside: said to every user on every call, about APIs the
+    tool uses on purpose (metric names, the stale-trial check)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 class _CurrentStderr(logging.Handler):

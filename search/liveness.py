@@ -23,14 +23,13 @@ import os
 import socket
 import threading
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from common.log import log
+from common.log import log, without_experimental_warnings
 from search import records
 from search.interrupts import raise_if_interrupted
 from search.records import INTERRUPTED, TrialKey
@@ -265,8 +264,7 @@ def fail_dead(storage, study: optuna.Study, interval: float | None) -> None:
     heartbeat is stale (Optuna's on the RDB storages, the tool's own on a journal, ``interval`` its default)."""
     clear_zombies(storage, study)
     if getattr(storage, "get_heartbeat_interval", lambda: None)():
-        with warnings.catch_warnings():  # "experimental" since Optuna 2.9: said once per trial, to every user
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with without_experimental_warnings():  # "experimental" since Optuna 2.9
             optuna.storages.fail_stale_trials(study)
     if interval:
         fail_silent_trials(storage, study, interval)

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from typing import Any, Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from common.errors import UsageError
+from common.log import without_experimental_warnings
 from models.schedules import LEARNED, Schedule
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -284,8 +284,7 @@ def write_settings(study: optuna.Study, study_settings: dict[str, Any], epochs: 
 
 def name_metric(study: optuna.Study) -> None:
     """Name the study's value ``METRIC`` (what the dashboard shows), without Optuna's "experimental" warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with without_experimental_warnings():
         study.set_metric_names([METRIC])
 
 

@@ -40,16 +40,15 @@ from storage.attributes import study_lock
 from training.data import load_dataset
 
 
-def open_confirm_study(storage, study: optuna.Study, heartbeat: float | None = None) -> optuna.Study:
-    """The confirm study of ``study``, created on first use; the runs of dead workers failed (``fail_dead``;
-    ``queue_plan`` queues them again)."""
+def open_confirm_study(storage, study: optuna.Study) -> optuna.Study:
+    """The confirm study of ``study``, created on first use (``run_confirm`` fails its dead runs before each
+    plan, which queues them again)."""
     confirm = optuna.create_study(storage=storage, study_name=records.confirm_study_name(study.study_name),
                                   direction="maximize", sampler=optuna.samplers.RandomSampler(),
                                   load_if_exists=True)
     if records.study_value(confirm, StudyKey.SOURCE_STUDY) is None:
         records.write_study_value(confirm, StudyKey.SOURCE_STUDY, study.study_name)
         records.name_metric(confirm)
-    fail_dead(storage, confirm, heartbeat)
     return confirm
 
 
@@ -154,7 +153,7 @@ def run_confirm(config, study: optuna.Study, storage, data,
                f"(raise --trials to search some)")
         return None
     seeds = confirm_seeds(study, config.confirm_seeds, config.confirm_top, config.min_effect)
-    confirm = open_confirm_study(storage, study, config.heartbeat)
+    confirm = open_confirm_study(storage, study)
     used = set(records.study_value(study, StudyKey.CONFIRM_SEEDS, []))
     if not set(seeds) <= used:
         records.write_study_value(study, StudyKey.CONFIRM_SEEDS, sorted(used | set(seeds)))
@@ -241,4 +240,3 @@ def written_meanwhile(stored: dict[str, Any] | None, summary: dict[str, Any], st
         return False
     return all(json.dumps(stored.get(key), sort_keys=True) == json.dumps(summary.get(key), sort_keys=True)
                for key in EVIDENCE)
-
