@@ -215,3 +215,19 @@ def test_a_password_in_the_query_string_or_escaped_never_shows(secret_role, tmp_
                  (tmp_path / "report.html").read_text(), Path("/proc/self/cmdline").read_bytes()]
         text = repr(shown)
         assert password not in text and escaped not in text and "w/rd" not in text
+
+
+def test_optunas_experimental_warnings_never_reach_the_user(tmp_path):
+    """Naming the metric and the stale-trial check are "experimental" in Optuna, which says so on every call."""
+    import warnings
+
+    from search import records
+    from search.liveness import fail_dead
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_seconds=5)
+    study = optuna.create_study(study_name="s", storage=storage)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # what a user's warnings filter may be
+        records.name_metric(study)
+        fail_dead(storage, study, 5)
+    assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)], caught
