@@ -29,7 +29,7 @@ from common.cli import ArgumentParser, positive_int, run_command
 from common.files import write_json_atomic
 from common.machine import cpu_info
 from search import records
-from search import run as search_run
+from commands import run as search_run
 from search.pruning import fidelity, make_pruner, pruner_rungs
 
 REPLAYED = ("rungs", "hyperband", "median")

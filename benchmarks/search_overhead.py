@@ -21,7 +21,7 @@ from common.cli import ArgumentParser, positive_int, run_command
 from search.config import SearchConfig
 from search.space import suggest_schedule
 from search.study import open_study
-from storage.connect import open_storage
+from storage import open_storage
 
 
 def measure(trials: int, sampler: str) -> dict:

@@ -34,9 +34,9 @@ from common.machine import cpu_info, package_versions
 from search import records
 from search.config import SearchConfig
 from search.liveness import beating, optimize, record_process, recover
-from search.queue import run_retries
+from search.run_queue import run_retries
 from search.space import suggest_schedule
-from storage.connect import open_storage
+from storage import open_storage
 from storage.journal import is_journal
 from storage.urls import redacted
 
@@ -51,7 +51,7 @@ def _objective(config: SearchConfig):
         values = schedule.values(DEPTH)
         records.write_schedule(trial, schedule, [i / len(values) for i in range(len(values))], values)
         record_process(trial)
-        records.write(trial, records.TrialKey.SEED, trial.number)
+        records.TrialKey.SEED.write(trial, trial.number)
         with beating(trial, config.heartbeat):
             curve = [0.1 + 0.8 * epoch / EPOCHS for epoch in range(EPOCHS)]
             for epoch, accuracy in enumerate(curve, start=1):
@@ -83,7 +83,7 @@ def worker(url: str, study_name: str, trials: int, start, results) -> None:
     for _ in range(trials):
         recover(storage, study, config.heartbeat)
         records.finished_count(study)
-        run_retries(study, storage, objective, [])
+        run_retries(storage, study, objective, [])
         optimize(study, objective, n_trials=1)
     results.put((time.perf_counter() - began, writes[0], trials))
 

@@ -1,9 +1,9 @@
 """shortcut-search: every command of the tool under one name, e.g. ``shortcut-search run --depth 32``.
 
 The tool's entry point (``[project.scripts]`` in pyproject.toml). Each subcommand is its module's own command
-(same flags, same help, same exit codes): ``shortcut-search run`` is ``python -m search.run``, and the
-``python -m`` forms keep working. The modules are imported by name when their command runs, so ``--help`` of one
-command loads nothing of the others.
+(same flags, same help, same exit codes): ``shortcut-search run`` is ``python -m commands.run``;
+``python -m search.run`` stays an alias of it. The modules are imported by name when their command runs, so
+``--help`` of one command loads nothing of the others.
 """
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ from typing import Sequence
 
 from common.cli import EXIT_USAGE, ArgumentParser, run_command
 
+__all__ = ["COMMANDS", "main", "usage"]
+
 COMMANDS = {
-    "run": "search.run",
-    "slurm": "search.slurm",
-    "confirm": "search.confirm",
-    "export": "search.export",
-    "evaluate": "search.evaluate",
-    "train": "training.train",
-    "report": "dashboards.report",
-    "serve": "dashboards.serve",
+    "run": "commands.run",
+    "slurm": "commands.slurm",
+    "confirm": "commands.confirm",
+    "export": "commands.export",
+    "evaluate": "commands.evaluate",
+    "train": "commands.train",
+    "report": "commands.report",
+    "serve": "commands.serve",
 }
 
 

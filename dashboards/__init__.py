@@ -1,1 +1,3 @@
-"""Figures, the HTML report and optuna-dashboard integration; they read studies and never train."""
+"""Figures, the HTML report page and optuna-dashboard's figure and note; they read studies and never train."""
+
+__all__ = ["figures", "live", "report_page"]

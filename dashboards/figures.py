@@ -81,7 +81,7 @@ def study_schedule_figure(study: optuna.Study, top: int = 5) -> go.Figure:
         curves.append((paper, preset(paper)))
     figure = schedule_figure(curves, depth, title=f"Best schedules of {study.study_name}")
     for trial in records.learned_arms(study):
-        values = records.attr(trial, TrialKey.LEARNED_VALUES)
+        values = TrialKey.LEARNED_VALUES.of(trial)
         if depth is not None and values and len(values) == len(positions(depth)):
             meaning = "shortcut factor" if records.preset_of(trial) == "learned" else "branch scalar (not f)"
             figure.add_trace(go.Scatter(x=positions(depth), y=values, mode="lines+markers", line=dict(dash="dash"),
@@ -178,7 +178,7 @@ def family_figure(study: optuna.Study) -> go.Figure:
     figure = go.Figure()
     by_family: dict[str, list[float]] = {}
     for trial in records.complete(study):
-        by_family.setdefault(records.attr(trial, TrialKey.FAMILY, "?"), []).append(100 * trial.value)
+        by_family.setdefault(TrialKey.FAMILY.of(trial, "?"), []).append(100 * trial.value)
     for family, values in sorted(by_family.items()):
         figure.add_trace(go.Box(y=values, name=f"{family} ({len(values)})", boxpoints="all", jitter=0.4,
                                 pointpos=0))
@@ -192,7 +192,7 @@ def importance_figure(study: optuna.Study) -> go.Figure:
     figure = go.Figure()
     families: dict[str, list[FrozenTrial]] = {}
     for trial in records.complete(study):
-        families.setdefault(records.attr(trial, TrialKey.FAMILY, "?"), []).append(trial)
+        families.setdefault(TrialKey.FAMILY.of(trial, "?"), []).append(trial)
     sections = {"family": records.complete(study)} if len(families) > 1 else {}
     sections.update({name: trials for name, trials in families.items()})
     for name, trials in sections.items():

@@ -16,8 +16,7 @@ from search import records
 from search.evidence.confirm_plan import is_current
 from search.evidence.noise import gain_in_noise, noise_floor
 from search.evidence.verdict import describe
-from search.next_steps import next_commands
-from search.progress import remaining_cost, unrun_references
+from search.progress import next_commands, remaining_cost, unrun_references
 from search.pruning import fidelity, pruner_rungs
 from storage.attributes import held_back_study_attrs
 from storage.urls import redacted

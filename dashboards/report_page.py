@@ -41,7 +41,7 @@ def render(study: optuna.Study) -> str:
             config={"displaylogo": False}) + "</div>")
     budget = records.budget(study)
     states = [t.state for t in study.get_trials(deepcopy=False)]
-    meta = (f"{budget['dataset'] or '?'}, ResNet-{budget['depth'] or '?'}, {budget['epochs'] or '?'} epochs a "
+    meta = (f"{budget.dataset or '?'}, ResNet-{budget.depth or '?'}, {budget.epochs or '?'} epochs a "
             f"trial; {states.count(TrialState.COMPLETE)} complete, {states.count(TrialState.PRUNED)} pruned, "
             f"{states.count(TrialState.FAIL)} failed trials. Validation accuracy on the fixed validation split; "
             f"test accuracy only in the multi-seed evaluations.")

@@ -300,7 +300,7 @@ def parse_schedule_document(document: Any) -> Schedule:
 
 
 def load_schedule(path: str | os.PathLike) -> Schedule:
-    """Read a schedule JSON file written by ``save_schedule`` (or by ``search.export``)."""
+    """Read a schedule JSON file written by ``save_schedule`` (or by ``shortcut-search export``)."""
     try:
         text = Path(path).read_text()
     except OSError as error:

@@ -13,9 +13,9 @@ from typing import Any
 from common.errors import UsageError
 from models.schedules import FACTOR_BOUNDS, block_count
 from search.pruning import PRUNERS
-from search.records import CONFIRM_SUFFIX, is_confirm_study
+from search.records import BASELINE_SEED_OFFSET, CONFIRM_SEED_OFFSET, CONFIRM_SUFFIX, is_confirm_study
 from search.space import FAMILY_CHOICES
-from storage.connect import HEARTBEAT_SECONDS
+from storage import HEARTBEAT_SECONDS
 from storage.urls import DEFAULT_URL, beside_storage, redacted
 from training.config import TrainConfig
 from training.data import DATASETS
@@ -25,11 +25,8 @@ SAMPLERS = ("tpe", "gp", "cmaes", "random")
 # model one fixed set of parameters and would sample the rest independently, i.e. at random
 VARIABLE_FAMILIES = ("any", "spline", "steps")
 # Seeds. Selection (every search trial) uses --seed; the baseline's noise floor, the confirm stage and
-# search.evaluate draw from ranges of their own, so no accuracy that judges a schedule comes from the weights it
+# shortcut-search evaluate draw from ranges of their own, so no accuracy that judges a schedule comes from the weights it
 # was selected on. All are recorded on the study.
-BASELINE_SEED_OFFSET = 1000  # baseline replicas: seed + 1000 + i
-CONFIRM_SEED_OFFSET = 2000  # confirm stage: seed + 2000 + i
-EVALUATION_SEED_START = 10_000  # search.evaluate's default: 10000 + i
 MAX_SEED_RANGE = 1000  # seeds of one kind (replicas, confirm runs) a study may use
 CHECKPOINT_FOLDER = "search-checkpoints"  # beside a SQLite study, else in the working folder
 MAX_HEARTBEAT = 86_400  # seconds

@@ -46,9 +46,9 @@ class ModelKeeper:
         with study_lock(self.storage, trial.study.study_name):
             holders = [t for t in self._holders(trial.study) if t.state in (TrialState.COMPLETE, TrialState.RUNNING)
                        and t.number != trial.number]
-            ranked = sorted([(t.value if t.value is not None else float("-inf"), -t.number) for t in holders]
-                            + [(value, -trial.number)], reverse=True)
-            if (value, -trial.number) not in ranked[:self.keep]:
+            order = sorted([(records.rank_key(t.value, t.number), t.number) for t in holders]
+                           + [(records.rank_key(value, trial.number), trial.number)])
+            if trial.number not in [number for _, number in order[:self.keep]]:
                 return False
             attach(trial, self.store, model_file)  # the artifact record is the only pointer (kept_model)
             return True
@@ -80,9 +80,9 @@ class ArmModelKeeper(ModelKeeper):
         return cls(storage, artifact_store(config.storage, config.artifact_dir), 1)
 
     def offer(self, trial: optuna.Trial, value: float, model_file: Path) -> bool:
-        arm = records.attr(trial, TrialKey.ARM)
+        arm = TrialKey.ARM.of(trial)
         with study_lock(self.storage, trial.study.study_name):
-            if any(records.attr(t, TrialKey.ARM) == arm and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
+            if any(TrialKey.ARM.of(t) == arm and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
                    and t.number != trial.number for t in self._holders(trial.study)):
                 return False
             attach(trial, self.store, model_file)  # the artifact record is the only pointer (kept_model)
@@ -94,9 +94,9 @@ class ArmModelKeeper(ModelKeeper):
             holders, first = self._holders(study), {}
             for trial in holders:
                 if trial.state == TrialState.COMPLETE:
-                    first.setdefault(records.attr(trial, TrialKey.ARM), trial.number)
+                    first.setdefault(TrialKey.ARM.of(trial), trial.number)
             self._forget(study, [t for t in holders if t.state != TrialState.RUNNING
-                                 and first.get(records.attr(t, TrialKey.ARM)) != t.number])
+                                 and first.get(TrialKey.ARM.of(t)) != t.number])
 
 
 def model_to_export(trial: optuna.trial.FrozenTrial, study: optuna.Study, store, path: str, output: str,
@@ -108,24 +108,22 @@ def model_to_export(trial: optuna.trial.FrozenTrial, study: optuna.Study, store,
     to name) before anything is written."""
     if not path.endswith(".keras"):
         raise UsageError(f"model: {path!r} must end in .keras (Keras's file format)")
-    budget = {**records.budget(study), **(target or {})}
+    budget = records.budget(study).at(target)
     artifact = None if target else kept_model(trial)
-    trained = f"ResNet-{budget['depth']}, {budget['epochs']} epochs"
+    trained = f"ResNet-{budget.depth}, {budget.epochs} epochs"
     origin = f"trial {trial.number} (seed {records.seed_of(trial)}, {trained})"
     if artifact is None and confirm is not None and arm is not None:
         for run in records.complete(confirm):
-            if records.attr(run, TrialKey.ARM) == arm and kept_model(run) is not None:
+            if TrialKey.ARM.of(run) == arm and kept_model(run) is not None:
                 artifact = kept_model(run)
                 origin = (f"confirm run {run.number} of trial {trial.number}'s schedule (seed {records.seed_of(run)}, "
                           f"{trained})")
                 break
     if artifact is None:
-        extra = "".join(f" --{flag} {budget[key]}" for flag, key in (("subset", "subset"),
-                                                                      ("batch-size", "batch_size"))
-                        if budget.get(key) is not None)
         raise UsageError(f"model: the search did not keep trial {trial.number}'s model (it keeps the --keep-models "
                          f"best completed trials); train it: shortcut-search train --schedule {output} --depth "
-                         f"{budget['depth']} --dataset {budget['dataset']} --epochs {budget['epochs']}{extra} "
+                         f"{budget.depth} --dataset {budget.dataset} --epochs {budget.epochs}"
+                         f"{budget.flags(('subset', 'batch_size'))} "
                          f"--seed {records.seed_of(trial)} --save-model {path}")
     try:
         store.open_reader(artifact).close()

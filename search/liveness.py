@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -33,8 +34,8 @@ from common.log import log, without_experimental_warnings
 from search import records
 from search.interrupts import raise_if_interrupted
 from search.records import INTERRUPTED, TrialKey
+from storage import MAX_RETRY, optuna_heartbeat, stalled_within
 from storage.attributes import study_lock
-from storage.connect import MAX_RETRY
 
 DIED = "its worker died"  # the start of the fail reason of a trial cleared here
 SILENT = "its heartbeat stopped"  # the start of the fail reason of a trial failed by ``fail_silent_trials``
@@ -49,13 +50,21 @@ class TakenOver(Exception):
         self.number = number
 
 
-def optimize(study: optuna.Study, objective, **kwargs) -> None:
+class TrialRunner(Protocol):
+    """An objective this module runs: it says which trial it is running (``current``, None before the first)."""
+
+    current: int | None
+
+    def __call__(self, trial: optuna.Trial) -> float: ...
+
+
+def optimize(study: optuna.Study, objective: TrialRunner, **kwargs) -> None:
     """``study.optimize``, going on when another process failed this one's trial meanwhile: Optuna's own ``tell``
     then raises ("Cannot tell a FAIL trial"); the trial is logged and left to its retry."""
     try:
         study.optimize(objective, **kwargs)
     except ValueError as error:
-        go_on_after_take_over(error, getattr(objective, "current", None))
+        go_on_after_take_over(error, objective.current)
 
 
 def go_on_after_take_over(error: ValueError, number: int | None) -> None:
@@ -88,15 +97,12 @@ class ProcessIdentity:
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> "ProcessIdentity | None":
-        """The identity a trial recorded (an older record holds only host and pid), or None."""
-        recorded = records.attr(trial, TrialKey.PROCESS)
-        if isinstance(recorded, dict):
-            try:
-                return cls(**recorded)
-            except TypeError:
-                return None
-        host, pid = records.attr(trial, TrialKey.HOST), records.attr(trial, TrialKey.PID)
-        return cls(host, pid) if host is not None and isinstance(pid, int) else None
+        """The identity a trial recorded (one of schema 1, host and pid only, was migrated to it), or None."""
+        recorded = TrialKey.PROCESS.of(trial)
+        try:
+            return cls(**recorded) if isinstance(recorded, dict) else None
+        except TypeError:
+            return None
 
     def shares_namespace_with(self, other: "ProcessIdentity") -> bool:
         """True only when both say: same host, same boot, same PID namespace, all known."""
@@ -146,9 +152,9 @@ def _proc_shows_own_namespace() -> bool:
 def record_process(trial: optuna.Trial) -> None:
     """Record on a running trial the process running it, so that a dead one is recognised at once."""
     identity = ProcessIdentity.current()
-    records.write(trial, TrialKey.PROCESS, asdict(identity))
-    records.write(trial, TrialKey.HOST, identity.host)
-    records.write(trial, TrialKey.PID, identity.pid)
+    TrialKey.PROCESS.write(trial, asdict(identity))
+    TrialKey.HOST.write(trial, identity.host)
+    TrialKey.PID.write(trial, identity.pid)
 
 
 def clear_zombies(storage, study: optuna.Study) -> list[int]:
@@ -172,15 +178,15 @@ def beating(trial: optuna.Trial, interval: float):
     """While inside, the running ``trial``'s heartbeat is written every ``interval`` seconds as its ``heartbeat``
     record (the time in seconds), which ``fail_silent_trials`` reads: on a storage without Optuna's heartbeat (a
     journal). On the RDB storages Optuna's heartbeat (``search.queue.heartbeat`` for a claimed trial) does it."""
-    if getattr(trial.storage, "get_heartbeat_interval", lambda: None)():
+    if optuna_heartbeat(trial.storage):
         yield
         return
-    records.write(trial, TrialKey.HEARTBEAT_SECONDS, interval)  # the judges go by the writer's interval
+    TrialKey.HEARTBEAT_SECONDS.write(trial, interval)  # the judges go by the writer's interval
     warned = []
 
     def beat():
         try:
-            records.write(trial, TrialKey.HEARTBEAT, round(time.time(), 1))
+            TrialKey.HEARTBEAT.write(trial, round(time.time(), 1))
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # failed by another process meanwhile: the run learns it at its next epoch
         except Exception as error:  # a file server's hiccup (a stale handle, a full disk): beat again next time
@@ -197,7 +203,7 @@ def beating(trial: optuna.Trial, interval: float):
 def heartbeat(storage, trial_id: int):
     """While inside, Optuna's heartbeat of a trial this process claimed itself (``search.queue``) is written every
     interval of the storage's (none without one), as ``study.optimize`` does for the trials it asks for."""
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    interval = optuna_heartbeat(storage)
     if not interval:
         yield
         return
@@ -230,17 +236,17 @@ def fail_silent_trials(storage, study: optuna.Study, interval: float) -> list[in
     said); the numbers of those trials. Nothing is judged while this process was itself held up by the journal's
     lock within the last two intervals (a stale lock holds every writer up alike). The hosts' clocks must agree
     to well within the interval (NTP)."""
-    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+    if optuna_heartbeat(storage):
         return []  # Optuna's own heartbeat covers it
-    if getattr(storage, "stalled_within", lambda seconds: False)(2 * interval):
+    if stalled_within(storage, 2 * interval):
         return []
     now, failed = time.time(), []
     study_id = storage.get_study_id_from_name(study.study_name)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        last = records.attr(trial, TrialKey.HEARTBEAT)
+        last = TrialKey.HEARTBEAT.of(trial)
         if last is None and trial.datetime_start is not None:
             last = trial.datetime_start.timestamp()  # naive local time, as Optuna replays it; or aware
-        every = records.attr(trial, TrialKey.HEARTBEAT_SECONDS) or interval
+        every = TrialKey.HEARTBEAT_SECONDS.of(trial) or interval
         if last is None or now - last <= 2 * every:
             continue
         if _fail(storage, study, study_id, trial.number, f"{SILENT} ({now - last:.0f} s ago)"):
@@ -263,7 +269,7 @@ def fail_dead(storage, study: optuna.Study, interval: float | None) -> None:
     """Fail every running trial whose worker is gone: this machine's dead processes at once, the others once their
     heartbeat is stale (Optuna's on the RDB storages, the tool's own on a journal, ``interval`` its default)."""
     clear_zombies(storage, study)
-    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+    if optuna_heartbeat(storage):
         with without_experimental_warnings():  # "experimental" since Optuna 2.9
             optuna.storages.fail_stale_trials(study)
     if interval:

@@ -5,49 +5,27 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Callable
 
 import optuna
 
-from common.files import check_writable
 from common.log import log, quiet_optuna
 from search import records
 from search.config import SearchConfig
-from search.evidence.confirm_stage import run_confirm
+from search.confirm_loop import run_confirm
 from search.keep import ModelKeeper
 from search.liveness import optimize, recover
-from search.next_steps import next_commands
+from search.progress import next_commands
 from search.objective import AfterTrial, Objective
 from search.progress import FailureGuard, TrialReporter
-from search.queue import has_checkpoint, run_retries, waiting_retries
-from search.study import check_existing, check_target_data, open_study
-from storage.artifacts import artifact_folder
-from storage.connect import open_storage
+from search.run_queue import has_checkpoint, run_retries, waiting_retries
+from search.study import open_study
+from storage import open_storage
 from training.data import Dataset, load_dataset
 
 # called after every finished trial and after the confirm stage with (storage, study name): refreshes what a
 # dashboard shows (the command passes dashboards.live.publish); the search knows nothing of dashboards
 Publisher = Callable[[object, str], None]
-
-
-def open_search(config: SearchConfig):
-    """Check everything the user can get wrong, then open (create or resume) the study: the data, the epochs of a
-    trial, the storage, the study, and whether it existed. What the command and the notebook API share."""
-    # everything the user can get wrong is checked before the storage is written to
-    data = load_dataset(config.dataset, config.data_dir, config.subset)
-    epochs = config.train.epochs_for(len(data.y_train))
-    check_target_data(config)
-    check_writable(config.checkpoint_root(), "checkpoint-dir",
-                   "choose another --checkpoint-dir, or none for no checkpoints")
-    if config.keep_models:
-        check_writable(artifact_folder(config.storage, config.artifact_dir), "artifact-dir",
-                       "choose another --artifact-dir, or --keep-models 0")
-    if config.tensorboard:
-        check_writable(Path(config.tensorboard), "tensorboard", "choose another folder")
-    storage = open_storage(config.storage, config.heartbeat)
-    resuming = check_existing(storage, config)
-    return data, epochs, storage, open_study(storage, config, epochs), resuming
 
 
 class _AfterEachTrial:
@@ -101,7 +79,7 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
                          "done first")
                 said = True
             # interrupted work first, claimed before Optuna's queue; past the target only what a checkpoint holds
-            if run_retries(study, storage, objective, after, only=None if remaining > 0 else paid_for):
+            if run_retries(storage, study, objective, after, only=None if remaining > 0 else paid_for):
                 continue
             # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in
             # the queue behind trials that already reach the target

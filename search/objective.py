@@ -21,7 +21,7 @@ from search.records import INTERRUPTED, TrialKey
 from search.space import suggest_schedule
 from training.config import EpochHook, TrainConfig
 from training.data import Dataset
-from storage.connect import HEARTBEAT_SECONDS
+from storage import HEARTBEAT_SECONDS
 from training.loop import RunResult, run
 
 
@@ -41,9 +41,9 @@ def records_its_errors(call):
         except optuna.TrialPruned:
             raise
         except Exception as error:
-            if records.attr(trial, TrialKey.FAIL_REASON) is None:
+            if TrialKey.FAIL_REASON.of(trial) is None:
                 with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    records.write(trial, TrialKey.FAIL_REASON, failure(error))
+                    TrialKey.FAIL_REASON.write(trial, failure(error))
             raise
     return recorded
 
@@ -75,8 +75,8 @@ class Objective:
         # the search's seed, except for the baseline's replicas, which carry their own (the noise floor)
         seed = records.seed_of(trial)
         seed = self.config.seed if seed is None else seed
-        records.write(trial, TrialKey.SEED, seed)
-        records.write(trial, TrialKey.SAMPLER_SEED, getattr(trial.study.sampler, "seed_used", None))
+        TrialKey.SEED.write(trial, seed)
+        TrialKey.SAMPLER_SEED.write(trial, getattr(trial.study.sampler, "seed_used", None))
 
         def report(epoch: int, accuracy: float) -> bool:
             raise_if_interrupted()
@@ -88,7 +88,7 @@ class Objective:
                              self.keeper if records.is_candidate(trial) else None, self.config.tensorboard,
                              self.config.heartbeat)
         if result.stopped_early:
-            records.write(trial, TrialKey.PRUNED_AT_EPOCH, result.epochs_run)
+            TrialKey.PRUNED_AT_EPOCH.write(trial, result.epochs_run)
             raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
         return result.final_val_accuracy
 
@@ -122,11 +122,11 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
         except KeyboardInterrupt as interrupt:
             remember(interrupt)  # the interrupt stops this worker whoever failed the trial
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed by another meanwhile
-                records.write(trial, TrialKey.FAIL_REASON, INTERRUPTED)
+                TrialKey.FAIL_REASON.write(trial, INTERRUPTED)
             raise
         records.write_run(trial, result, time.perf_counter() - started)
         if result.diverged:
-            records.write(trial, TrialKey.DIVERGED, result.diverged_reason)
+            TrialKey.DIVERGED.write(trial, result.diverged_reason)
             raise optuna.TrialPruned(f"diverged: {result.diverged_reason}")
     except optuna.exceptions.UpdateFinishedTrialError:
         raise TakenOver(trial.number) from None

@@ -1,4 +1,5 @@
-"""What a running search shows: a progress bar over trials, one line per finished trial, and a failure guard."""
+"""What a running search shows: a progress bar over trials, one line per finished trial, a failure guard, and the
+commands a user runs next."""
 from __future__ import annotations
 
 import collections
@@ -14,6 +15,7 @@ from models.schedules import block_count
 from search import records
 from search.evidence.noise import gain_in_noise, noise_floor
 from search.records import TrialKey
+from storage.urls import storage_flag
 
 
 def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_runs: float = 0) -> str | None:
@@ -25,11 +27,11 @@ def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_r
     trial finished or once the target is reached.
     """
     finished = records.finished(study)
-    timed = [t for t in finished if records.attr(t, TrialKey.EPOCHS_RUN) and records.attr(t, TrialKey.WALL_SECONDS)]
+    timed = [t for t in finished if TrialKey.EPOCHS_RUN.of(t) and TrialKey.WALL_SECONDS.of(t)]
     epochs, left = records.epochs(study), target - len(finished)
     if not timed or not epochs or left <= 0:
         return None
-    per_epoch = statistics.median(records.attr(t, TrialKey.WALL_SECONDS) / records.attr(t, TrialKey.EPOCHS_RUN)
+    per_epoch = statistics.median(TrialKey.WALL_SECONDS.of(t) / TrialKey.EPOCHS_RUN.of(t)
                                   for t in timed)
     full = left * epochs * per_epoch / workers
     text = (f"{left} trials left: about {duration(full)} at {per_epoch:.1f} s an epoch"
@@ -40,7 +42,7 @@ def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_r
     elif not searched:
         text += "; pruning will cut this once searched trials run"
     else:
-        share = sum(records.attr(t, TrialKey.EPOCHS_RUN) for t in searched) / (len(searched) * epochs)
+        share = sum(TrialKey.EPOCHS_RUN.of(t) for t in searched) / (len(searched) * epochs)
         text += (f", about {duration(full * share)} if the pruner keeps stopping trials as so far "
                  f"({100 * share:.0f} % of the epochs trained, {len(searched)} searched trials)")
     if confirm_runs:
@@ -168,3 +170,16 @@ class FailureGuard:
         cause, count = collections.Counter(self.streak).most_common(1)[0]
         return (f"{len(self.streak)} trials in a row failed (--max-failures {self.limit}); "
                 f"{count} of them with: {cause}")
+
+
+def next_commands(study: optuna.Study, storage_url: str) -> tuple[str, str]:
+    """The export and evaluate commands a user runs next on this study; evaluate repeats the budget the verdict
+    was reached at (the searched one, or the confirm stage's target). The storage is named without its password
+    (``storage_flag``)."""
+    budget = records.verdict_budget(study)
+    name = study.study_name
+    storage = storage_flag(storage_url)
+    export = f"shortcut-search export {storage} --study {name} --output best.json"
+    evaluate = (f"shortcut-search evaluate --schedule best.json --depth {budget.depth} "
+                f"--dataset {budget.dataset}{budget.flags()} --seeds 5 {storage} --study {name}")
+    return export, evaluate

@@ -43,10 +43,10 @@ def settle_target(study: optuna.Study, config: SearchConfig) -> SearchConfig:
     any, the ones recorded are kept (a resumed or extended search, or ``confirm --study``, does not fall back to
     the search's own budget because a flag was left out; give the search's own values to drop a target)."""
     given = {"depth": config.target_depth, "epochs": config.target_epochs, "subset": config.target_subset}
-    stored = records.study_value(study, StudyKey.TARGET)
+    stored = StudyKey.TARGET.of(study)
     if config.has_target():
         if stored != given:
-            records.write_study_value(study, StudyKey.TARGET, given)
+            StudyKey.TARGET.write(study, given)
         return config
     if not stored or not any(value is not None for value in stored.values()):
         return config
@@ -88,13 +88,14 @@ def open_study(storage, config: SearchConfig, epochs: int, worker: int = 0) -> o
     # Only the process that created the study writes its settings and warm start, so machines starting a new
     # study together queue each warm-start trial once; the others wait for it (and take over if it died).
     if not created and records.settings(study):
-        _wait_for(lambda: records.study_value(study, StudyKey.WARM_STARTED) or None, CREATION_WAIT_SECONDS)
+        _wait_for(lambda: StudyKey.WARM_STARTED.of(study) or None, CREATION_WAIT_SECONDS)
     if not records.settings(study):
         records.write_settings(study, config.study_settings(), epochs)
-    records.write_study_value(study, StudyKey.VERSIONS, package_versions())
-    if not records.study_value(study, StudyKey.WARM_STARTED):
+    records.migrate(storage, study)  # a study of an older schema, in one step
+    StudyKey.VERSIONS.write(study, package_versions())
+    if not StudyKey.WARM_STARTED.of(study):
         warm_start(study, config)
-        records.write_study_value(study, StudyKey.WARM_STARTED, True)
+        StudyKey.WARM_STARTED.write(study, True)
     recover(storage, study, config.heartbeat)  # before tidy: a checkpoint with a retry to come stays
     tidy(storage, study, config)
     return study
@@ -154,4 +155,4 @@ def warm_start(study: optuna.Study, config: SearchConfig) -> None:
     if config.sampler in ("tpe", "random"):
         for name in LEARNED:
             records.enqueue_reference(study, {}, name)
-    records.write_study_value(study, StudyKey.BASELINE_SEEDS, [config.seed, *config.baseline_replica_seeds()])
+    StudyKey.BASELINE_SEEDS.write(study, [config.seed, *config.baseline_replica_seeds()])

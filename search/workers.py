@@ -6,9 +6,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from common.log import log
 from common.machine import gpu_count
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
     from search.loop import Publisher
 
 EXIT_FAILURES = 1
-WORKER_FLAG = "--worker"  # search.run --worker RANK: a worker process, its configuration on standard input
+WORKER_FLAG = "--worker"  # WORKER_COMMAND --worker RANK: a worker process, its configuration on standard input
 
 
 def run_worker(config: SearchConfig, epochs: int, rank: int = 0, data=None, study=None, storage=None,
@@ -71,13 +70,15 @@ def config_from_payload(text: str) -> tuple[SearchConfig, int, float]:
     return SearchConfig(**payload), epochs, invoked_at
 
 
-def run_workers(config: SearchConfig, epochs: int, invoked_at: float) -> int:
-    """Start ``config.workers`` processes of ``search.run --worker RANK`` on this machine and wait for them."""
+def run_workers(config: SearchConfig, epochs: int, invoked_at: float, command: Sequence[str]) -> int:
+    """Start ``config.workers`` processes of ``COMMAND --worker RANK`` on this machine and wait for them.
+    ``command`` is the caller's way to start one worker (the search command's own command line: the library does
+    not know the commands)."""
     gpus = gpu_count()
     payload = worker_payload(config, epochs, invoked_at)
     # the configuration (the storage URL with its password among it) travels through a pipe, never on the
     # command line, where ps shows it to every user of the machine
-    children = [subprocess.Popen([sys.executable, "-m", "search.run", WORKER_FLAG, str(rank)], stdin=subprocess.PIPE,
+    children = [subprocess.Popen([*command, WORKER_FLAG, str(rank)], stdin=subprocess.PIPE,
                                  env=worker_environment(rank, config.workers, gpus), text=True)
                 for rank in range(config.workers)]
     for child in children:

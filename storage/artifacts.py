@@ -18,7 +18,7 @@ from optuna.storages import RDBStorage
 
 from common.log import log
 from storage.attributes import can_forget, forget_trial_system_attr
-from storage.connect import load_existing_study, open_storage
+from storage import load_existing_study, open_storage
 from storage.urls import beside_storage, journal_path
 
 ARTIFACT_FOLDER = "search-artifacts"

@@ -22,7 +22,7 @@ from storage.journal import is_journal, journal_lock
 from storage.rdb import SCHEMA_LOCK_KEY
 from storage.urls import sqlite_path
 
-KEEPER_LOCK_KEY = 0x5EA2C5  # PostgreSQL advisory lock of the decisions about a study's kept models
+STUDY_LOCK_KEY = 0x5EA2C5  # PostgreSQL advisory lock of a study (kept models, recovery, the verdict)
 
 
 @contextlib.contextmanager
@@ -126,10 +126,10 @@ def study_lock(storage: RDBStorage, study_name: str):
         return
     study_id = int(storage.get_study_id_from_name(study_name))
     with storage.engine.connect() as connection:
-        connection.exec_driver_sql(f"SELECT pg_advisory_lock({KEEPER_LOCK_KEY}, {study_id})")
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({STUDY_LOCK_KEY}, {study_id})")
         connection.commit()
         try:
             yield
         finally:
-            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({KEEPER_LOCK_KEY}, {study_id})")
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({STUDY_LOCK_KEY}, {study_id})")
             connection.commit()

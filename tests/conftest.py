@@ -29,7 +29,7 @@ TINY = ["--depth", "8", "--dataset", "digits", "--subset", "200", "--epochs", "1
 def one_trial_study(tmp_path_factory):
     """A study file after a real one-trial search (the baseline), copied by each test that needs an existing
     study."""
-    from search import run as search_run
+    from commands import run as search_run
 
     db = tmp_path_factory.mktemp("existing") / "search.db"
     assert search_run.main([*TINY, "--trials", "1", "--storage", f"sqlite:///{db}"]) == 0

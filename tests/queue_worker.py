@@ -5,7 +5,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from storage.connect import open_storage
+from storage import open_storage
 
 
 def claim_and_finish(url, start_at, claimed):

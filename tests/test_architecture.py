@@ -1,12 +1,18 @@
-"""The layering the README's architecture table states is the layering in the files: imports only go down, the
-study's records are read and written in one module, project imports sit at the top of their files."""
+"""The layering the README's architecture table states is the layering in the files: imports only go down the
+table's rows, no two packages import each other, the library never starts a command by its module name, the
+study's records are read and written in one package, project imports sit at the top of their files.
+
+Each rule is a function that returns its violations, so a test can also plant one and see it caught."""
 import ast
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("common", "models", "training", "storage", "search", "dashboards", "commands", "benchmarks")
-RECORDS = "search/records.py"
+RECORDS = "search.records"
+# python -m search.run: the one module below commands/ that hands over to the CLI (the design card names it)
+ALIASES = {"search.run": "commands"}
+MAX_LINES = 400
 
 
 def modules() -> dict[str, Path]:
@@ -28,25 +34,19 @@ def architecture_table() -> list[list[str]]:
             for line in section.splitlines() if line.startswith("|") and not line.startswith("|---")][1:]
 
 
-def layers() -> tuple[dict[str, int], set[str]]:
-    """The table's order (bottom first): each package's layer, and the entry points (the commands and the
-    notebook API, above every package: they wire the layers together)."""
-    order, entry_points = {}, set()
-    for row in architecture_table():
-        names = re.findall(r"`([\w/]+(?:\.py)?)`", row[0] + " " + row[1])
-        if row[0].startswith("entry points"):
-            entry_points.update(name.removesuffix(".py").replace("/", ".") for name in names if name.endswith(".py"))
-            entry_points.update(name.strip("/") for name in names if name.endswith("/"))
-            order.setdefault("commands", len(order))
-        elif row[0].startswith("`") and row[0].endswith("/`"):
-            package = row[0].strip("`/").split("/")[0]
-            order.setdefault(package, len(order))
-    return order, entry_points
+def layers() -> list[str]:
+    """The table's packages, bottom first, as dotted names (``search.records`` is a row of its own)."""
+    return [row[0].strip("`/").replace("/", ".") for row in architecture_table()
+            if row[0].startswith("`") and row[0].endswith("/`")]
 
 
-def project_imports(path: Path):
+def package_of(module: str, order: list[str]) -> str:
+    """The table's row a module belongs to: the longest package that holds it."""
+    return max((package for package in order if module == package or module.startswith(package + ".")), key=len)
+
+
+def project_imports(tree: ast.AST):
     """(imported project module, line, inside a function) for every import of the project's own modules."""
-    tree = ast.parse(path.read_text())
     nested = {id(node) for function in ast.walk(tree) if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
               for node in ast.walk(function) if node is not function}
     for node in ast.walk(tree):
@@ -61,22 +61,93 @@ def project_imports(path: Path):
                 yield name, node.lineno, id(node) in nested
 
 
-def test_imports_only_go_down_the_tables_layers():
-    order, entry_points = layers()
-    assert list(order) == ["common", "models", "training", "storage", "search", "dashboards", "commands", "benchmarks"]
-    known = modules()
-    for name, path in known.items():
-        if name.startswith("benchmarks"):
-            continue  # above everything; public names only (below)
-        own = len(order) if name in entry_points or name.startswith("commands") else order[name.split(".")[0]]
-        for imported, line, _ in project_imports(path):
-            if imported not in known:
-                continue  # "from search import records" names the module in its second form
-            layer = len(order) if imported in entry_points or imported.startswith("commands") \
-                else order[imported.split(".")[0]]
-            assert layer <= own, f"{path.relative_to(ROOT)}:{line} imports {imported}, a layer above it"
-            if own < len(order):
-                assert imported not in entry_points, f"{path.relative_to(ROOT)}:{line} imports a command"
+def import_edges(sources: dict[str, str], order: list[str], known: set[str]) -> list[tuple[str, str, str, int]]:
+    """(importing module, its package, imported package, line) for every project import between modules;
+    ``from search import records`` imports the module ``search.records``, not the package ``search``."""
+    edges = []
+    for name, source in sources.items():
+        found = list(project_imports(ast.parse(source)))
+        submodules = {(imported.rsplit(".", 1)[0], line) for imported, line, _ in found if imported in known}
+        for imported, line, _ in found:
+            if imported in known and (imported, line) not in submodules:
+                edges.append((name, package_of(name, order), package_of(imported, order), line))
+    return edges
+
+
+def upward_edges(sources: dict[str, str], order: list[str]) -> list[str]:
+    """Imports of a package from a row below it (benchmarks sit above everything; the aliases are named)."""
+    rank = {package: index for index, package in enumerate(order)}
+    return [f"{name}:{line} imports {imported}, a row above {own}"
+            for name, own, imported, line in import_edges(sources, order, set(sources))
+            if rank[imported] > rank[own] and ALIASES.get(name) != imported]
+
+
+def two_way_pairs(sources: dict[str, str], order: list[str]) -> list[tuple[str, str]]:
+    """Pairs of packages that import each other (module by module, any module of each)."""
+    edges = {(own, imported) for name, own, imported, _ in import_edges(sources, order, set(sources))
+             if own != imported and ALIASES.get(name) != imported}
+    return sorted((a, b) for a, b in edges if (b, a) in edges and a < b)
+
+
+def string_launches(sources: dict[str, str], library: set[str]) -> list[str]:
+    """Library modules that start a project module by name (``[python, "-m", "search.run"]``, ``python -m X``):
+    a worker or a Slurm task runs the command line its caller hands over."""
+    found = []
+    for name in sorted(library & set(sources) - set(ALIASES)):
+        for node in ast.walk(ast.parse(sources[name])):
+            if isinstance(node, (ast.List, ast.Tuple)):
+                items = [item.value if isinstance(item, ast.Constant) else None for item in node.elts]
+                for flag, target in zip(items, items[1:]):
+                    if flag == "-m" and isinstance(target, str) and target.split(".")[0] in PACKAGES:
+                        found.append(f"{name}:{node.lineno} starts {target}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if match := re.search(rf"-m ({'|'.join(PACKAGES)})\b[\w.]*", node.value):
+                    found.append(f"{name}:{node.lineno} starts {match.group(0)[3:]}")
+    return found
+
+
+def tree_sources() -> dict[str, str]:
+    return {name: path.read_text() for name, path in modules().items()}
+
+
+def library_modules(order: list[str]) -> set[str]:
+    """Modules below the commands: they may not launch a command, nor import one."""
+    return {name for name in modules() if order.index(package_of(name, order)) < order.index("commands")}
+
+
+def test_the_tables_rows_are_the_layers_bottom_up():
+    assert layers() == ["common", "models", "training", "storage", "search.records", "search.evidence", "search",
+                        "dashboards", "commands", "benchmarks"]
+
+
+def test_imports_only_go_down_the_tables_rows():
+    assert upward_edges(tree_sources(), layers()) == []
+
+
+def test_no_two_packages_import_each_other():
+    assert two_way_pairs(tree_sources(), layers()) == []
+
+
+def test_the_library_never_starts_a_command_by_its_module_name():
+    assert string_launches(tree_sources(), library_modules(layers())) == []
+
+
+def test_a_planted_upward_import_two_way_pair_and_string_launch_are_caught():
+    order = layers()
+    sources = {"search.evidence.verdict": "from search import loop\n", "search.loop": "from search.evidence import verdict\n",
+               "search.evidence": "", "search": "", "search.workers": 'import sys\nCMD = [sys.executable, "-m", "commands.run"]\n',
+               "search.batch": 'LINE = "exec srun python -m search.run --trials 4"\n'}
+    assert upward_edges(sources, order) == ["search.evidence.verdict:1 imports search, a row above search.evidence"]
+    assert two_way_pairs(sources, order) == [("search", "search.evidence")]
+    assert string_launches(sources, {"search.workers", "search.batch"}) == [
+        "search.batch:1 starts search.run", "search.workers:2 starts commands.run"]
+
+
+def test_search_holds_no_command():
+    # a command is a module with a parser and main; under search/ only the alias hands over to one
+    for name, path in modules().items():
+        if name.startswith(("search", "training", "dashboards", "storage")) and name not in ALIASES:
+            assert "ArgumentParser(" not in path.read_text(), f"{path.relative_to(ROOT)} is a command: move it to commands/"
 
 
 def _import_block(lines: list[str], line: int) -> str:
@@ -90,7 +161,7 @@ def _import_block(lines: list[str], line: int) -> str:
 def test_project_imports_sit_at_the_top_unless_they_start_tensorflow():
     for name, path in modules().items():
         lines = path.read_text().splitlines()
-        for imported, line, nested in project_imports(path):
+        for imported, line, nested in project_imports(ast.parse(path.read_text())):
             if nested:
                 assert re.search(r"TensorFlow|Keras", _import_block(lines, line)), \
                     f"{path.relative_to(ROOT)}:{line} imports {imported} inside a function without saying why"
@@ -106,22 +177,32 @@ def test_no_module_uses_another_modules_private_names():
 
 
 def test_the_studys_records_are_read_and_written_only_through_search_records():
-    calls = {"attr", "write", "study_value", "write_study_value"}
     for name, path in modules().items():
+        if name == RECORDS or name.startswith(RECORDS + "."):
+            continue
         relative = str(path.relative_to(ROOT))
         for node in ast.walk(ast.parse(path.read_text())):
-            if relative != RECORDS:
-                if isinstance(node, ast.Attribute):
-                    assert node.attr not in ("user_attrs", "set_user_attr"), f"{relative}:{node.lineno}"
-                    if not relative.startswith("storage/"):  # Optuna's own system attributes (artifacts)
-                        assert node.attr not in ("system_attrs", "set_system_attr"), f"{relative}:{node.lineno}"
-                if isinstance(node, ast.keyword):
-                    assert node.arg != "user_attrs", f"{relative}:{node.value.lineno}"
-            # a record is named by its constant (TrialKey.SEED), never by a bare string
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in calls \
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "records":
-                keys = [arg for arg in node.args[1:2] if isinstance(arg, ast.Constant)]
-                assert not keys, f"{relative}:{node.lineno} names a record by a bare string"
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in ("user_attrs", "set_user_attr"), f"{relative}:{node.lineno}"
+                if not relative.startswith("storage/"):  # Optuna's own system attributes (artifacts)
+                    assert node.attr not in ("system_attrs", "set_system_attr"), f"{relative}:{node.lineno}"
+            if isinstance(node, ast.keyword):
+                assert node.arg != "user_attrs", f"{relative}:{node.value.lineno}"
+            # a record is named by its typed key (TrialKey.SEED), never made up elsewhere
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Key":
+                raise AssertionError(f"{relative}:{node.lineno} makes a record key outside search.records")
+
+
+def test_every_package_names_its_public_surface():
+    for package in PACKAGES[:-1]:
+        for init in (ROOT / package).rglob("__init__.py"):
+            assert "__all__" in init.read_text(), f"{init.relative_to(ROOT)} has no __all__"
+
+
+def test_no_module_is_past_the_size_a_reader_takes_in():
+    long = {str(path.relative_to(ROOT)): count for path in modules().values()
+            if (count := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}, f"modules over {MAX_LINES} lines: split them by job"
 
 
 def test_the_readme_table_lists_every_module_of_the_tree():

@@ -14,9 +14,9 @@ from optuna.trial import TrialState
 
 from common.cli import run_command
 from conftest import TINY, fingerprint
-from search import export, slurm
-from search import run as search_run
-from storage.connect import open_storage
+from commands import export, slurm
+from commands import run as search_run
+from storage import open_storage
 from test_faults import ROOT, running_after_epoch, start_search, trials, wait_for
 
 ARRAY = [*TINY, "--subset", "100", "--batch-size", "50", "--family", "linear", "--baseline-seeds", "0"]
@@ -55,7 +55,7 @@ def test_a_job_array_of_two_tasks_searches_one_journal_and_confirms_once(tmp_pat
     job = _submit(tmp_path, argv, tasks=2)
     _wait_gone(job)
     logs = "\n".join(path.read_text() for path in (tmp_path / "logs").iterdir())
-    assert "Traceback" not in logs and logs.count("next: python -m search.export") == 1, logs[-3000:]
+    assert "Traceback" not in logs and logs.count("next: shortcut-search export") == 1, logs[-3000:]
     study = optuna.load_study(study_name="digits-resnet8", storage=open_storage(url, create=False))
     runs = study.get_trials()
     finished = [t for t in runs if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -108,7 +108,7 @@ def test_a_killed_worker_of_another_host_is_failed_by_its_heartbeat_on_a_journal
             "--checkpoint-dir", str(tmp_path / "shared" / "c")]
     # a worker on "another host": its own UTS namespace with another hostname, killed with SIGKILL mid-trial
     other = subprocess.Popen(["unshare", "--uts", "--fork", "--kill-child", "sh", "-c", "hostname node-b && exec \"$@\"", "sh",
-                              sys.executable, "-m", "search.run", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              sys.executable, "-m", "commands.run", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     wait_for(lambda: running_after_epoch(url, 1) is not None)
     victim = running_after_epoch(url, 1)

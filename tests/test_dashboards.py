@@ -14,13 +14,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from dashboards import figures, report, report_page
+from dashboards import figures, report_page
+from commands import report
 from dashboards.live import FIGURE_ID, VERDICT_FIGURE_ID, publish
 from search import records
 from search.evidence.verdict import summarise
-from storage.connect import open_storage
-from search import evaluate
-from search import run as search_run
+from storage import open_storage
+from commands import evaluate
+from commands import run as search_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--depth", "8", "--dataset", "digits", "--subset", "200", "--epochs", "2", "--batch-size", "50",
@@ -50,7 +51,7 @@ def searched(tmp_path_factory):
                 ("k2", 1): 0.84}
     summary = summarise(plan, [0, 1], accuracy, set(), 1 / 144, {"depth": 14, "epochs": 2, "subset": 200})
     summary["search_budget"] = {"depth": 8, "epochs": 2, "subset": 200}
-    records.write_study_value(study, records.StudyKey.CONFIRMATION, summary)
+    records.StudyKey.CONFIRMATION.write(study, summary)
     publish(open_storage(url), study.study_name, url)
     return url, folder
 
@@ -116,7 +117,7 @@ def test_fidelity_figure_and_note_show_tau_per_epoch_the_rungs_and_the_noise_flo
     from dashboards.live import study_note
     from search.config import SearchConfig
     from search.study import open_study
-    from storage.connect import open_storage
+    from storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
     study = open_study(open_storage(url), SearchConfig(dataset="digits", depth=8, epochs=10), epochs=10)
@@ -144,7 +145,7 @@ def test_a_note_the_user_wrote_survives_the_searchs_refreshes(tmp_path):
     from dashboards.live import NOTE_BEGIN, publish
     from search.config import SearchConfig
     from search.study import open_study
-    from storage.connect import open_storage
+    from storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
     storage = open_storage(url)
@@ -204,7 +205,7 @@ def test_search_keeps_its_schedule_figure_and_note_on_the_study(searched):
     system_attrs = study._storage.get_study_system_attrs(study._study_id)
     assert any(key.startswith(f"dashboard:plot_data:{FIGURE_ID}:") for key in system_attrs)
     note = get_note(study)
-    assert "Best:" in note and "Baseline" in note and "search.export" in note
+    assert "Best:" in note and "Baseline" in note and "shortcut-search export" in note
 
 
 def _chromium():
@@ -267,7 +268,7 @@ def _free_port():
 def test_optuna_dashboard_serves_the_study_and_its_figure(searched):
     url, _ = searched
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "dashboards.serve", "--storage", url, "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "commands.serve", "--storage", url, "--port", str(port)],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60

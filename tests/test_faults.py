@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from queue_worker import claim_and_finish, open_new_study, open_storage_at, publish_and_read
 from search import objective as objective_module
-from search import run as search_run
+from commands import run as search_run
 from search import workers
 from storage.journal import open_journal
 from storage.urls import journal_path
@@ -28,7 +28,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 def start_search(argv, **kwargs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "search.run", *argv], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "commands.run", *argv], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -79,7 +79,7 @@ def _cut_short_argv(url, folder):
 def _rerun(argv):
     """``search.run`` again, to its end; the time it started (the trials it started come after it)."""
     since = datetime.datetime.now()
-    done = subprocess.run([sys.executable, "-m", "search.run", *argv], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "commands.run", *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return since, done.stderr
@@ -193,7 +193,7 @@ def test_same_seed_same_schedules_and_same_curves(tmp_path):
 def _parallel_search(url, workers, trials_target):
     argv = [*TINY, "--trials", str(trials_target), "--storage", url, "--pruner", "none", "--workers",
             str(workers)]
-    done = subprocess.run([sys.executable, "-m", "search.run", *argv], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "commands.run", *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
     crash = done.stderr.find("Traceback")
     assert done.returncode == 0, done.stderr[crash:crash + 3000] if crash >= 0 else done.stderr[-3000:]
@@ -256,7 +256,7 @@ def started_together(target, url, count: int) -> list:
 
 
 def _assert_each_enqueued_trial_runs_once(url, processes=4, enqueued=40):
-    from storage.connect import open_storage
+    from storage import open_storage
 
     study = optuna.create_study(study_name="queue", storage=open_storage(url, None))
     for value in range(enqueued):
@@ -280,7 +280,7 @@ def _assert_dashboard_writes_are_whole(url):
 
     from search.config import SearchConfig
     from search.study import open_study
-    from storage.connect import open_storage
+    from storage import open_storage
 
     study = open_study(open_storage(url, None), SearchConfig(dataset="digits", depth=8, epochs=1), epochs=1)
     save_note(study, "My remarks: typed in optuna-dashboard.")
@@ -341,7 +341,7 @@ def test_two_machines_starting_a_new_study_together_share_it_and_never_show_its_
             "--trials", str(target), "--pruner", "none", "--checkpoint-dir", str(tmp_path / "checkpoints"),
             "--artifact-dir", str(tmp_path / "artifacts")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEARCH_STORAGE": url}
-    machines = [subprocess.Popen([sys.executable, "-m", "search.run", *argv], cwd=ROOT, env=env,
+    machines = [subprocess.Popen([sys.executable, "-m", "commands.run", *argv], cwd=ROOT, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     command_lines = [(Path("/proc") / str(m.pid) / "cmdline").read_bytes().decode() for m in machines]
     outputs = [m.communicate(timeout=900) for m in machines]
@@ -358,7 +358,7 @@ def test_two_machines_starting_a_new_study_together_share_it_and_never_show_its_
     studies = [optuna.load_study(study_name=name, storage=url) for name in optuna.get_all_study_names(url)]
     assert len(studies) == 2  # the search and its confirm stage
     stored = [get_note(study) for study in studies]
-    assert 'search.export --storage "$SEARCH_STORAGE"' in "".join(stored)  # the note was written, safely
+    assert 'shortcut-search export --storage "$SEARCH_STORAGE"' in "".join(stored)  # the note was written, safely
     for study in studies:
         stored += [study.user_attrs, study._storage.get_study_system_attrs(study._study_id)]
         stored += [(t.user_attrs, t.system_attrs) for t in study.get_trials(deepcopy=False)]
@@ -395,7 +395,7 @@ def test_trials_per_gpu_without_a_gpu_is_a_usage_error(tmp_path, capsys, monkeyp
 def test_every_trial_cut_short_is_queued_again_once_whoever_failed_it_and_errors_are_not(tmp_path):
     from search.liveness import DIED, recover
     from search.records import INTERRUPTED
-    from storage.connect import MAX_RETRY, open_storage
+    from storage import MAX_RETRY, open_storage
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = optuna.create_study(study_name="s", storage=open_storage(url))
@@ -428,7 +428,7 @@ def test_every_trial_cut_short_is_queued_again_once_whoever_failed_it_and_errors
 def test_an_error_outside_the_run_is_recorded_and_never_taken_for_a_death(tmp_path):
     from search.liveness import recover
     from search.objective import records_its_errors
-    from storage.connect import open_storage
+    from storage import open_storage
 
     class Broken:
         @records_its_errors

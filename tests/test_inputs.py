@@ -8,9 +8,8 @@ import pytest
 
 from common.cli import run_command
 from conftest import TINY, fingerprint
-from dashboards import report, serve
-from search import confirm, evaluate, export
-from search import run as search_run
+from commands import confirm, evaluate, export, report, serve
+from commands import run as search_run
 
 LONG = "s" * 300
 EVALUATE = ["--schedule", "paper-c10-r32", "--depth", "8", "--dataset", "digits", "--epochs", "1"]
@@ -55,7 +54,7 @@ CASES = [
     (search_run, [*TINY, "--target-depth", "9"], "target-depth: must be of the form"),
     (search_run, [*TINY, "--baseline-seeds", "1001"], "baseline-seeds: at most 1000"),
     (confirm, ["--study", "digits-resnet8.confirm"], "is a confirm stage"),
-    (confirm, ["--storage", "sqlite:///{tmp}/foreign.db", "--study", "foreign"], "was not made by search.run"),
+    (confirm, ["--storage", "sqlite:///{tmp}/foreign.db", "--study", "foreign"], "was not made by shortcut-search run"),
 ]
 
 

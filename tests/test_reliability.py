@@ -16,11 +16,11 @@ from optuna.trial import TrialState, create_trial
 from conftest import TINY
 from queue_worker import keep_one_model
 from search import objective as objective_module
-from search import run as search_run
+from commands import run as search_run
 from search import run_folders
 from search.liveness import ProcessIdentity, clear_zombies
 from storage.artifacts import kept_model
-from storage.connect import open_storage
+from storage import open_storage
 from test_faults import ROOT, running_mid_epoch, start_search, started_together, trials, wait_for
 
 LONG = [*TINY, "--epochs", "40", "--pruner", "none", "--family", "linear", "--baseline-seeds", "0"]
@@ -37,7 +37,7 @@ def test_a_live_trial_in_another_pid_namespace_is_never_cleared(tmp_path):
     _root()
     url = f"sqlite:///{tmp_path / 'search.db'}"
     # the worker runs in a PID namespace of its own, on this host: same hostname, pids of another numbering
-    worker = subprocess.Popen(["unshare", "--pid", "--fork", sys.executable, "-m", "search.run", *LONG, "--trials",
+    worker = subprocess.Popen(["unshare", "--pid", "--fork", sys.executable, "-m", "commands.run", *LONG, "--trials",
                                "1", "--storage", url], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
     try:
@@ -47,7 +47,7 @@ def test_a_live_trial_in_another_pid_namespace_is_never_cleared(tmp_path):
         assert there.host == here.host and there.pid_namespace != here.pid_namespace
         study = optuna.load_study(study_name="digits-resnet8", storage=url)
         assert clear_zombies(open_storage(url), study) == []  # from this namespace
-        look = ("from search.liveness import clear_zombies; from storage.connect import open_storage; import optuna; "
+        look = ("from search.liveness import clear_zombies; from storage import open_storage; import optuna; "
                 f"s = open_storage({url!r}); print(len(clear_zombies(s, optuna.load_study(study_name="
                 "'digits-resnet8', storage=s))))")
         other = subprocess.run(["unshare", "--pid", "--fork", sys.executable, "-c", look], cwd=ROOT,
@@ -66,7 +66,7 @@ def test_an_interrupt_stops_the_worker_even_when_another_process_failed_its_tria
 
     from search.interrupts import tracked
     from search.liveness import optimize
-    from search.queue import run_claimed
+    from search.run_queue import run_claimed
 
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(study_name="s", storage=storage)
@@ -91,7 +91,7 @@ def test_an_interrupt_stops_the_worker_even_when_another_process_failed_its_tria
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), waiting.number)
     storage.set_trial_state_values(trial_id, TrialState.RUNNING)  # a retry this worker claimed
     with tracked(), pytest.raises(KeyboardInterrupt):
-        run_claimed(study, storage, trial_id, objective, [])
+        run_claimed(storage, study, trial_id, objective, [])
 
 
 def test_a_stopped_worker_whose_trial_was_failed_meanwhile_logs_it_and_goes_on(tmp_path):
@@ -164,7 +164,7 @@ def test_export_and_report_finish_while_a_publishing_worker_is_stopped_holding_i
         "family": "constant", "params": {"value": 1.0}}}))
     study.add_trial(create_trial(value=0.6, user_attrs={"schedule": {"family": "linear", "params": {
         "start": 1.2, "end": 0.9}}}))
-    publisher = ("import os, signal; from storage.connect import open_storage; from storage.attributes import "
+    publisher = ("import os, signal; from storage import open_storage; from storage.attributes import "
                  "held_back_study_attrs; from optuna_dashboard import save_note\n"
                  f"s = open_storage({url!r})\n"
                  "with held_back_study_attrs(s, 'digits-resnet8') as study:\n"
@@ -175,8 +175,8 @@ def test_export_and_report_finish_while_a_publishing_worker_is_stopped_holding_i
     holder = subprocess.Popen([sys.executable, "-c", publisher], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"  # the folder lock and SQLite's write lock
-        for command in (["search.export", "--output", str(tmp_path / "best.json")],
-                        ["dashboards.report", "--output", str(tmp_path / "report.html")]):
+        for command in (["commands.export", "--output", str(tmp_path / "best.json")],
+                        ["commands.report", "--output", str(tmp_path / "report.html")]):
             started = time.monotonic()
             done = subprocess.run([sys.executable, "-m", *command, "--storage", url], cwd=ROOT,
                                   capture_output=True, text=True, timeout=120)
@@ -191,8 +191,8 @@ def test_export_and_report_finish_while_a_publishing_worker_is_stopped_holding_i
 def test_a_password_in_the_query_string_or_escaped_never_shows(secret_role, tmp_path, monkeypatch, capsys):
     from optuna_dashboard import get_note
 
-    from dashboards import report
-    from search import export
+    from commands import report
+    from commands import export
     from search.config import SearchConfig
 
     password, address, database = secret_role

@@ -15,15 +15,15 @@ from optuna.distributions import FloatDistribution
 
 from common.cli import run_command
 from conftest import TINY, fingerprint
-from search import evaluate, export
-from search import run as search_run
+from commands import evaluate, export
+from commands import run as search_run
 from search.config import SearchConfig
 from search.evidence.stats import holm, paired_statistics
-from search.next_steps import next_commands
+from search.progress import next_commands
 from search.records import record_evaluation
 from search.study import open_study
 from storage.artifacts import kept_model
-from storage.connect import open_storage
+from storage import open_storage
 
 # the warm start: baseline, this data set's paper schedule, the baseline's 3 replicas, the paper's other three
 PRESETS_IN_ORDER = ["baseline", "paper-c10-r32", "baseline", "baseline", "baseline", "paper-c10-r56",
@@ -68,7 +68,7 @@ def test_search_persists_resumes_to_the_target_and_never_repeats(tmp_path, capsy
     assert search_run.main([*TINY, "--trials", "6", "--storage", url]) == 0
     assert len(load(url).get_trials()) == len(trials)
     err = capsys.readouterr().err
-    assert "trial    0 baseline = constant(value=1)" in err and "best" in err and "search.export" in err
+    assert "trial    0 baseline = constant(value=1)" in err and "best" in err and "shortcut-search export" in err
     assert "cost: 5 trials left: about" in err  # after the first trial of the first run
 
 
@@ -251,7 +251,7 @@ def test_a_confirm_stage_at_a_target_budget_killed_midway_resumes_and_exports_it
     import time
     from pathlib import Path
 
-    from search import confirm
+    from commands import confirm
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
     # 3 epochs a run: a confirm run outlasts the poll below, so the signal lands during the stage
@@ -259,7 +259,7 @@ def test_a_confirm_stage_at_a_target_budget_killed_midway_resumes_and_exports_it
     # searched at ResNet-8 for 3 epochs, confirmed at ResNet-14 for 2: a cheap proxy, the target where it matters
     target = ["--target-depth", "14", "--target-epochs", "2"]
     argv = ["--storage", url, "--study", "digits-resnet8", "--top", "2", "--seeds", "2", *target]
-    stage = subprocess.Popen([sys.executable, "-m", "search.confirm", *argv], cwd=Path(__file__).parents[1],
+    stage = subprocess.Popen([sys.executable, "-m", "commands.confirm", *argv], cwd=Path(__file__).parents[1],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and stage.poll() is None:
@@ -501,7 +501,7 @@ def test_evaluate_refuses_bad_schedule_files(tmp_path, capsys, content, message)
 def test_the_notebook_api_searches_in_process_and_returns_the_study(tmp_path):
     import signal
 
-    from search import api
+    from commands import api
 
     handler = signal.getsignal(signal.SIGINT)
     config = SearchConfig(dataset="digits", depth=8, epochs=1, subset=100, batch_size=50, precision="float32",

@@ -9,7 +9,7 @@ from training.data import load_dataset
 from training.config import TrainConfig
 from training.loop import learning_rate_at, learning_rate_schedule, run
 from training.pipeline import batches
-from training.train import main
+from commands.train import main
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_train_command_usage_errors_exit_2_with_one_line(argv, message):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "training.train", *argv], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "commands.train", *argv], capture_output=True, text=True,
                           cwd=str(__import__("pathlib").Path(__file__).parents[1]), timeout=120)
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]

@@ -12,10 +12,10 @@ from search import records
 from search.config import SearchConfig
 from search.evidence import stats
 from search.evidence.confirm_plan import is_current, plan_arms, runs_by_pair
-from search.evidence.confirm_stage import open_confirm_study, queue_plan, written_meanwhile
+from search.confirm_loop import open_confirm_study, queue_plan, written_meanwhile
 from search.evidence.verdict import BEATS, NO_WINNER, WORSE, describe, summarise
 from search.study import open_study
-from storage.connect import open_storage
+from storage import open_storage
 
 SEEDS = [2000, 2001, 2002]
 BUDGET = {"depth": 8, "dataset": "digits", "epochs": 1, "subset": None, "batch_size": 32}
@@ -197,7 +197,7 @@ def test_rank_agreement_of_a_proxy_with_its_target():
 
 
 def test_a_run_queued_for_another_budget_is_never_trained_at_this_one_and_the_target_is_kept(tmp_path):
-    from search.evidence.confirm_stage import ConfirmObjective
+    from search.confirm_loop import ConfirmObjective
     from search.study import settle_target
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
@@ -230,8 +230,8 @@ def test_the_search_noise_ignores_a_stage_at_another_budget(tmp_path):
         study.add_trial(create_trial(value=value, user_attrs={"preset": "baseline", "schedule": {
             "family": "constant", "params": {"value": 1.0}}}))
     measured = {"verdict": {"sigma_d": 0.001, "df": 6}, "budget": {"depth": 14, "epochs": 2, "subset": None}}
-    records.write_study_value(study, records.StudyKey.CONFIRMATION, measured)
+    records.StudyKey.CONFIRMATION.write(study, measured)
     assert noise_floor(study)["source"].startswith("estimated")  # the replicas, at the search's own budget
     measured["budget"] = {"depth": 8, "epochs": 1, "subset": None}
-    records.write_study_value(study, records.StudyKey.CONFIRMATION, measured)
+    records.StudyKey.CONFIRMATION.write(study, measured)
     assert noise_floor(study)["sigma_d"] == 0.001

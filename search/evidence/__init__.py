@@ -1,9 +1,13 @@
-"""Is the gain real? Everything that answers it, in one place.
+"""Is the gain real? What decides it, by reading the study (nothing here trains):
 
 - ``stats``: the statistics, pure NumPy and SciPy (paired differences, intervals, multiple testing, chance);
 - ``noise``: the study's own noise floor, and a gain stated in its units;
-- ``confirm_stage``: the confirm stage that re-trains the search's top schedules on fresh seeds;
+- ``confirm_plan``: the confirm stage's plan: its arms, seeds, and where each run stands;
 - ``verdict``: the confirm stage's summary and its account in words;
-- ``multiseed``: the multi-seed test-set evaluation of ``search.evaluate``;
 - ``document``: the export document, with the evidence it carries.
+
+The loops that train (the confirm stage's runs, the multi-seed evaluation) are ``search.confirm_loop`` and
+``search.evaluation``.
 """
+
+__all__ = ["stats", "noise", "confirm_plan", "verdict", "document"]

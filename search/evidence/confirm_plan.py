@@ -13,9 +13,8 @@ from optuna.trial import TrialState
 
 from models.schedules import Schedule, paper_preset_for, preset
 from search import records
-from search.config import CONFIRM_SEED_OFFSET
 from search.evidence import stats
-from search.records import BASELINE, INTERRUPTED, TrialKey
+from search.records import BASELINE, CONFIRM_SEED_OFFSET, INTERRUPTED, RunState, TrialKey
 
 ATTEMPTS = 3  # runs of one arm and seed that fail with an error before the stage gives up on them
 
@@ -30,7 +29,7 @@ def arm_key(schedule: dict[str, Any], budget: dict[str, Any] | None = None) -> s
 
 def target_budget(study: optuna.Study, target: dict[str, Any] | None) -> dict[str, Any] | None:
     """``target`` (``{"depth", "epochs", "subset"}``) when it differs from the search's own budget, else None."""
-    own = {key: records.budget(study)[key] for key in ("depth", "epochs", "subset")}
+    own = records.budget(study).run()
     return target if target and target != own else None
 
 
@@ -84,8 +83,8 @@ def runs_by_pair(confirm: optuna.Study) -> dict[tuple[str, int], list[optuna.tri
     """The confirm study's trials by (arm key, seed)."""
     pairs: dict[tuple[str, int], list] = {}
     for trial in confirm.get_trials(deepcopy=False):
-        key, seed = records.attr(trial, TrialKey.ARM), records.seed_of(trial)
-        schedule = records.attr(trial, TrialKey.SCHEDULE)
+        key, seed = TrialKey.ARM.of(trial), records.seed_of(trial)
+        schedule = TrialKey.SCHEDULE.of(trial)
         if key is None and schedule and "seed" in trial.params:  # a run of an earlier version: arm, seed params
             key, seed = arm_key(schedule), trial.params["seed"]
         if key is not None:
@@ -101,15 +100,16 @@ def finished_run(runs: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTri
     return min(done, key=lambda t: t.number, default=None)
 
 
-def outcome(runs: list[optuna.trial.FrozenTrial], failures_allowed: int = ATTEMPTS) -> tuple[str, float | None]:
+def outcome(runs: list[optuna.trial.FrozenTrial], failures_allowed: int = ATTEMPTS) \
+        -> tuple[RunState, float | None]:
     """Where one (arm, seed) stands: ``done`` (its accuracy), ``diverged``, ``running``, ``failed`` (its last
     ``failures_allowed`` attempts failed with an error) or ``missing`` (to queue)."""
     if (decided := finished_run(runs)) is not None:
-        return ("done", decided.value) if decided.state == TrialState.COMPLETE else ("diverged", None)
+        return (RunState.DONE, decided.value) if decided.state == TrialState.COMPLETE else (RunState.DIVERGED, None)
     if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in runs):
-        return "running", None
+        return RunState.RUNNING, None
     errors = [t for t in runs if t.state == TrialState.FAIL and records.fail_reason(t) != INTERRUPTED]
-    return ("failed" if len(errors) >= failures_allowed else "missing"), None
+    return (RunState.FAILED if len(errors) >= failures_allowed else RunState.MISSING), None
 
 
 def is_settled(study: optuna.Study, top: int, count: int | None, min_effect: float,
@@ -117,7 +117,7 @@ def is_settled(study: optuna.Study, top: int, count: int | None, min_effect: flo
     """Whether the study holds a confirmation of its current top ``top`` candidates on the seeds and at the
     budget asked for."""
     summary = records.confirmation(study)
-    budget = target or {key: records.budget(study)[key] for key in ("depth", "epochs", "subset")}
+    budget = target or records.budget(study).run()
     return bool(summary) and summary.get("top") == top and is_current(study, summary) \
         and summary["seeds"] == confirm_seeds(study, count, top, min_effect) \
         and {key: (summary.get("budget") or {}).get(key) for key in budget} == budget

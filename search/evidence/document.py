@@ -34,11 +34,11 @@ def exported_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 
 def export_document(study: optuna.Study, depth: int | None = None) -> dict[str, Any]:
-    """The JSON document ``search.export`` writes for ``study``, realised at ``depth`` (default: the depth the
+    """The JSON document ``shortcut-search export`` writes for ``study``, realised at ``depth`` (default: the depth the
     verdict was reached at, the searched one unless the stage confirmed at a target). Reads the study only."""
     settings = records.settings(study)
     if not settings:
-        raise UsageError(f"study: {study.study_name!r} was not made by search.run")
+        raise UsageError(f"study: {study.study_name!r} was not made by shortcut-search run")
     best = exported_trial(study)
     schedule = records.schedule_of(best)
     baseline = records.baseline_trial(study)
@@ -59,7 +59,7 @@ def export_document(study: optuna.Study, depth: int | None = None) -> dict[str, 
                 "good as the baseline would show 5 % of the time",
     }
     confirmation = records.confirmation(study)
-    ranked_on = {key: records.budget(study)[key] for key in ("depth", "epochs", "subset")}
+    ranked_on = records.budget(study).run()
     verdict_on = (confirmation or {}).get("budget") or ranked_on
     provenance = {
         "study": study.study_name, "trial": best.number, "dataset": settings["dataset"],

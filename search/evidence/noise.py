@@ -34,7 +34,7 @@ def noise_floor(study: optuna.Study) -> dict[str, Any] | None:
                              "selected_from": len(records.candidate_pool(study))}
     confirmation = records.confirmation(study) or {}
     verdict = confirmation.get("verdict") or {}
-    searched = {key: records.budget(study).get(key) for key in ("depth", "epochs", "subset")}
+    searched = records.budget(study).run()
     if confirmation.get("budget", searched) != searched:  # a stage at a target: another budget's noise
         verdict = {}
     if verdict.get("sigma_d") and verdict.get("df"):

@@ -4,7 +4,7 @@ Accuracies are fractions in [0, 1]; a run that diverged has none (None / NaN). U
 smallest step an accuracy can take (1 / images it is measured on); ``sigma_d`` is the standard deviation of one
 seed's paired difference (schedule - baseline trained on the same seed).
 
-- ``paired_statistics``: one arm against the baseline over seeds (Student-t; ``search.evaluate``).
+- ``paired_statistics``: one arm against the baseline over seeds (Student-t; ``shortcut-search evaluate``).
 - ``many_to_one``: K candidates against one baseline in a randomized block design (arm x seed), one-sided and
   simultaneous (Dunnett), with a pooled variance: the confirm stage's verdict.
 - ``dunnett_cdf`` / ``dunnett_sf`` / ``dunnett_critical``: the distribution of the largest of K such comparisons.

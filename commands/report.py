@@ -1,10 +1,10 @@
 """Write a self-contained HTML report of a schedule study: one offline file, plotly.js inlined.
 
-    python -m dashboards.report --storage sqlite:///search.db --study cifar10-resnet32 --output report.html
+    shortcut-search report --storage sqlite:///search.db --study cifar10-resnet32 --output report.html
 
 Sections: the schedules as curves next to the baseline (the paper's Figure 1), the optimisation history with
 the baseline as a reference, learning curves with pruned trials set apart, accuracy per family, parameter
-importances, the multi-seed evaluations recorded by search.evaluate, and the top trials.
+importances, the multi-seed evaluations recorded by shortcut-search evaluate, and the top trials.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from common.log import quiet_optuna, result
 from dashboards.report_page import render
 from search import records
 from storage.artifacts import artifact_store, attach_when_free
-from storage.connect import load_existing_study, open_storage
+from storage import load_existing_study, open_storage
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m dashboards.report", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="shortcut-search report", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--study", help="study name (default: the only study in the storage)")
     parser.add_argument("--output", default="report.html", help="HTML file to write (default report.html); it is "

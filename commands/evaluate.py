@@ -1,11 +1,11 @@
 """Train the baseline and one or more schedules with the same seeds on the full training set, and test them all.
 
-    python -m search.evaluate --schedule best.json --schedule learned --depth 32 --dataset cifar10 --seeds 5
+    shortcut-search evaluate --schedule best.json --schedule learned --depth 32 --dataset cifar10 --seeds 5
 
 Each arm (a schedule file, a preset, or a learned arm: learned, skipinit) is paired with the baseline seed by seed:
 mean +- std, the mean difference with a 95 % confidence interval, a paired t-test's p-value, and Holm's correction
 of those p-values across the arms; one table row per arm. Writes them to --output, and with --storage/--study
-records them on the study, where search.export and the dashboards show them. One run's test accuracy moves by ~0.25
+records them on the study, where shortcut-search export and the dashboards show them. One run's test accuracy moves by ~0.25
 pt on CIFAR-10 from the seed alone: a single-run gain of ~1 pt is not evidence, this is. The default seeds (10000,
 10001, ...) are disjoint from the search's, the baseline replicas' and the confirm stage's; with --study a seed the
 study used is refused. A run that diverges is counted and left out of the paired statistics with its partner, never
@@ -23,19 +23,19 @@ from common.errors import UsageError
 from common.files import check_output, check_writable, write_json_atomic
 from common.log import quiet_optuna, result
 from search import records
-from search.config import EVALUATION_SEED_START
-from search.evidence.multiseed import arm_table, arms_from, evaluate_arms
+from search.records import EVALUATION_SEED_START
+from search.evaluation import arm_table, arms_from, evaluate_arms
 from storage.artifacts import artifact_store, attach
-from storage.connect import load_existing_study, open_storage
+from storage import load_existing_study, open_storage
 from training.config import TrainConfig
 from training.data import load_dataset
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m search.evaluate", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="shortcut-search evaluate", description=__doc__.split("\n\n")[0])
     add_training_arguments(parser, seed=EVALUATION_SEED_START)
     parser.add_argument("--schedule", required=True, action="append", metavar="SCHEDULE",
-                        help="an arm to test against the baseline: a schedule JSON file (from search.export), a "
+                        help="an arm to test against the baseline: a schedule JSON file (from shortcut-search export), a "
                              "preset (paper-c10-r32, ...) or a learned arm (learned, skipinit); give it several "
                              "times for several arms, which share the baseline's seeds")
     parser.add_argument("--seeds", type=positive_int, default=5, help="seeds per arm, 0..N-1 after --seed "

@@ -1,11 +1,11 @@
 """The tool from Python, e.g. a notebook: the same code paths as the commands, without their argument parsing,
 signal handlers or exits.
 
-    from search import api
+    from commands import api
     from search.config import SearchConfig
 
     study = api.search(SearchConfig(dataset="digits", depth=8, epochs=3, trials=12, storage="sqlite:///nb.db"))
-    document = api.export(study)                      # the dict search.export writes as best.json
+    document = api.export(study)                      # the dict shortcut-search export writes as best.json
     record = api.evaluate(["paper-c10-r32", "learned"], depth=8, dataset="digits", epochs=3, seeds=3)
 
 Errors in what you pass raise ``common.errors.UsageError`` (a ValueError) with the message a command prints;
@@ -21,12 +21,12 @@ import optuna
 from common.errors import UsageError
 from common.machine import prepare_tensorflow
 from dashboards.live import DashboardPublisher
-from search.config import EVALUATION_SEED_START, SearchConfig
+from search.config import SearchConfig
+from search.records import EVALUATION_SEED_START
 from search.evidence.document import export_document
-from search.evidence.multiseed import arms_from, evaluate_arms
+from search.evaluation import arms_from, evaluate_arms
 from search.interrupts import tracked
 from search.progress import confirm_runs
-from search.study import settle_target
 from training.config import TrainConfig
 from training.data import load_dataset
 
@@ -37,20 +37,19 @@ def search(config: SearchConfig) -> optuna.Study:
     if config.workers != 1:
         raise UsageError("workers: the API searches in this process; run shortcut-search run --workers K for more")
     prepare_tensorflow()
-    from search.loop import open_search, run_search  # imports TensorFlow: after prepare_tensorflow
+    from search.session import SearchSession  # imports TensorFlow: after prepare_tensorflow
 
-    data, epochs, storage, study, _ = open_search(config)
-    config = settle_target(study, config)
-    publisher = DashboardPublisher(config.storage, config.trials, 1, confirm_runs(config))
+    session = SearchSession(config)
+    publisher = DashboardPublisher(session.config.storage, session.config.trials, 1, confirm_runs(session.config))
     with tracked():  # a Ctrl-C is never lost, even when Optuna's tell of a taken-over trial raises in its place
-        study, stopped = run_search(config, epochs, data=data, study=study, storage=storage, publisher=publisher)
+        study, stopped = session.run_here(publisher)
     if stopped:
         raise RuntimeError(f"search stopped: {stopped}")
     return study
 
 
 def export(study: optuna.Study, depth: int | None = None) -> dict:
-    """The study's answer as ``search.export`` writes it: the confirmed winner (else the best schedule trial)
+    """The study's answer as ``shortcut-search export`` writes it: the confirmed winner (else the best schedule trial)
     realised at ``depth`` (default: the verdict's: the search's, or its target's), with provenance and
     evidence."""
     return export_document(study, depth)
@@ -59,7 +58,7 @@ def export(study: optuna.Study, depth: int | None = None) -> dict:
 def evaluate(schedules: Sequence[str], *, depth: int = 32, dataset: str = "cifar10", seeds: int = 5,
              epochs: int | None = None, subset: int | None = None, batch_size: int = 128, precision: str = "auto",
              seed: int = EVALUATION_SEED_START, data_dir: str | None = None, tensorboard: str | None = None) -> dict:
-    """``search.evaluate``: the baseline and each of ``schedules`` (files, presets, ``learned``, ``skipinit``)
+    """``shortcut-search evaluate``: the baseline and each of ``schedules`` (files, presets, ``learned``, ``skipinit``)
     trained and tested on seeds ``seed .. seed + seeds - 1``; the record it writes (arms, CIs, Holm's p)."""
     if not schedules:
         raise UsageError("schedule: give one or more schedules")

@@ -1,6 +1,6 @@
 """The Slurm batch script of a search: a job array whose every task is one worker of the same study.
 
-Each task runs ``search.run`` with the same flags through ``srun`` (so ``scancel --signal=TERM`` and a
+Each task runs the search command with the same flags through ``srun`` (so ``scancel --signal=TERM`` and a
 preemption's SIGTERM reach it): the workers share the study on a journal file on the cluster's shared file system
 (or a PostgreSQL server), hand out trials once each, keep checkpoints and models beside the journal, and the
 first to find the target reached runs the confirm stage with the others. A preempted task is signalled (SIGTERM,
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import sys
 from pathlib import Path
 
 from common.errors import UsageError
@@ -25,7 +24,7 @@ TIME_LIMIT_SIGNAL_SECONDS = 120  # SIGTERM this long before the time limit: the 
 
 def check_cluster_storage(config: SearchConfig) -> None:
     """UsageError, before anything is submitted, for a storage the tasks of an array cannot share: SQLite (one
-    machine's locks), and whatever ``search.run`` would refuse (a journal file that cannot be, a database URL that
+    machine's locks), and whatever the search would refuse (a journal file that cannot be, a database URL that
     is not one). A database is not connected to: the cluster's nodes may reach it where the login node does not."""
     url = config.storage
     if url.startswith("sqlite"):
@@ -45,18 +44,19 @@ def check_script_path(path: Path, flag: str) -> None:
                          f"line cannot; choose a plainer path")
 
 
-def batch_script(config: SearchConfig, run_flags: list[str], tasks: int, cpus_per_task: int,
+def batch_script(config: SearchConfig, run_command: list[str], run_flags: list[str], tasks: int, cpus_per_task: int,
                  gpus_per_task: int = 0, time_limit: str | None = None, partition: str | None = None,
                  logs: Path = Path("."), workdir: Path = Path(".")) -> str:
-    """The sbatch script: a ``tasks``-task array of ``search.run RUN_FLAGS``. A password in the storage URL never
-    enters it: such a URL comes from ``$SEARCH_STORAGE``, which sbatch passes on to the tasks."""
+    """The sbatch script: a ``tasks``-task array of ``RUN_COMMAND RUN_FLAGS`` (``run_command``: how the caller
+    starts the search, e.g. its CLI's run subcommand). A password in the storage URL never enters it: such a URL
+    comes from ``$SEARCH_STORAGE``, which sbatch passes on to the tasks."""
     from_environment = config.storage == os.environ.get(STORAGE_ENV) and not any(
         flag == "--storage" or flag.startswith("--storage=") for flag in run_flags)
     if has_secret(config.storage) and not from_environment:
         raise UsageError("storage: a URL with a password goes in $SEARCH_STORAGE, never on a command line or in "
                          "a batch script; export it and leave --storage out")
     check_script_path(logs, "logs")
-    command = " ".join(shlex.quote(part) for part in [sys.executable, "-m", "search.run", *run_flags])
+    command = " ".join(shlex.quote(part) for part in [*run_command, *run_flags])
     lines = ["#!/bin/bash",
              f"#SBATCH --job-name=search-{_name(config.study)}",
              f"#SBATCH --array=0-{tasks - 1}",

@@ -1,13 +1,13 @@
 """The confirm stage: re-train the search's top candidates, the baseline and the paper's preset on fresh seeds.
 
-    python -m search.confirm --storage sqlite:///search.db --study cifar10-resnet32 --top 5 --seeds 3
+    shortcut-search confirm --storage sqlite:///search.db --study cifar10-resnet32 --top 5 --seeds 3
 
 A search picks its best schedule from single runs on one seed: the best of N is high partly by chance. This stage
 trains the top K candidates, the baseline and the study's paper preset again with S seeds of their own (the
 study's seed + 2000 + i: disjoint from the search's and the baseline replicas'), on the same split and budget,
 judged on validation and paired by seed with the baseline. The verdict is one-sided and simultaneous over the K
 candidates (Dunnett, variance pooled over arms and seeds): a candidate beats the baseline when its adjusted 95 %
-lower bound is above zero; otherwise the baseline stays the recommendation. ``search.run`` runs this stage after
+lower bound is above zero; otherwise the baseline stays the recommendation. ``shortcut-search run`` runs this stage after
 its search (``--confirm-top``, ``--confirm-seeds``).
 
 The runs are trials of a study of their own, ``<study>.confirm``, in the same storage: resumable (kill it and
@@ -32,12 +32,12 @@ from search.config import SearchConfig
 from search.interrupts import interruptible
 from search.study import check_target_data, settle_target
 from storage.artifacts import artifact_folder
-from storage.connect import HEARTBEAT_SECONDS, load_existing_study, open_storage
+from storage import HEARTBEAT_SECONDS, load_existing_study, open_storage
 from training.data import load_dataset
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m search.confirm", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="shortcut-search confirm", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--study", required=True, help="the search study to confirm")
     parser.add_argument("--top", type=positive_int, default=5, help="the search's best candidates to confirm "
@@ -79,7 +79,7 @@ def confirm(args) -> int:
     if config.keep_models:
         check_writable(artifact_folder(config.storage, config.artifact_dir), "artifact-dir", "choose another")
     storage = open_storage(args.storage, HEARTBEAT_SECONDS, create=False)
-    from search.evidence.confirm_stage import run_confirm  # imports TensorFlow: once the input is checked
+    from search.confirm_loop import run_confirm  # imports TensorFlow: once the input is checked
 
     study = load_existing_study(storage, name)
     config = settle_target(study, config)

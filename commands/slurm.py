@@ -23,12 +23,12 @@ from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
 from common.files import check_output, check_writable, write_text_atomic
 from common.log import result
-from search import run as search_run
-from search.batch import batch_script, check_cluster_storage
+from commands import run as search_run
+from search.slurm_script import batch_script, check_cluster_storage
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m search.slurm", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="shortcut-search slurm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=positive_int, default=4, help="workers: the job array's tasks (default 4)")
     parser.add_argument("--cpus-per-task", type=positive_int, default=1, help="CPU cores of each task; its "
                         "TensorFlow uses that many threads (default 1)")
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs = Path(args.logs)
     check_writable(logs, "logs", "choose another folder")
     check_output(args.script, "script")
-    script = batch_script(config, args.run, args.tasks, args.cpus_per_task, args.gpus_per_task, args.time,
+    script = batch_script(config, search_run.WORKER_COMMAND, args.run, args.tasks, args.cpus_per_task, args.gpus_per_task, args.time,
                           args.partition, logs)
     if not args.no_submit:
         if not shutil.which("sbatch"):

@@ -13,10 +13,11 @@ import contextlib
 from pathlib import Path
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search import records, run_folders
-from search.liveness import go_on_after_take_over, heartbeat
+from search.liveness import TrialRunner, go_on_after_take_over, heartbeat
 
 
 def waiting_retries(study: optuna.Study) -> list[FrozenTrial]:
@@ -32,8 +33,8 @@ def has_checkpoint(root: Path | None, study: optuna.Study, trial: FrozenTrial) -
     return (run_folders.run_folder(root, study.study_name, predecessor) / "state.npz").is_file()
 
 
-def run_retries(study: optuna.Study, storage, objective, callbacks: list, catch: tuple = (Exception,),
-                only=None) -> int:
+def run_retries(storage: BaseStorage, study: optuna.Study, objective: TrialRunner, callbacks: list,
+                catch: tuple = (Exception,), only=None) -> int:
     """Claim and run every waiting retry (those ``only`` accepts, when given), oldest first; the count run."""
     study_id, ran = storage.get_study_id_from_name(study.study_name), 0
     for waiting in waiting_retries(study):
@@ -45,12 +46,12 @@ def run_retries(study: optuna.Study, storage, objective, callbacks: list, catch:
                 continue  # another worker claimed it
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-        run_claimed(study, storage, trial_id, objective, callbacks, catch)
+        run_claimed(storage, study, trial_id, objective, callbacks, catch)
         ran += 1
     return ran
 
 
-def run_claimed(study: optuna.Study, storage, trial_id: int, objective, callbacks: list,
+def run_claimed(storage: BaseStorage, study: optuna.Study, trial_id: int, objective: TrialRunner, callbacks: list,
                 catch: tuple = (Exception,)) -> None:
     """Run a trial this process has set RUNNING, as ``study.optimize`` runs one."""
     trial = optuna.Trial(study, trial_id)

@@ -1,17 +1,17 @@
 """Export a study's answer as a schedule JSON file: the confirmed winner, with the verdict and its evidence.
 
-    python -m search.export --storage sqlite:///search.db --study cifar10-resnet32 --output best.json
+    shortcut-search export --storage sqlite:///search.db --study cifar10-resnet32 --output best.json
 
 The file holds the schedule realised at the verdict's depth (the search's or its target's; or --depth), where it
 came from (study, trial, dataset, depth searched, epochs), the verdict (does it beat the baseline? one-sided,
 adjusted for the K candidates confirmed, with its seeds, budget and power), the confirm stage's figures for it, its
 validation accuracy next to the baseline's on the same budget with the study's noise in sigma_d and what the best
-of N would show by chance, and the multi-seed test evaluation of search.evaluate on the same budget where one was
+of N would show by chance, and the multi-seed test evaluation of shortcut-search evaluate on the same budget where one was
 recorded. When no candidate beats the baseline, it holds the best candidate and says so (the baseline stays the
 recommendation); without a confirmation, the single-seed best of N candidates, and it warns. The file is also
 attached to the study.
 
-    python -m search.export --output best.json --model best.keras
+    shortcut-search export --output best.json --model best.keras
 
 ``--model`` also hands over the trained network of the exported trial (kept by the search: --keep-models), a
 ``.keras`` file that ``keras.saving.load_model`` reads once ``training.loop`` is imported; it takes uint8 images.
@@ -37,13 +37,13 @@ from search.evidence.document import export_document
 from search.evidence.noise import gain_in_noise, noise_floor
 from search.evidence.verdict import power_line, verdict_line
 from search.keep import model_to_export
-from search.next_steps import next_commands
+from search.progress import next_commands
 from storage.artifacts import artifact_store, attach_when_free
-from storage.connect import load_existing_study, open_storage
+from storage import load_existing_study, open_storage
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m search.export", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="shortcut-search export", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--study", help="study name (default: the only study in the storage)")
     parser.add_argument("--depth", type=int, help="realise the schedule for this depth (default: the depth of the "

@@ -1,6 +1,6 @@
 """Start optuna-dashboard on 127.0.0.1 for a study storage (the default search.db in this folder).
 
-    python -m dashboards.serve [--storage sqlite:///search.db] [--port 8080]
+    shortcut-search serve [--storage sqlite:///search.db] [--port 8080]
 
 The same as `optuna-dashboard sqlite:///search.db --artifact-dir search-artifacts`, bound to loopback; the study's
 schedules figure and note appear on its page while a search runs. Reading a SQLite study while workers write is safe
@@ -22,12 +22,12 @@ from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
 from common.log import result
 from storage.artifacts import ARTIFACT_FOLDER
-from storage.connect import open_storage
+from storage import open_storage
 from storage.urls import beside_storage, redacted
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m dashboards.serve", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="shortcut-search serve", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--port", type=port, default=8080, help="port on 127.0.0.1, 1-65535 (default 8080)")
     add_artifact_dir_argument(parser)

@@ -1,6 +1,6 @@
 """Train one CIFAR ResNet with a shortcut schedule and print its result record.
 
-    python -m training.train --depth 32 --dataset cifar10 --schedule paper-c10-r32 --epochs 30 --seed 0
+    shortcut-search train --depth 32 --dataset cifar10 --schedule paper-c10-r32 --epochs 30 --seed 0
 
 Prints per-epoch progress, then one JSON line: the RunResult (curves, final validation accuracy, test accuracy
 with --test, epochs run, wall time, images/s, diverged flag).
@@ -21,7 +21,7 @@ from training.data import load_dataset
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="shortcut-search train", description=__doc__.split("\n\n")[0])
     add_training_arguments(parser)
     parser.add_argument("--schedule", default="baseline", help="a preset (baseline, he-half, paper-c10-r32, "
                         "paper-c10-r56, paper-c100-r32, paper-c100-r56), a learned arm (learned: a trainable shortcut "

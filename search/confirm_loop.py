@@ -33,8 +33,8 @@ from search.interrupts import raise_if_interrupted
 from search.keep import ArmModelKeeper
 from search.liveness import fail_dead, optimize, record_process
 from search.objective import AfterTrial, records_its_errors, train_trial
-from search.queue import run_retries
-from search.records import INTERRUPTED, StudyKey, TrialKey
+from search.run_queue import run_retries
+from search.records import INTERRUPTED, RunState, StudyKey, TrialKey
 from search.study import tidy
 from storage.attributes import study_lock
 from training.data import load_dataset
@@ -46,8 +46,8 @@ def open_confirm_study(storage, study: optuna.Study) -> optuna.Study:
     confirm = optuna.create_study(storage=storage, study_name=records.confirm_study_name(study.study_name),
                                   direction="maximize", sampler=optuna.samplers.RandomSampler(),
                                   load_if_exists=True)
-    if records.study_value(confirm, StudyKey.SOURCE_STUDY) is None:
-        records.write_study_value(confirm, StudyKey.SOURCE_STUDY, study.study_name)
+    if StudyKey.SOURCE_STUDY.of(confirm) is None:
+        StudyKey.SOURCE_STUDY.write(confirm, study.study_name)
         records.name_metric(confirm)
     return confirm
 
@@ -67,8 +67,8 @@ def _queue_plan(confirm, arms, seeds, budget, allowed) -> int:
         for arm in arms:
             runs = pairs.get((arm["key"], seed), [])
             state, _ = outcome(runs, (allowed or {}).get((arm["key"], seed), ATTEMPTS))
-            if state == "missing":
-                failed = [t for t in runs if t.state == TrialState.FAIL and records.attr(t, TrialKey.ARM)]
+            if state == RunState.MISSING:
+                failed = [t for t in runs if t.state == TrialState.FAIL and TrialKey.ARM.of(t)]
                 if failed:  # again, taking over the last attempt's checkpoint
                     records.add_retry(confirm, failed[-1], [])
                 else:
@@ -91,19 +91,19 @@ class ConfirmObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         self.current = trial.number
         record_process(trial)
-        key, seed = records.attr(trial, TrialKey.ARM), records.seed_of(trial)
+        key, seed = TrialKey.ARM.of(trial), records.seed_of(trial)
         if key is None:  # another worker took the last queued run between our look and our ask
             raise optuna.TrialPruned("nothing left to run")
-        planned = records.attr(trial, TrialKey.BUDGET)
+        planned = TrialKey.BUDGET.of(trial)
         if self.budget is not None and planned is not None and planned != self.budget:
-            records.write(trial, TrialKey.SKIPPED, f"queued for another budget (ResNet-{planned['depth']}, "
+            TrialKey.SKIPPED.write(trial, f"queued for another budget (ResNet-{planned['depth']}, "
                                                    f"{planned['epochs']} epochs): left to a stage at that budget")
             raise optuna.TrialPruned("queued for another budget")
         twins = [t for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number
-                 and records.attr(t, TrialKey.ARM) == key and records.seed_of(t) == seed
+                 and TrialKey.ARM.of(t) == key and records.seed_of(t) == seed
                  and ((t.state == TrialState.RUNNING and t.number < trial.number) or finished_run([t]))]
         if twins:  # two workers queued the same run: the later one steps aside
-            records.write(trial, TrialKey.DUPLICATE_OF, twins[0].number)
+            TrialKey.DUPLICATE_OF.write(trial, twins[0].number)
             raise optuna.TrialPruned(f"duplicate of trial {twins[0].number}")
 
         def report(epoch: int, accuracy: float) -> bool:
@@ -113,7 +113,7 @@ class ConfirmObjective:
 
         # every arm keeps one run's model: a reference now (the paper's) may be a candidate after a re-plan
         run = train_trial(trial, dataclasses.replace(self.train, seed=seed),
-                          Schedule.from_dict(records.attr(trial, TrialKey.SCHEDULE)), self.data, report,
+                          Schedule.from_dict(TrialKey.SCHEDULE.of(trial)), self.data, report,
                           self.config.checkpoint_root(), self.keeper, self.config.tensorboard, self.config.heartbeat)
         return run.final_val_accuracy
 
@@ -122,13 +122,13 @@ def stage_cost(study: optuna.Study, confirm: optuna.Study, budget: dict[str, Any
     """What the search cost at its budget, what the stage cost at its own, and what the search would have cost at
     the stage's: in measured seconds per epoch (the median over finished runs) at each budget."""
     def per_epoch(trials):
-        timed = [records.attr(t, TrialKey.WALL_SECONDS) / records.attr(t, TrialKey.EPOCHS_RUN) for t in trials
-                 if records.attr(t, TrialKey.WALL_SECONDS) and records.attr(t, TrialKey.EPOCHS_RUN)]
+        timed = [TrialKey.WALL_SECONDS.of(t) / TrialKey.EPOCHS_RUN.of(t) for t in trials
+                 if TrialKey.WALL_SECONDS.of(t) and TrialKey.EPOCHS_RUN.of(t)]
         return statistics.median(timed) if timed else None
 
     search_epoch = per_epoch(records.finished(study))
-    target_epoch = per_epoch(t for t in records.finished(confirm) if records.attr(t, TrialKey.BUDGET) == budget)
-    epochs_trained = sum(records.attr(t, TrialKey.EPOCHS_RUN) or 0 for t in records.finished(study))
+    target_epoch = per_epoch(t for t in records.finished(confirm) if TrialKey.BUDGET.of(t) == budget)
+    epochs_trained = sum(TrialKey.EPOCHS_RUN.of(t) or 0 for t in records.finished(study))
     cost = {"search_seconds_per_epoch": search_epoch, "target_seconds_per_epoch": target_epoch,
             "search_epochs": epochs_trained, "stage_runs": runs, "target_epochs": budget["epochs"]}
     if search_epoch and target_epoch:
@@ -154,9 +154,9 @@ def run_confirm(config, study: optuna.Study, storage, data,
         return None
     seeds = confirm_seeds(study, config.confirm_seeds, config.confirm_top, config.min_effect)
     confirm = open_confirm_study(storage, study)
-    used = set(records.study_value(study, StudyKey.CONFIRM_SEEDS, []))
+    used = set(StudyKey.CONFIRM_SEEDS.of(study, []))
     if not set(seeds) <= used:
-        records.write_study_value(study, StudyKey.CONFIRM_SEEDS, sorted(used | set(seeds)))
+        StudyKey.CONFIRM_SEEDS.write(study, sorted(used | set(seeds)))
     keeper = ArmModelKeeper.for_search(config, storage)
     if budget["subset"] != config.subset:  # a target on another number of images: its own data
         data = load_dataset(config.dataset, config.data_dir, budget["subset"])
@@ -170,15 +170,15 @@ def run_confirm(config, study: optuna.Study, storage, data,
     def line(_, trial) -> None:
         if trial.state == TrialState.COMPLETE:
             said = f"val {trial.value:.4f}"
-        elif (twin := records.attr(trial, TrialKey.DUPLICATE_OF)) is not None:
+        elif (twin := TrialKey.DUPLICATE_OF.of(trial)) is not None:
             said = f"already run as trial {twin}"
-        elif records.attr(trial, TrialKey.ARM) is None:
+        elif TrialKey.ARM.of(trial) is None:
             return
-        elif (skipped := records.attr(trial, TrialKey.SKIPPED)) is not None:
+        elif (skipped := TrialKey.SKIPPED.of(trial)) is not None:
             said = skipped
         else:
             said = records.diverged_reason(trial) or records.fail_reason(trial, trial.state.name)
-        log.info(f"confirm {records.attr(trial, TrialKey.LABEL)} seed {records.seed_of(trial)}: {said}")
+        log.info(f"confirm {TrialKey.LABEL.of(trial)} seed {records.seed_of(trial)}: {said}")
 
     # each invocation gives a failing run ATTEMPTS tries more: a cause fixed since (a full disk) is not final
     errors = {pair: len([t for t in runs if t.state == TrialState.FAIL and records.fail_reason(t) != INTERRUPTED])
@@ -195,7 +195,7 @@ def run_confirm(config, study: optuna.Study, storage, data,
             pairs = runs_by_pair(confirm)
             states = {(arm["key"], seed): outcome(pairs.get((arm["key"], seed), []), allowed[(arm["key"], seed)])
                       for arm in arms for seed in seeds}
-            if any(state == "running" for state, _ in states.values()):
+            if any(state == RunState.RUNNING for state, _ in states.values()):
                 log.info("confirm: other workers are finishing the last runs")
                 return None
             current = plan_arms(study, config.confirm_top, budget)  # the search may have moved on (other workers)
@@ -205,15 +205,15 @@ def run_confirm(config, study: optuna.Study, storage, data,
             allowed.update({(arm["key"], seed): allowed.get((arm["key"], seed), ATTEMPTS) for arm in arms
                             for seed in seeds})
             continue
-        if run_retries(confirm, storage, objective, [after, line]):  # interrupted runs first
+        if run_retries(storage, confirm, objective, [after, line]):  # interrupted runs first
             continue
         optimize(confirm, objective, n_trials=1, callbacks=[after, line], catch=(Exception,), gc_after_trial=True)
     summary = summarise(arms, seeds, {pair: value for pair, (state, value) in states.items()
-                                      if state in ("done", "diverged")},
-                        {pair for pair, (state, _) in states.items() if state == "failed"},
+                                      if state in (RunState.DONE, RunState.DIVERGED)},
+                        {pair for pair, (state, _) in states.items() if state == RunState.FAILED},
                         resolution=1 / len(data.y_val) if len(data.y_val) else None, budget=budget,
                         min_effect=config.min_effect, top=config.confirm_top)
-    summary["search_budget"] = {key: records.budget(study)[key] for key in ("depth", "epochs", "subset")}
+    summary["search_budget"] = records.budget(study).run()
     if summary["search_budget"] != budget:  # a target: what searching cheaply saved
         summary["cost"] = stage_cost(study, confirm, budget, len(arms) * len(seeds))
     with study_lock(storage, study.study_name):  # workers finishing their last runs at once: one verdict
@@ -222,7 +222,7 @@ def run_confirm(config, study: optuna.Study, storage, data,
                      "and shortcut-search export show it)")
             return None
         summary["written_at"] = time.time()
-        records.write_study_value(study, StudyKey.CONFIRMATION, summary)
+        StudyKey.CONFIRMATION.write(study, summary)
     result(describe(summary))
     return summary
 

@@ -1,7 +1,7 @@
 """The multi-seed evaluation on the test set: the baseline and one or more arms trained with the same seeds on
 the full training set, each arm paired with the baseline seed by seed, Holm's correction across the arms.
 
-What ``search.evaluate`` runs and prints, and what the notebook API returns. One run's test accuracy moves by
+What ``shortcut-search evaluate`` runs and prints, and what the notebook API returns. One run's test accuracy moves by
 ~0.25 pt on CIFAR-10 from the seed alone: a single-run gain of ~1 pt is not evidence, this is. A run that diverges
 is counted and left out of the paired statistics with its partner, never scored 0.
 """
@@ -25,7 +25,7 @@ def evaluate_arms(arms: list["Arm"], configs: list, data, dataset: str, subset: 
     """Train and test the baseline and every arm on each config's seed; the record ``--output`` holds: each arm
     paired with the baseline, Holm's correction across the arms, the first arm's statistics at the top level.
     One line per run on stderr; ``keep(path)`` receives each finished run's model (``seed-S-ARM.keras``). What
-    the command and the notebook API (``search.api.evaluate``) share."""
+    the command and the notebook API (``commands.api.evaluate``) share."""
     from training.loop import run  # imports TensorFlow: arms_from and arm_table are used without it
 
     depth = configs[0].depth
