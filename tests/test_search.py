@@ -514,3 +514,32 @@ def test_the_notebook_api_searches_in_process_and_returns_the_study(tmp_path):
     assert document["format"] == "resnet-shortcut-schedule" and document["provenance"]["trial"] in (0, 1)
     with pytest.raises(ValueError, match="workers"):
         api.search(dataclasses.replace(config, workers=2))
+
+
+def test_a_study_of_schema_1_is_migrated_in_one_step_when_a_search_opens_it(tmp_path):
+    from search import records
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    config = SearchConfig(dataset="digits", depth=8, epochs=1, storage=url, checkpoint_dir="none", keep_models=0)
+    study = open_study(open_storage(url), config, epochs=1)
+    assert records.schema(study) == records.SCHEMA_VERSION  # a new study is written at the current schema
+    # what an earlier version left: no schema version, a summary without a verdict, a running trial that recorded
+    # only host and pid, and a waiting retry that Optuna's callback queued (failed_trial, no retry_of)
+    study.set_user_attr("schema_version", 1)
+    study.set_user_attr("confirmation", {"arms": []})
+    running = study.ask()
+    running.set_user_attr("host", "h")
+    running.set_user_attr("pid", 12345)
+    study.add_trial(create_trial(state=TrialState.WAITING, system_attrs={"failed_trial": 3}))
+    study = open_study(open_storage(url), config, epochs=1)
+    assert records.schema(study) == records.SCHEMA_VERSION
+    assert records.confirmation(study) is None and study.user_attrs["confirmation"] is None
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[running.number].user_attrs["process"] == {"host": "h", "pid": 12345}
+    waiting = [t for t in trials.values() if t.state == TrialState.WAITING and "failed_trial" in t.system_attrs]
+    assert [t.user_attrs["retry_of"] for t in waiting] == [3]
+
+
+def test_python_m_search_run_is_an_alias_of_the_run_command():
+    done = subprocess.run([sys.executable, "-m", "search.run", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "usage: shortcut-search run" in done.stdout and "--trials" in done.stdout
