@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from common.machine import cpu_info
 from models.resnet import build_resnet, learned_values
@@ -148,7 +149,8 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
 
     ``on_epoch(epoch, val_accuracy)`` is called after each epoch with validation data; when it returns True the
     run stops there (``stopped_early``), and an exception it raises propagates. A NaN or infinite loss ends the run with
-    ``diverged=True`` instead of raising. ``test=True`` also measures test accuracy at the end.
+    ``diverged=True`` instead of raising; so does a run that learned and ends at chance level with a finite loss
+    (``_mark_collapse``: its reason starts "collapsed"). ``test=True`` also measures test accuracy at the end.
 
     With ``checkpoint_dir`` (the run's own folder) the run saves its whole state there after every epoch
     (``training.checkpoint``) and first resumes from a state an earlier, cut-short attempt of the same run left:
@@ -183,6 +185,8 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
                   shuffle=False,  # the stream reshuffles itself every pass
                   validation_data=batches(data.x_val, data.y_val, EVALUATION_BATCH) if has_validation else None,
                   callbacks=[recorder, *_tensorboard(tensorboard)], verbose=verbose)
+    if not (result.diverged or result.stopped_early) and result.epochs_run >= epochs:
+        _mark_collapse(result, data)
     if test and not result.diverged:
         test_batches = batches(data.x_test, data.y_test, EVALUATION_BATCH)
         result.test_accuracy = float(model.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
@@ -193,6 +197,42 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
     result.images_per_second = recorder.images_per_second()
     return result
+
+
+COLLAPSE_QUANTILE = 0.9999  # a guess's accuracy stays below the chance floor but for 1 run in 10 000
+
+
+def chance_floor(data: Dataset) -> float:
+    """The validation accuracy no better than a guess: the larger of the majority class's share of the validation
+    labels (a network that predicts one class) and the ``COLLAPSE_QUANTILE`` binomial quantile of guessing one of
+    ``num_classes`` at random over that many images (CIFAR-10's 5000: 11.6 %; 180 digits: 18.9 %)."""
+    from scipy import stats  # the training loop needs SciPy only here
+
+    count = len(data.y_val)
+    if not count:
+        return 0.0
+    majority = float(np.bincount(np.asarray(data.y_val).astype(int).ravel()).max() / count)
+    guess = float(stats.binom.ppf(COLLAPSE_QUANTILE, count, 1 / max(data.num_classes, 1)) / count)
+    return max(majority, guess)
+
+
+def _mark_collapse(result: RunResult, data: Dataset) -> None:
+    """A run that learned (an epoch's validation accuracy above ``chance_floor``) and ends at or below it collapsed
+    with a finite loss: marked diverged, with a reason starting "collapsed", so that every consumer of a diverged
+    run (the search's pruning and ranking, the confirm stage's verdict, evaluate) treats it as one. A run that
+    never rose above the floor (a budget too short to learn) is left as it is."""
+    if len(result.val_accuracy) < 2:
+        return
+    floor, final = chance_floor(data), result.val_accuracy[-1]
+    best = max(result.val_accuracy[:-1])
+    if final <= floor < best:
+        epoch = result.val_accuracy.index(best) + 1
+        result.diverged = True
+        result.diverged_reason = (f"collapsed: validation accuracy fell from {best:.4f} (epoch {epoch}) to "
+                                  f"{final:.4f} at the end, at chance level (at or below {floor:.4f}: the majority "
+                                  f"class's share of the {len(data.y_val)} validation images, or the "
+                                  f"{COLLAPSE_QUANTILE:.2%} quantile of a random guess among {data.num_classes} "
+                                  f"classes) with a finite loss")
 
 
 def _tensorboard(folder: str | Path | None) -> list[keras.callbacks.Callback]:

@@ -4,12 +4,15 @@ Every search trial is trained on the study's seed, so a searched gain is a *with
 baseline on the same initial weights and data order). Its chance spread is sigma_d, the standard deviation of one
 seed's paired difference. Once the confirm stage has run at the search's own budget, sigma_d is measured there
 (its paired differences, pooled over arms and seeds; a stage at a target budget measures another budget's noise). Before it, sigma_d is estimated as sqrt(2) times the baseline's spread over its seeds
-(the replicas): exact when two schedules on one seed are uncorrelated, an overestimate when they are positively
-correlated (the chance line errs high, never low), and uncertain with few runs (its 95 % interval is stated).
+(the replicas): an upper bound, for the replicas differ in seed, so their spread holds the seed's effect, which a
+paired difference cancels (and two schedules on one seed are positively correlated); the chance line errs high,
+never low; uncertain with few runs (its 95 % interval is stated).
 
-The chance line: the best of N candidates as good as the baseline, each a one-seed difference of sd sigma_d,
-reaches on average sigma_d E[max of N normals], and 5 % of the time more than the 95th percentile. N counts every
-finished candidate, pruned ones included: they were part of the selection.
+The chance line: every searched difference subtracts the *same* baseline run, so the N differences are correlated
+(1/2). The best of N candidates as good as the baseline reaches on average sigma_d E[max of N normals] / sqrt(2)
+(the shared run shifts them all alike; 1.45 sigma_d at N = 30), and 5 % of the time more than the one-sided
+Dunnett critical value for N comparisons with a known variance (2.75 sigma_d at N = 30) (``stats.chance_best_of``).
+N counts every finished candidate, pruned ones included: they were part of the selection.
 """
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ def noise_floor(study: optuna.Study) -> dict[str, Any] | None:
         sigma_d = math.sqrt(2) * floor["baseline_seed_std"]
         interval = stats.sigma_interval(sigma_d, len(runs) - 1)
         floor.update(sigma_d=sigma_d, sigma_d_ci95=list(interval),
-                     source=f"estimated: sqrt(2) x the baseline's spread over {len(runs)} seeds")
+                     source=f"estimated: sqrt(2) x the baseline's spread over {len(runs)} seeds, an upper bound "
+                            f"(it holds the seeds' own effect)")
     else:
         return None
     chance = stats.chance_best_of(floor["selected_from"], floor["sigma_d"])
