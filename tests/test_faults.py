@@ -223,7 +223,7 @@ def test_four_workers_share_one_sqlite_study(tmp_path):
 
 
 def _worker_command_lines(wait: float) -> list[str]:
-    """The command lines of this machine's worker processes (``search.run --worker RANK``), once some run."""
+    """The command lines of this machine's worker processes (``commands run --worker RANK``), once some run."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         lines = []
@@ -232,7 +232,7 @@ def _worker_command_lines(wait: float) -> list[str]:
                 line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if "search.run --worker" in line:
+            if " run --worker" in line:
                 lines.append(line)
         if lines:
             return lines
