@@ -18,6 +18,7 @@ from search import run_folders
 from search.keep import ModelKeeper
 from search.liveness import TakenOver, beating, record_process
 from search.records import INTERRUPTED, TrialKey
+from search.samplers import seed_of
 from search.space import suggest_schedule
 from training.config import EpochHook, TrainConfig
 from training.data import Dataset
@@ -76,7 +77,7 @@ class Objective:
         seed = records.seed_of(trial)
         seed = self.config.seed if seed is None else seed
         TrialKey.SEED.write(trial, seed)
-        TrialKey.SAMPLER_SEED.write(trial, getattr(trial.study.sampler, "seed_used", None))
+        TrialKey.SAMPLER_SEED.write(trial, seed_of(trial.study.sampler))
 
         def report(epoch: int, accuracy: float) -> bool:
             raise_if_interrupted()

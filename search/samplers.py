@@ -5,6 +5,7 @@ import os
 import socket
 import time
 import warnings
+import weakref
 import zlib
 
 import numpy as np
@@ -29,11 +30,19 @@ def sampler_seed(config: SearchConfig, worker: int = 0, created: bool = True) ->
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
+_SEEDS: "weakref.WeakKeyDictionary[optuna.samplers.BaseSampler, int]" = weakref.WeakKeyDictionary()
+
+
 def make_sampler(config: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded with ``seed`` (``sampler_seed``), which it keeps as ``seed_used``."""
+    """The configured sampler, seeded with ``seed`` (``sampler_seed``; ``seed_of`` gives it back)."""
     sampler = _sampler(config, seed)
-    sampler.seed_used = seed  # for the objective to record on every trial
+    _SEEDS[sampler] = seed
     return sampler
+
+
+def seed_of(sampler: optuna.samplers.BaseSampler) -> int | None:
+    """The seed ``make_sampler`` gave ``sampler`` (what every trial records), or None for another sampler."""
+    return _SEEDS.get(sampler)
 
 
 def _sampler(config: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
