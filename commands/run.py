@@ -29,7 +29,7 @@ from search.workers import WORKER_FLAG, config_from_payload, run_worker
 from storage import HEARTBEAT_SECONDS
 
 # how a worker process or a Slurm task starts this command (the one CLI): the library does not know the commands
-WORKER_COMMAND = [sys.executable, "-m", "commands", "run"]
+WORKER_COMMAND = [sys.executable, "-P", "-m", "commands", "run"]  # -P: never a commands/ of the working folder
 
 
 def build_parser() -> ArgumentParser:

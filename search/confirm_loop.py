@@ -48,7 +48,9 @@ def open_confirm_study(storage, study: optuna.Study) -> optuna.Study:
                                   load_if_exists=True)
     if StudyKey.SOURCE_STUDY.of(confirm) is None:
         StudyKey.SOURCE_STUDY.write(confirm, study.study_name)
+        StudyKey.SCHEMA.write(confirm, records.SCHEMA_VERSION)
         records.name_metric(confirm)
+    records.migrate(storage, confirm)  # a confirm study of an older schema, in one step
     return confirm
 
 

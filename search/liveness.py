@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -50,8 +50,10 @@ class TakenOver(Exception):
         self.number = number
 
 
+@runtime_checkable
 class TrialRunner(Protocol):
-    """An objective this module runs: it says which trial it is running (``current``, None before the first)."""
+    """An objective that says which trial it is running (``current``, None before the first), so a take-over is
+    logged with its number; any other callable runs too, and its take-over is re-raised."""
 
     current: int | None
 
@@ -64,7 +66,7 @@ def optimize(study: optuna.Study, objective: TrialRunner, **kwargs) -> None:
     try:
         study.optimize(objective, **kwargs)
     except ValueError as error:
-        go_on_after_take_over(error, objective.current)
+        go_on_after_take_over(error, objective.current if isinstance(objective, TrialRunner) else None)
 
 
 def go_on_after_take_over(error: ValueError, number: int | None) -> None:
@@ -177,7 +179,7 @@ def clear_zombies(storage, study: optuna.Study) -> list[int]:
 def beating(trial: optuna.Trial, interval: float):
     """While inside, the running ``trial``'s heartbeat is written every ``interval`` seconds as its ``heartbeat``
     record (the time in seconds), which ``fail_silent_trials`` reads: on a storage without Optuna's heartbeat (a
-    journal). On the RDB storages Optuna's heartbeat (``search.queue.heartbeat`` for a claimed trial) does it."""
+    journal). On the RDB storages Optuna's heartbeat (``heartbeat`` below, for a trial this process claimed itself) does it."""
     if optuna_heartbeat(trial.storage):
         yield
         return
@@ -201,7 +203,7 @@ def beating(trial: optuna.Trial, interval: float):
 
 @contextlib.contextmanager
 def heartbeat(storage, trial_id: int):
-    """While inside, Optuna's heartbeat of a trial this process claimed itself (``search.queue``) is written every
+    """While inside, Optuna's heartbeat of a trial this process claimed itself (``search.run_queue``) is written every
     interval of the storage's (none without one), as ``study.optimize`` does for the trials it asks for."""
     interval = optuna_heartbeat(storage)
     if not interval:

@@ -114,7 +114,7 @@ def tidy(storage, study: optuna.Study, config: SearchConfig) -> None:
 def _is_empty_shell(storage, name: str) -> bool:
     """A study with no attribute and no trial: what a creation killed before its settings leaves."""
     study_id = storage.get_study_id_from_name(name)
-    return not storage.get_study_user_attrs(study_id) and not storage.get_all_trials(study_id, deepcopy=False)
+    return not records.holds_records(storage, name) and not storage.get_all_trials(study_id, deepcopy=False)
 
 
 def _wait_for(read, seconds: float, step: float = 0.2):

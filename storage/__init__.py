@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import optuna
 
 from common.errors import UsageError
@@ -39,19 +41,27 @@ def load_existing_study(storage, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-__all__ = ["HEARTBEAT_SECONDS", "MAX_RETRY", "open_storage", "load_existing_study", "optuna_heartbeat", "stalled_within",
+__all__ = ["HEARTBEAT_SECONDS", "MAX_RETRY", "open_storage", "load_existing_study", "HeartbeatStorage", "optuna_heartbeat", "stalled_within",
            "urls", "rdb", "journal", "attributes", "artifacts"]
 
 
 # --- what the tool asks of a storage beyond Optuna's BaseStorage API, whichever kind it is ---------------------------
 # (asked here, once, so the layers above never probe a storage's capabilities themselves)
 
+@runtime_checkable
+class HeartbeatStorage(Protocol):
+    """A storage that keeps Optuna's own heartbeat of running trials: its RDB storage (and the cache Optuna wraps
+    it in, which answers the same)."""
+
+    def get_heartbeat_interval(self) -> int | None: ...
+
+    def record_heartbeat(self, trial_id: int) -> None: ...
+
+
 def optuna_heartbeat(storage: optuna.storages.BaseStorage) -> int | None:
-    """Seconds between Optuna's own heartbeats of a running trial: an RDB storage opened with ``heartbeat_seconds``
-    (Optuna wraps it in its cache, which answers the same); None without one, and on a journal, where the tool
-    writes a heartbeat of its own (``search.liveness``)."""
-    interval = getattr(storage, "get_heartbeat_interval", None)  # Optuna's BaseHeartbeat: RDB and its cache
-    return interval() if interval is not None else None
+    """Seconds between Optuna's own heartbeats of a running trial: an RDB storage opened with ``heartbeat_seconds``;
+    None without one, and on a journal, where the tool writes a heartbeat of its own (``search.liveness``)."""
+    return storage.get_heartbeat_interval() if isinstance(storage, HeartbeatStorage) else None
 
 
 def stalled_within(storage: optuna.storages.BaseStorage, seconds: float) -> bool:

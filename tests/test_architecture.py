@@ -45,15 +45,24 @@ def package_of(module: str, order: list[str]) -> str:
     return max((package for package in order if module == package or module.startswith(package + ".")), key=len)
 
 
-def project_imports(tree: ast.AST):
-    """(imported project module, line, inside a function) for every import of the project's own modules."""
+def project_imports(tree: ast.AST, module: str = ""):
+    """(imported project module, line, inside a function) for every import of the project's own modules, relative
+    ones (``from ..session import X`` in ``module``) made absolute, and ``importlib.import_module("X")``,
+    ``__import__("X")`` and ``runpy.run_module("X")`` with a literal name."""
     nested = {id(node) for function in ast.walk(tree) if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
               for node in ast.walk(function) if node is not function}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or node.level):
+            base = node.module or ""
+            if node.level:  # relative to the importing module's package
+                package = module.split(".")[:len(module.split(".")) - node.level]
+                base = ".".join(package + ([node.module] if node.module else []))
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Call) and _callee(node) in DYNAMIC_IMPORTS and node.args \
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            names = [node.args[0].value]
         else:
             continue
         for name in names:
@@ -61,12 +70,21 @@ def project_imports(tree: ast.AST):
                 yield name, node.lineno, id(node) in nested
 
 
+DYNAMIC_IMPORTS = {"import_module", "__import__", "run_module", "run_path"}
+
+
+def _callee(call: ast.Call) -> str | None:
+    """The called name: ``f`` for ``f(...)``, ``attr`` for ``x.attr(...)``, ``Key`` for ``Key[int](...)``."""
+    func = call.func.value if isinstance(call.func, ast.Subscript) else call.func
+    return getattr(func, "id", getattr(func, "attr", None))
+
+
 def import_edges(sources: dict[str, str], order: list[str], known: set[str]) -> list[tuple[str, str, str, int]]:
     """(importing module, its package, imported package, line) for every project import between modules;
     ``from search import records`` imports the module ``search.records``, not the package ``search``."""
     edges = []
     for name, source in sources.items():
-        found = list(project_imports(ast.parse(source)))
+        found = list(project_imports(ast.parse(source), name if not name.endswith("__init__") else name))
         submodules = {(imported.rsplit(".", 1)[0], line) for imported, line, _ in found if imported in known}
         for imported, line, _ in found:
             if imported in known and (imported, line) not in submodules:
@@ -89,21 +107,30 @@ def two_way_pairs(sources: dict[str, str], order: list[str]) -> list[tuple[str, 
     return sorted((a, b) for a, b in edges if (b, a) in edges and a < b)
 
 
+CLI = "shortcut-search"
+
+
 def string_launches(sources: dict[str, str], library: set[str]) -> list[str]:
-    """Library modules that start a project module by name (``[python, "-m", "search.run"]``, ``python -m X``):
-    a worker or a Slurm task runs the command line its caller hands over."""
+    """Library modules that start a project module or the CLI by name (``[python, "-m", "search.run"]``, ``-mX``,
+    ``python -m X``, ``[python, "-m", name]``, ``["shortcut-search", "run"]``): a worker or a Slurm task runs the
+    command line its caller hands over. (Help text that names a command is not a launch: only list items and
+    strings holding ``-m``.)"""
     found = []
+    packages = "|".join(PACKAGES)
     for name in sorted(library & set(sources) - set(ALIASES)):
         for node in ast.walk(ast.parse(sources[name])):
             if isinstance(node, (ast.List, ast.Tuple)):
-                items = [item.value if isinstance(item, ast.Constant) else None for item in node.elts]
+                items = [item.value if isinstance(item, ast.Constant) else item for item in node.elts]
                 for flag, target in zip(items, items[1:]):
-                    if flag == "-m" and isinstance(target, str) and target.split(".")[0] in PACKAGES:
-                        found.append(f"{name}:{node.lineno} starts {target}")
+                    if flag == "-m" and not (isinstance(target, str) and target.split(".")[0] not in PACKAGES):
+                        found.append(f"{name}:{node.lineno} starts {target if isinstance(target, str) else 'a module'}")
+                for item in items:
+                    if isinstance(item, str) and (item == CLI or re.fullmatch(rf"-m({packages})\b[\w.]*", item)):
+                        found.append(f"{name}:{node.lineno} starts {item.removeprefix('-m')}")
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if match := re.search(rf"-m ({'|'.join(PACKAGES)})\b[\w.]*", node.value):
-                    found.append(f"{name}:{node.lineno} starts {match.group(0)[3:]}")
-    return found
+                if match := re.search(rf"-m ?({packages})\b[\w.]*", node.value):
+                    found.append(f"{name}:{node.lineno} starts {match.group(0)[2:].strip()}")
+    return sorted(set(found))
 
 
 def tree_sources() -> dict[str, str]:
@@ -135,12 +162,24 @@ def test_the_library_never_starts_a_command_by_its_module_name():
 def test_a_planted_upward_import_two_way_pair_and_string_launch_are_caught():
     order = layers()
     sources = {"search.evidence.verdict": "from search import loop\n", "search.loop": "from search.evidence import verdict\n",
-               "search.evidence": "", "search": "", "search.workers": 'import sys\nCMD = [sys.executable, "-m", "commands.run"]\n',
-               "search.batch": 'LINE = "exec srun python -m search.run --trials 4"\n'}
-    assert upward_edges(sources, order) == ["search.evidence.verdict:1 imports search, a row above search.evidence"]
+               "search.evidence": "", "search": "", "search.session": "", "commands.run": "", "commands": "",
+               "search.evidence.stats": "from ..session import SearchSession\n",
+               "search.evidence.noise": 'import importlib\nimportlib.import_module("commands.run")\n',
+               "search.workers": 'import sys\nCMD = [sys.executable, "-m", "commands.run"]\n',
+               "search.batch": 'LINE = "exec srun python -m search.run --trials 4"\n',
+               "search.keep": 'import subprocess, sys\nsubprocess.run([sys.executable, "-mcommands", "run"])\n'
+                              'subprocess.run(["shortcut-search", "run"])\nsubprocess.run([sys.executable, "-m", name])\n'}
+    assert upward_edges(sources, order) == [
+        "search.evidence.verdict:1 imports search, a row above search.evidence",
+        "search.evidence.stats:1 imports search, a row above search.evidence",
+        "search.evidence.noise:2 imports commands, a row above search.evidence"]
     assert two_way_pairs(sources, order) == [("search", "search.evidence")]
-    assert string_launches(sources, {"search.workers", "search.batch"}) == [
-        "search.batch:1 starts search.run", "search.workers:2 starts commands.run"]
+    assert string_launches(sources, {"search.workers", "search.batch", "search.keep"}) == [
+        "search.batch:1 starts search.run", "search.keep:2 starts commands", "search.keep:3 starts shortcut-search",
+        "search.keep:4 starts a module", "search.workers:2 starts commands.run"]
+    assert records_outside(sources | {"search.keep": 'records.Key[int]("made_up")\nstorage.set_trial_user_attr(1, "k", 2)\n'}) \
+        == ["search/keep.py:1 makes a record key outside search.records",
+            "search/keep.py:2 calls set_trial_user_attr outside search.records"]
 
 
 def test_search_holds_no_command():
@@ -176,21 +215,33 @@ def test_no_module_uses_another_modules_private_names():
                 assert not private, f"{path.relative_to(ROOT)} imports {private} from {node.module}"
 
 
-def test_the_studys_records_are_read_and_written_only_through_search_records():
-    for name, path in modules().items():
+USER_ATTRS = {"user_attrs", "set_user_attr", "set_trial_user_attr", "set_study_user_attr", "get_trial_user_attrs",
+              "get_study_user_attrs"}
+SYSTEM_ATTRS = {"system_attrs", "set_system_attr", "set_trial_system_attr", "set_study_system_attr",
+                "get_trial_system_attrs", "get_study_system_attrs"}
+
+
+def records_outside(sources: dict[str, str]) -> list[str]:
+    """Reads and writes of a study's records outside ``search.records``: Optuna's user attributes (and, outside
+    ``storage``, its system attributes) through a trial, a study or a storage, and record keys made up."""
+    found = []
+    for name, source in sorted(sources.items()):
         if name == RECORDS or name.startswith(RECORDS + "."):
             continue
-        relative = str(path.relative_to(ROOT))
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute):
-                assert node.attr not in ("user_attrs", "set_user_attr"), f"{relative}:{node.lineno}"
-                if not relative.startswith("storage/"):  # Optuna's own system attributes (artifacts)
-                    assert node.attr not in ("system_attrs", "set_system_attr"), f"{relative}:{node.lineno}"
-            if isinstance(node, ast.keyword):
-                assert node.arg != "user_attrs", f"{relative}:{node.value.lineno}"
-            # a record is named by its typed key (TrialKey.SEED), never made up elsewhere
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Key":
-                raise AssertionError(f"{relative}:{node.lineno} makes a record key outside search.records")
+        relative = name.replace(".", "/") + ".py"
+        forbidden = USER_ATTRS | (set() if name.startswith("storage") else SYSTEM_ATTRS)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Attribute) and node.attr in forbidden:
+                found.append(f"{relative}:{node.lineno} calls {node.attr} outside search.records")
+            if isinstance(node, ast.keyword) and node.arg == "user_attrs":
+                found.append(f"{relative}:{node.value.lineno} passes user_attrs outside search.records")
+            if isinstance(node, ast.Call) and _callee(node) == "Key":  # a record is named by its typed key only
+                found.append(f"{relative}:{node.lineno} makes a record key outside search.records")
+    return sorted(set(found))
+
+
+def test_the_studys_records_are_read_and_written_only_through_search_records():
+    assert records_outside(tree_sources()) == []
 
 
 def test_every_package_names_its_public_surface():

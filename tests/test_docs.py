@@ -53,3 +53,17 @@ def test_the_readme_reads_in_five_minutes():
     assert lines <= MAX_README_LINES, (
         f"README.md has {lines} lines, more than {MAX_README_LINES}: move reference material into docs/ "
         f"and link it from the README's Documentation section")
+
+
+def test_every_python_m_module_the_docs_name_exists():
+    # a command copied from the docs runs: `python -m search.export` after a move would be a dead end
+    missing = []
+    for document in documents():
+        for number, line in enumerate(document.read_text().splitlines(), 1):
+            for module in re.findall(r"python -m ([A-Za-z_][\w.]*)", line):
+                root = module.split(".")[0]
+                if (ROOT / root).is_dir() or (ROOT / f"{root}.py").is_file():  # the project's own modules
+                    path = ROOT / module.replace(".", "/")
+                    if not (path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()):
+                        missing.append(f"{document.relative_to(ROOT)}:{number}: python -m {module}")
+    assert not missing, "commands naming modules that do not exist (use shortcut-search ...):\n  " + "\n  ".join(missing)

@@ -538,6 +538,16 @@ def test_a_study_of_schema_1_is_migrated_in_one_step_when_a_search_opens_it(tmp_
     assert trials[running.number].user_attrs["process"] == {"host": "h", "pid": 12345}
     waiting = [t for t in trials.values() if t.state == TrialState.WAITING and "failed_trial" in t.system_attrs]
     assert [t.user_attrs["retry_of"] for t in waiting] == [3]
+    # its confirm study too, which holds no settings of its own
+    from search.confirm_loop import open_confirm_study
+
+    confirm = open_confirm_study(open_storage(url), study)
+    assert records.schema(confirm) == records.SCHEMA_VERSION
+    confirm.set_user_attr("schema_version", 1)
+    confirm.add_trial(create_trial(state=TrialState.WAITING, system_attrs={"failed_trial": 0}))
+    confirm = open_confirm_study(open_storage(url), study)
+    assert records.schema(confirm) == records.SCHEMA_VERSION
+    assert [t.user_attrs.get("retry_of") for t in confirm.get_trials(states=(TrialState.WAITING,))] == [0]
 
 
 def test_python_m_search_run_is_an_alias_of_the_run_command():

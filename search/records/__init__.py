@@ -22,7 +22,7 @@ from search.records.queries import (baseline_pending, baseline_runs, baseline_tr
                                     rank_key, ranked, reference_count)
 from search.records.retries import add_retry, enqueue_confirm_run, enqueue_reference, retry_history, retry_of
 from search.records.study import (budget, confirm_study_name, confirmation, depth, epochs, evaluation_for,
-                                  evaluation_key, evaluations, is_confirm_study, migrate, name_metric,
+                                  evaluation_key, evaluations, holds_records, is_confirm_study, migrate, name_metric,
                                   record_evaluation, require_settings, schema, search_study_name, settings,
                                   stored_settings, study_seeds, verdict_budget, write_settings)
 from search.records.trials import (curve, diverged_reason, fail_reason, is_baseline_run, is_candidate,
@@ -39,7 +39,7 @@ __all__ = [
     "finished", "finished_count", "learned_arms", "rank_in_search", "rank_key", "ranked", "reference_count",
     "add_retry", "enqueue_confirm_run", "enqueue_reference", "retry_history", "retry_of",
     "budget", "confirm_study_name", "confirmation", "depth", "epochs", "evaluation_for", "evaluation_key",
-    "evaluations", "is_confirm_study", "migrate", "name_metric", "record_evaluation", "require_settings", "schema",
+    "evaluations", "holds_records", "is_confirm_study", "migrate", "name_metric", "record_evaluation", "require_settings", "schema",
     "search_study_name", "settings", "stored_settings", "study_seeds", "verdict_budget", "write_settings",
     "curve", "diverged_reason", "fail_reason", "is_baseline_run", "is_candidate", "is_learned_arm", "is_reference",
     "is_replica", "is_searched", "label", "preset_of", "role", "schedule_of", "schedule_text", "seed_of",

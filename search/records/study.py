@@ -27,6 +27,11 @@ def stored_settings(storage, study_name: str) -> dict[str, Any] | None:
     return StudyKey.SETTINGS.of_stored(storage, study_name)
 
 
+def holds_records(storage, study_name: str) -> bool:
+    """Whether study ``study_name`` holds any record of its own, read through ``storage``."""
+    return bool(storage.get_study_user_attrs(storage.get_study_id_from_name(study_name)))
+
+
 def write_settings(study: optuna.Study, study_settings: dict[str, Any], epochs: int) -> None:
     StudyKey.SCHEMA.write(study, SCHEMA_VERSION)
     StudyKey.SETTINGS.write(study, study_settings)
@@ -46,27 +51,35 @@ def schema(study: optuna.Study) -> int:
 
 
 def migrate(storage, study: optuna.Study) -> bool:
-    """Bring a study of an older schema to ``SCHEMA_VERSION`` in one step (a writer calls it when it opens a study
-    of this tool, under the study's lock); True when something was migrated. From 1:
+    """Bring a search or confirm study of an older schema to ``SCHEMA_VERSION`` in one step (a writer calls it when
+    it opens a study of this tool); True when it migrated. Idempotent: processes opening the study at once write
+    the same values. From 1:
 
     - a confirm stage's summary written without a verdict is out of date: cleared, so the stage runs again
       (reusing its runs);
     - a trial still waiting or running that Optuna's retry callback queued gets ``retry_of`` (finished trials are
       read-only in Optuna: ``retries.retry_of`` reads their ``failed_trial``);
     - a running trial that recorded only ``host`` and ``pid`` gets its ``process`` record, which liveness reads.
+
+    Optuna keeps finished trials read-only, so two schema-1 readings stay where the records are read: Optuna's
+    ``failed_trial`` of a finished retry (``retries.retry_of``) and the arm and seed parameters of a finished
+    confirm run (``confirm_plan.runs_by_pair``).
     """
-    if schema(study) >= SCHEMA_VERSION or not settings(study):
+    if schema(study) >= SCHEMA_VERSION or not (settings(study) or is_confirm_study(study.study_name)):
         return False
     summary = StudyKey.CONFIRMATION.of(study)
     if isinstance(summary, dict) and "verdict" not in summary:
         StudyKey.CONFIRMATION.write(study, None)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
         failed = trial.system_attrs.get("failed_trial")
-        if TrialKey.RETRY_OF.of(trial) is None and failed is not None:
-            TrialKey.RETRY_OF.write_stored(storage, study.study_name, trial.number, failed)
         host, pid = TrialKey.HOST.of(trial), TrialKey.PID.of(trial)
-        if TrialKey.PROCESS.of(trial) is None and host is not None and isinstance(pid, int):
-            TrialKey.PROCESS.write_stored(storage, study.study_name, trial.number, {"host": host, "pid": pid})
+        try:  # a trial that finishes meanwhile is read-only: its records are read as they are
+            if TrialKey.RETRY_OF.of(trial) is None and failed is not None:
+                TrialKey.RETRY_OF.write_stored(storage, study.study_name, trial.number, failed)
+            if TrialKey.PROCESS.of(trial) is None and host is not None and isinstance(pid, int):
+                TrialKey.PROCESS.write_stored(storage, study.study_name, trial.number, {"host": host, "pid": pid})
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
     StudyKey.SCHEMA.write(study, SCHEMA_VERSION)
     return True
 
