@@ -13,9 +13,10 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from models.schedules import AXIS, Schedule, paper_preset_for, positions, preset
+from models.schedules import AXIS, LEARNED, Schedule, paper_preset_for, positions, preset
 from search import records
 from search.evidence.noise import noise_floor
+from search.evidence.verdict import Outcome
 from search.pruning import FIDELITY_MIN_TRIALS, fidelity, pruner_rungs
 from search.records import TrialKey
 
@@ -83,7 +84,7 @@ def study_schedule_figure(study: optuna.Study, top: int = 5) -> go.Figure:
     for trial in records.learned_arms(study):
         values = TrialKey.LEARNED_VALUES.of(trial)
         if depth is not None and values and len(values) == len(positions(depth)):
-            meaning = "shortcut factor" if records.preset_of(trial) == "learned" else "branch scalar (not f)"
+            meaning = "shortcut factor" if records.preset_of(trial) == LEARNED[0] else "branch scalar (not f)"
             figure.add_trace(go.Scatter(x=positions(depth), y=values, mode="lines+markers", line=dict(dash="dash"),
                                         name=f"{records.label(trial)}: learned {meaning} ({100 * trial.value:.2f} %)"))
     return figure
@@ -291,10 +292,10 @@ def verdict_figure(summary: dict[str, Any]) -> go.Figure:
                          arrayminus=[m - 100 * row[kind][0] for row, m in zip(shown, means)])))
     figure.add_hline(y=0, line=BASELINE_STYLE, annotation_text="baseline", annotation_position="bottom right")
     verdict = summary["verdict"]
-    outcome = {"beats_baseline": f"{verdict['winner']} beats the baseline",
-               "no_candidate_beats_baseline": "no candidate beats the baseline",
-               "worse_than_baseline": "no candidate beats the baseline; " + ", ".join(verdict["worse"]) + " worse",
-               "no_verdict": "no verdict (too few finished runs)"}
+    outcome = {Outcome.BEATS: f"{verdict['winner']} beats the baseline",
+               Outcome.NO_WINNER: "no candidate beats the baseline",
+               Outcome.WORSE: "no candidate beats the baseline; " + ", ".join(verdict["worse"]) + " worse",
+               Outcome.NO_VERDICT: "no verdict (too few finished runs)"}
     budget = summary.get("budget") or {}
     figure.update_layout(title=f"Confirm stage: {outcome[verdict['outcome']]} (ResNet-{budget.get('depth')}, "
                                f"{budget.get('epochs')} epochs, {len(summary['seeds'])} seeds, "

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from models.schedules import LEARNED, Schedule
-from search.records.keys import BASELINE, TrialKey, TrialRole
+from search.records.keys import BASELINE, Key, TrialKey, TrialRole
 
 
 def preset_of(trial: FrozenTrial) -> str | None:
@@ -45,7 +45,7 @@ def label(trial: FrozenTrial) -> str:
     return f"#{trial.number} {preset_of(trial) or TrialKey.FAMILY.of(trial, 'trial')}"
 
 
-def curve(trial: FrozenTrial, key: TrialKey) -> list[float]:
+def curve(trial: FrozenTrial, key: Key[list]) -> list[float]:
     """A per-epoch curve the trial kept: ``TrialKey.TRAIN_LOSS`` or ``TrialKey.TRAIN_ACCURACY``."""
     return key.of(trial) or []
 
