@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from common.cli import EXIT_USAGE, ArgumentParser, run_command
+from common.log import without_passwords
 
 __all__ = ["COMMANDS", "main", "usage"]
 
@@ -39,12 +40,17 @@ def usage() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage(), file=sys.stdout if argv else sys.stderr)
-        return 0 if argv else EXIT_USAGE
+    if not argv:  # one line, not the whole help
+        print(f"usage: shortcut-search {{{','.join(COMMANDS)}}} [ARGS ...]   (shortcut-search --help says what "
+              f"each does)", file=sys.stderr)
+        return EXIT_USAGE
+    if argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        print(without_passwords(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}"),
+              file=sys.stderr)
         return EXIT_USAGE
     ArgumentParser.invoked_as = f"shortcut-search {name}"
     try:

@@ -24,6 +24,7 @@ from common.files import check_output, check_writable, write_json_atomic
 from common.log import quiet_optuna, result
 from search import records
 from search.records import EVALUATION_SEED_START
+from search.checks import check_database_file
 from search.evaluation import arm_table, arms_from, evaluate_arms
 from storage.artifacts import artifact_store, attach
 from storage import load_existing_study, open_storage
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.storage or args.study:
         if not (args.storage and args.study):
             raise UsageError("study: --storage and --study go together; give both to record the evaluation")
+        check_database_file(args.storage)
         quiet_optuna()
         study = load_existing_study(open_storage(args.storage, heartbeat_seconds=None, create=False), args.study)
         if reused := sorted(set(records.study_seeds(study)) & {config.seed for config in configs}):

@@ -13,18 +13,18 @@ attached to the study.
 
     shortcut-search export --output best.json --model best.keras
 
-``--model`` also hands over the trained network of the exported trial (kept by the search: --keep-models), a
-``.keras`` file that ``keras.saving.load_model`` reads once ``training.loop`` is imported; it takes uint8 images.
+``--model`` also hands over the trained network of the exported trial (kept by the search: --keep-models), checked
+against the size and SHA-256 recorded when it was kept, as its inference network: a ``.keras`` file of Keras's
+built-in layers (uint8 images in, logits out) that plain ``keras.saving.load_model`` reads without this project.
 """
 from __future__ import annotations
 
-import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import optuna
-from optuna.artifacts import download_artifact
 
 from commands.flags import add_artifact_dir_argument, add_storage_argument
 from common.cli import ArgumentParser, run_command
@@ -36,7 +36,7 @@ from search.evidence.confirm_plan import arm_key, target_budget
 from search.evidence.document import export_document
 from search.evidence.noise import gain_in_noise, noise_floor
 from search.evidence.verdict import power_line, verdict_line
-from search.keep import model_to_export
+from search.keep import fetch_model
 from search.progress import next_commands
 from storage.artifacts import artifact_store, attach_when_free
 from storage import load_existing_study, open_storage
@@ -75,17 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         confirm = (optuna.load_study(study_name=confirm_name, storage=storage)
                    if confirm_name in optuna.get_all_study_names(storage) else None)
         target = target_budget(study, provenance["verdict_on"])  # a verdict at a target: that budget's model
-        model = model_to_export(best, study, store, args.model, args.output, confirm, arm_key(document, target),
-                                target)
-    path = write_json_atomic(args.output, document)
-    attach_when_free(args.storage, study.study_name, store, path)
-    if model:
-        artifact, origin = model
-        partial = Path(f"{args.model}.partial")
-        partial.unlink(missing_ok=True)
-        download_artifact(artifact_store=store, file_path=str(partial), artifact_id=artifact)
-        os.replace(partial, args.model)
-        result(f"wrote {args.model}: the trained model of {origin}")
+        model = fetch_model(best, study, store, args.model, args.output, confirm, arm_key(document, target), target)
+    try:
+        path = write_json_atomic(args.output, document)
+        attach_when_free(args.storage, study.study_name, store, path)
+        if model:
+            shutil.move(model.file, args.model)  # a rename where the folder existed
+            result(f"wrote {args.model}: the trained model of {model.origin}, {model.checked}")
+    finally:
+        if model:
+            Path(model.file).unlink(missing_ok=True)
     confirmation = records.confirmation(study)
     if confirmation is None:
         gain = evidence["val_accuracy_gain"]

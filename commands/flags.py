@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from common.cli import ArgumentParser, positive_int
+from search.config import MAX_SEED
 from storage.artifacts import ARTIFACT_FOLDER
 from storage.urls import DEFAULT_URL, STORAGE_ENV, default_url
 from training.config import PRECISIONS
@@ -35,8 +36,19 @@ def add_training_arguments(parser: ArgumentParser, seed: int = 0) -> None:
                         "(compute capability >= 8.0) or mixed_float16, with XLA; on a CPU float32 (default auto)")
     parser.add_argument("--steps-per-execution", type=positive_int, default=1, help="training steps per call into "
                         "the compiled graph: fewer host round trips for small networks on a GPU (default 1)")
-    parser.add_argument("--seed", type=int, default=seed, help="seeds weights, data order and augmentation "
-                        f"(default {seed})")
+    parser.add_argument("--seed", type=seed_value, default=seed, help="seeds weights, data order and "
+                        f"augmentation, 0..{MAX_SEED} (default {seed})")
+
+
+def seed_value(text: str) -> int:
+    """A seed, 0..MAX_SEED: every seed derived from it stays a valid 32-bit seed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must lie in 0..{MAX_SEED}, got {value}")
+    return value
 
 
 def seed_count(text: str) -> int | None:

@@ -20,6 +20,7 @@ from common.errors import UsageError
 from common.log import quiet_optuna
 from common.machine import gpu_count
 from dashboards.live import DashboardPublisher
+from search.checks import check_database_file
 from search.config import SAMPLERS, SearchConfig
 from search.interrupts import interruptible
 from search.progress import confirm_runs
@@ -123,6 +124,7 @@ def search(args: argparse.Namespace) -> int:
                           invoked_at=invoked_at)
     invoked_at = time.time()  # a verdict another worker writes after this is not this invocation's to show
     config = config_from(args)
+    check_database_file(config.storage)
     quiet_optuna()
     from search.session import SearchSession  # imports TensorFlow: once the arguments are checked
 

@@ -6,6 +6,8 @@ The same as `optuna-dashboard sqlite:///search.db --artifact-dir search-artifact
 schedules figure and note appear on its page while a search runs. Reading a SQLite study while workers write is safe
 (WAL journal); a journal file (``journal:///FILE``) is replayed without its lock, and anything the dashboard writes
 (a note from its page) takes the workers' lock (``storage.journal``), which plain ``optuna-dashboard FILE`` does not.
+A file of the artifact store that is not the one the study recorded (its size and SHA-256) is not served: the
+download fails and one ``error:`` line names it.
 """
 from __future__ import annotations
 
@@ -14,14 +16,13 @@ import socket
 import sys
 from typing import Sequence
 
-from optuna.artifacts import FileSystemArtifactStore
 from optuna_dashboard import run_server
 
 from commands.flags import add_artifact_dir_argument, add_storage_argument
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
 from common.log import result
-from storage.artifacts import ARTIFACT_FOLDER
+from storage.artifacts import ARTIFACT_FOLDER, VerifyingStore
 from storage import open_storage
 from storage.urls import beside_storage, redacted
 
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_free(args.port)
     storage = open_storage(args.storage, heartbeat_seconds=None, create=False, reader=True)
     folder = beside_storage(args.storage, args.artifact_dir, ARTIFACT_FOLDER)
-    store = FileSystemArtifactStore(str(folder)) if folder.is_dir() else None
+    store = VerifyingStore(folder, storage) if folder.is_dir() else None  # a damaged file is never served
     result(f"optuna-dashboard for {redacted(args.storage)} at http://127.0.0.1:{args.port}/ (Ctrl-C stops it)")
     try:
         run_server(storage, host="127.0.0.1", port=args.port, artifact_store=store)

@@ -24,6 +24,7 @@ from common.errors import UsageError
 from common.files import check_output, check_writable, write_text_atomic
 from common.log import result
 from commands import run as search_run
+from search.checks import check_shared_journal, check_slurm_time
 from search.slurm_script import batch_script, check_cluster_storage
 
 
@@ -50,8 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, value in (("time", args.time), ("partition", args.partition)):
         if value is not None and not re.fullmatch(r"[\w.,:-]+", value):
             raise UsageError(f"{flag}: {value!r} is not a Slurm {flag} (letters, digits and . , : - only)")
+    check_slurm_time(args.time)
     config = search_run.config_from_args(args.run)
     check_cluster_storage(config)
+    check_shared_journal(config.storage)
     logs = Path(args.logs)
     check_writable(logs, "logs", "choose another folder")
     check_output(args.script, "script")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from commands.flags import add_training_arguments
 from common.cli import ArgumentParser, run_command
 from common.errors import UsageError
+from common.files import check_output, check_writable
 from common.log import log
 from models.schedules import resolve_schedule
 from training.config import TrainConfig
@@ -39,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.save_model and not args.save_model.endswith(".keras"):
         raise UsageError(f"save-model: {args.save_model!r} must end in .keras (Keras's file format)")
+    if args.save_model:
+        check_output(args.save_model, "save-model")  # before the run, not after it
+    if args.tensorboard:
+        check_writable(Path(args.tensorboard), "tensorboard", "choose another folder")
     schedule = resolve_schedule(args.schedule)
     config = TrainConfig(depth=args.depth, epochs=args.epochs, batch_size=args.batch_size,
                          precision=args.precision, seed=args.seed, steps_per_execution=args.steps_per_execution)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
+import traceback
+import warnings
 from typing import Callable, Sequence
 
 from common.errors import UsageError
-from common.log import VERBOSITY_ENV, verbosity_in
+from common.log import VERBOSITY_ENV, verbosity_in, without_passwords
 from common.machine import prepare_tensorflow
 
 EXIT_USAGE = 2
@@ -36,13 +37,6 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(without_passwords(message))
 
 
-def without_passwords(text: str) -> str:
-    """``text`` with what looks like a URL's password (``://user:SECRET@``, ``password=SECRET``) replaced by
-    ``***``: argparse repeats the arguments it refuses, a storage URL among them."""
-    text = re.sub(r"(://[^\s:/@]*:)\S*@", r"\1***@", text)
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", text)
-
-
 def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run a command's ``main`` and map UsageError to one line on stderr and exit code 2.
 
@@ -54,12 +48,28 @@ def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
     logging.basicConfig(level=logging.DEBUG if level > 1 else logging.INFO if level > 0 else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     prepare_tensorflow(verbose=level > 0)
+    previous, warnings.showwarning = warnings.showwarning, _scrubbed_warning
     try:
         return main(argv)
     except UsageError as error:
         message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {without_passwords(message)}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as error:  # a failure of the run, not of the input: its traceback, which may quote a
+        # storage URL (a driver's message, a repr), scrubbed as every other line
+        sys.stderr.write(without_passwords("".join(traceback.format_exception(error))))
+        return 1
+    finally:
+        warnings.showwarning = previous
+
+
+def _scrubbed_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` with every password taken out of the line."""
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    try:
+        (file or sys.stderr).write(without_passwords(text))
+    except OSError:
+        pass
 
 
 def positive_int(text: str) -> int:

@@ -41,6 +41,7 @@ def check_writable(folder: Path | None, flag: str, fix: str) -> None:
     ``flag`` names the option, ``fix`` says what to do instead."""
     if folder is None:
         return
+    check_name_lengths(folder, flag)
     existing = next(parent for parent in (folder.absolute(), *folder.absolute().parents) if parent.exists())
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=existing))
@@ -48,10 +49,26 @@ def check_writable(folder: Path | None, flag: str, fix: str) -> None:
         raise UsageError(f"{flag}: cannot create {folder} ({error.strerror} in {existing}); {fix}") from None
 
 
+NAME_MAX = 255  # bytes of one file or folder name on Linux's, macOS's and Windows's usual file systems
+TEMPORARY_SPARE = 12  # write_text_atomic's temporary file: ".NAME." and 8 random characters
+
+
+def check_name_lengths(path: Path, flag: str, spare: int = 0) -> None:
+    """UsageError for a path whose file or folder names the file system cannot hold (the last with ``spare``
+    bytes more, for a temporary file named after it)."""
+    parts = Path(path).parts
+    for index, part in enumerate(parts):
+        limit = NAME_MAX - (spare if index == len(parts) - 1 else 0)
+        if len(os.fsencode(part)) > limit:
+            raise UsageError(f"{flag}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; a file "
+                             f"system holds at most {limit} here: choose a shorter one")
+
+
 def check_output(path: str | os.PathLike, flag: str) -> None:
     """UsageError now, rather than after the work, when a file cannot be written at ``path``: its folder cannot
     be created, or the path is a folder."""
     path = Path(path)
+    check_name_lengths(path, flag, spare=TEMPORARY_SPARE)
     if path.is_dir():
         raise UsageError(f"{flag}: {path} is a folder; name a file")
     check_writable(path.parent if str(path.parent) else Path("."), flag, "choose another path")

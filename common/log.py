@@ -12,12 +12,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
+import urllib.parse
 import warnings
 from typing import Sequence
 
+from tqdm import tqdm
+
 VERBOSITY_ENV = "SHORTCUT_SEARCH_VERBOSITY"  # -1 (-q), 0, 1.. (-v): set by common.cli for a command and its workers
 RESULT = 25
+# every spelling of a password a storage URL may carry in its query string (libpq's, SQLAlchemy's, drivers');
+# ``storage.urls`` hides the same ones, so free text and URLs are scrubbed alike
+SECRET_PARAMETERS = ("password", "passwd", "pwd", "sslpassword", "secret", "token", "key")
+HIDDEN = "***"
 logging.addLevelName(RESULT, "RESULT")
 log = logging.getLogger("shortcut_search")
 
@@ -48,6 +56,24 @@ def threshold() -> int:
     """The lowest level shown at the current verbosity."""
     level = verbosity()
     return RESULT if level < 0 else logging.DEBUG if level > 1 else logging.INFO
+
+
+_USER_PART = re.compile(r"(://[^\s:/@]*:)\S*@")  # ://user:SECRET@ (up to the last @ of the word)
+_PARAMETER = re.compile(r"(?P<name>[\w%+.-]+)=(?P<value>[^&\s'\"]*)")
+
+
+def without_passwords(text: str) -> str:
+    """``text`` with what looks like a URL's password replaced by ``***``: the user part's (``://user:SECRET@``)
+    and a query parameter named as any of ``SECRET_PARAMETERS``, in any case or percent-escaped
+    (``?%70assword=``, ``&PWD=``). For free text: argparse's errors (which repeat a refused argument), log lines,
+    warnings and tracebacks."""
+    text = _USER_PART.sub(rf"\1{HIDDEN}@", text)
+
+    def hide(match: re.Match) -> str:
+        name = urllib.parse.unquote_plus(match["name"]).lower()
+        return f"{match['name']}={HIDDEN}" if name in SECRET_PARAMETERS else match[0]
+
+    return _PARAMETER.sub(hide, text)
 
 
 def result(message: str) -> None:
@@ -90,8 +116,10 @@ class _CurrentStderr(logging.Handler):
         if record.levelno < threshold():
             return
         try:
-            sys.stderr.write(self.format(record) + "\n")
-            sys.stderr.flush()
+            stream = sys.stderr
+            with tqdm.external_write_mode(file=stream):  # a progress bar on screen steps aside for the line
+                stream.write(without_passwords(self.format(record)) + "\n")
+                stream.flush()
         except Exception:
             self.handleError(record)
 

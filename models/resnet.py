@@ -16,6 +16,7 @@ import math
 from typing import Sequence
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from common.errors import UsageError
@@ -176,6 +177,36 @@ def build_resnet(depth: int, num_classes: int, schedule: Schedule | Sequence[flo
     logits = layers.Dense(num_classes, dtype="float32", name="logits",
                           kernel_regularizer=keras.regularizers.L2(_L2), bias_regularizer=keras.regularizers.L2(_L2))(x)
     return keras.Model(inputs, logits, name=name or f"resnet{depth}")
+
+
+def portable_network(network: keras.Model) -> keras.Model:
+    """``network`` (built by ``build_resnet``, trained) rebuilt from Keras's built-in layers only, for inference in
+    float32: ``keras.saving.load_model`` reads it without this project. Same function at inference: a
+    ``ScaledShortcut`` becomes a fixed 1x1 convolution (stride, zero channels and the factor in its one-hot
+    kernel: each output is ``f_l * x`` plus exact zeros), a ``LearnedScale`` a ``Rescaling`` by its trained
+    value, ``BatchNorm`` Keras's ``BatchNormalization`` (moving statistics, as at inference before)."""
+
+    def built_in(layer):
+        config = {**layer.get_config(), "dtype": "float32", "trainable": False}
+        if isinstance(layer, ScaledShortcut):
+            return layers.Conv2D(layer.filters, 1, strides=layer.stride, use_bias=False, name=layer.name,
+                                 dtype="float32", trainable=False)
+        if isinstance(layer, LearnedScale):
+            return layers.Rescaling(float(ops.convert_to_numpy(layer.scale)), name=layer.name, dtype="float32")
+        if isinstance(layer, BatchNorm):
+            return layers.BatchNormalization.from_config(config)
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(network, clone_function=built_in)
+    for old, new in zip(network.layers, copy.layers):
+        if isinstance(old, ScaledShortcut):
+            channels, extra = int(old.input.shape[-1]), old.filters - int(old.input.shape[-1])
+            kernel = np.zeros((1, 1, channels, old.filters), "float32")
+            kernel[0, 0, np.arange(channels), extra // 2 + np.arange(channels)] = old.scale
+            new.set_weights([kernel])
+        elif not isinstance(old, LearnedScale):
+            new.set_weights([np.asarray(ops.convert_to_numpy(w), "float32") for w in old.weights])
+    return copy
 
 
 def shortcut_factors(model: keras.Model) -> list[float]:

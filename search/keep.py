@@ -14,6 +14,9 @@ exported even when its search trial's model was not kept.
 """
 from __future__ import annotations
 
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -22,7 +25,7 @@ from optuna.trial import TrialState
 from common.errors import UsageError
 from search import records
 from search.records import TrialKey
-from storage.artifacts import artifact_store, attach, forget, kept_model
+from storage.artifacts import artifact_store, attach, forget, kept_model, recorded_checksum, verified_download
 from storage.attributes import study_lock
 
 
@@ -101,21 +104,23 @@ class ArmModelKeeper(ModelKeeper):
 
 def model_to_export(trial: optuna.trial.FrozenTrial, study: optuna.Study, store, path: str, output: str,
                     confirm: optuna.Study | None = None, arm: str | None = None,
-                    target: dict | None = None) -> tuple[str, str]:
-    """The artifact id of the model ``export --model PATH`` writes, and where it comes from: ``trial``'s kept
-    model, else the model of a confirm run of its ``arm``; with a ``target`` budget (the verdict's, not the
+                    target: dict | None = None) -> tuple[str, str, dict | None]:
+    """The artifact id of the model ``export --model PATH`` writes, where it comes from, and its recorded checksum
+    (None for a model kept by an earlier version): ``trial``'s kept model, else the model of a confirm run of its
+    ``arm``; with a ``target`` budget (the verdict's, not the
     search's) only a confirm run's, which trained at it. UsageError (with the command that trains it, or the store
     to name) before anything is written."""
     if not path.endswith(".keras"):
         raise UsageError(f"model: {path!r} must end in .keras (Keras's file format)")
     budget = records.budget(study).at(target)
     artifact = None if target else kept_model(trial)
+    holder = trial
     trained = f"ResNet-{budget.depth}, {budget.epochs} epochs"
     origin = f"trial {trial.number} (seed {records.seed_of(trial)}, {trained})"
     if artifact is None and confirm is not None and arm is not None:
         for run in records.complete(confirm):
             if TrialKey.ARM.of(run) == arm and kept_model(run) is not None:
-                artifact = kept_model(run)
+                artifact, holder = kept_model(run), run
                 origin = (f"confirm run {run.number} of trial {trial.number}'s schedule (seed {records.seed_of(run)}, "
                           f"{trained})")
                 break
@@ -130,4 +135,40 @@ def model_to_export(trial: optuna.trial.FrozenTrial, study: optuna.Study, store,
     except Exception:
         raise UsageError(f"model: trial {trial.number}'s model is not in this artifact store; name the one the "
                          f"search used with --artifact-dir") from None
-    return artifact, origin
+    return artifact, origin, recorded_checksum(holder, artifact)
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    """The network ``export --model`` hands over, checked and ready: a temporary file to move into place."""
+    file: str
+    origin: str
+    checked: str
+
+
+def fetch_model(trial: optuna.trial.FrozenTrial, study: optuna.Study, store, path: str, output: str,
+                confirm: optuna.Study | None = None, arm: str | None = None,
+                target: dict | None = None) -> FetchedModel:
+    """The kept model ``model_to_export`` names, downloaded and checked (its recorded size and SHA-256; a model
+    kept by an earlier version, without them, by reading it), then rewritten as the deployable inference network
+    (``training.pipeline.deployable_model``) in a temporary file beside ``path`` (or in the system's temporary
+    folder while ``path``'s folder does not exist). UsageError, with nothing left behind, for a damaged file."""
+    artifact, origin, checksum = model_to_export(trial, study, store, path, output, confirm, arm, target)
+    folder = Path(path).parent
+    handle, download = tempfile.mkstemp(prefix=".export-", suffix=".keras", dir=folder if folder.is_dir() else None)
+    os.close(handle)
+    try:
+        verified_download(store, artifact, checksum, "model.keras", download, f"model: the model of {origin}")
+        from training.pipeline import save_deployable  # imports TensorFlow: only once the file is checked
+
+        try:
+            save_deployable(download, download)
+        except Exception as error:  # a file of an earlier version that is a zip but no model
+            raise UsageError(f"model: the model of {origin} in the artifact store cannot be read as a Keras model "
+                             f"({type(error).__name__}); nothing written") from None
+    except BaseException:
+        Path(download).unlink(missing_ok=True)
+        raise
+    checked = ("checked against its recorded SHA-256" if checksum else
+               "kept without a checksum by an earlier version: checked by reading it")
+    return FetchedModel(download, origin, f"{checked}; the inference network (uint8 images in, logits out)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import statistics
 import sys
+from datetime import datetime
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -96,7 +97,7 @@ class TrialReporter:
         else:
             outcome = f"failed: {records.fail_reason(trial, trial.state.name)}"
         line = f"trial {trial.number:>4} {records.schedule_text(trial)}: {outcome}"
-        line += f" | {records.finished_count(study)}/{self.target} finished" + self.standing(study)
+        line += f" | {finished_ordinal(study, trial)}/{self.target} finished" + self.standing(study)
         self.bar.write(line, file=sys.stderr)
         self.seen += 1
         cost = remaining_cost(study, self.target, self.config.workers, confirm_runs(self.config)) \
@@ -134,18 +135,30 @@ class TrialReporter:
         self.bar.close()
 
 
+def finished_ordinal(study: optuna.Study, trial: FrozenTrial) -> int:
+    """The study's finished trials up to ``trial`` in the order they finished (ties by number): one count per
+    study, whichever worker reports it and however late (two workers finishing together read 3/4 and 4/4, not
+    4/4 twice)."""
+    def order(t: FrozenTrial) -> tuple:
+        return (t.datetime_complete or datetime.max, t.number)
+
+    return sum(1 for t in records.finished(study) if order(t) <= order(trial))
+
+
 def unrun_references(study: optuna.Study) -> str | None:
     """Which references still wait unrun (an interrupted one's retry too), and the ``--trials`` that would run
-    them: they come before any searched trial, after the waiting retries; None when all ran."""
+    them: they come before any searched trial, after the waiting retries and the trials running now (counted
+    too, so that every worker names the same figure whenever it stops); None when all ran."""
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     unrun = [t for t in waiting if records.is_reference(t)]
     if not unrun:
         return None
     retries = [t for t in waiting if records.retry_of(t) is not None and not records.is_reference(t)]
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     names = ", ".join(f"{records.preset_of(t)}" + (f" (seed {records.seed_of(t)})" if records.is_replica(t) else "")
                       for t in unrun)
     return (f"{len(unrun)} reference(s) did not run: {names}; --trials "
-            f"{records.finished_count(study) + len(retries) + len(unrun)} runs them")
+            f"{records.finished_count(study) + len(running) + len(retries) + len(unrun)} runs them")
 
 
 class FailureGuard:

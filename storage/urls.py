@@ -16,12 +16,12 @@ from pathlib import Path
 import sqlalchemy
 
 from common.errors import UsageError
+from common.log import HIDDEN, SECRET_PARAMETERS, without_passwords
 
 DEFAULT_URL = "sqlite:///search.db"
 STORAGE_ENV = "SEARCH_STORAGE"  # the storage URL, so that a password need not be typed on a command line
 SCHEMES = ("sqlite", "postgresql")  # SQLAlchemy dialects the tool supports (any PostgreSQL driver)
-SECRET_PARAMETERS = ("password", "passwd", "pwd", "sslpassword", "secret", "token", "key")
-HIDDEN = "***"
+# SECRET_PARAMETERS, HIDDEN and without_passwords (free text) are common.log's: one list for URLs and free text
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -136,9 +136,9 @@ def scrub(text: str, url: str) -> str:
     """``text`` (a driver's error message) with the URL's password, in any spelling, taken out."""
     _, user, _, query = _split(url)
     secrets = [user.split(":", 1)[1]] if ":" in user else []
-    secrets += [item.partition("=")[2] for item in query.split("&") if item.partition("=")[0].lower()
-                in SECRET_PARAMETERS]
+    secrets += [item.partition("=")[2] for item in query.split("&")
+                if urllib.parse.unquote_plus(item.partition("=")[0]).lower() in SECRET_PARAMETERS]
     for secret in filter(None, secrets):
         for spelling in {secret, urllib.parse.unquote(secret)}:
             text = text.replace(spelling, HIDDEN)
-    return re.sub(r"://([^:/@\s]*):[^@\s]*@", rf"://\1:{HIDDEN}@", text)
+    return without_passwords(text)

@@ -12,9 +12,13 @@ after each validation by 5-9 s on a 2-core CPU (ResNet-20 on 5000 CIFAR images: 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 from keras import layers, ops
+
+from models.resnet import portable_network
 
 
 @keras.saving.register_keras_serializable(package="resnet_shortcut")
@@ -98,3 +102,22 @@ def with_input_pipeline(network: keras.Model, mean: np.ndarray, std: np.ndarray,
     if augment:
         x = PadCropFlip(4, seed=seed, name="augment")(x)
     return keras.Model(inputs, network(x), name=f"{network.name}_pipeline")
+
+
+def deployable_model(model: keras.Model) -> keras.Model:
+    """The inference network of a trained ``with_input_pipeline`` model: uint8 images in, normalisation, the
+    network rebuilt from Keras's built-in layers (``models.resnet.portable_network``), float32 logits out; no
+    augmentation layer, no optimizer. ``keras.saving.load_model`` reads it in a process that never imports this
+    project."""
+    network = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    normalise = model.get_layer("normalise")
+    inputs = keras.Input(model.input_shape[1:], dtype="uint8", name="pixels")
+    x = layers.Normalization(mean=np.asarray(normalise.mean).reshape(-1), variance=np.asarray(normalise.variance)
+                             .reshape(-1), name="normalise", dtype="float32")(inputs)
+    return keras.Model(inputs, portable_network(network)(x), name=network.name)
+
+
+def save_deployable(source: str | Path, destination: str | Path) -> None:
+    """Read the training model saved at ``source`` (a ``.keras`` file with its optimizer) and write its
+    ``deployable_model`` to ``destination`` (``.keras``)."""
+    deployable_model(keras.saving.load_model(source, compile=False)).save(destination)
