@@ -167,3 +167,16 @@ def test_workers_finishing_together_each_print_their_own_count():
     study.tell(second, 0.6)
     counts = [finished_ordinal(study, trial) for trial in study.trials]  # both read after both finished
     assert counts == [1, 2]
+
+
+def test_a_warning_during_a_progress_bar_stands_on_its_own_line(capsys):
+    import re
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=2, file=sys.stderr)  # as the search's bar, on the stderr of the moment
+    bar.update(1)
+    log.warning("warning: discarded the checkpoint state.npz: it cannot be read; the run starts over")
+    bar.close()
+    lines = re.split(r"[\r\n]", capsys.readouterr().err)
+    assert any(line.startswith("warning: discarded the checkpoint") for line in lines), lines
