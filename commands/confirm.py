@@ -24,16 +24,9 @@ from typing import Sequence
 from commands.flags import (add_artifact_dir_argument, add_confirm_arguments, add_storage_argument,
                             add_target_arguments)
 from common.cli import ArgumentParser, positive_int, run_command
-from common.errors import UsageError
-from common.files import check_writable
 from common.log import quiet_optuna
-from search import records
-from search.config import SearchConfig
 from search.interrupts import interruptible
-from search.study import check_target_data, settle_target
-from storage.artifacts import artifact_folder
-from storage import HEARTBEAT_SECONDS, load_existing_study, open_storage
-from training.data import load_dataset
+from search.study import confirm_config
 
 
 def build_parser() -> ArgumentParser:
@@ -61,30 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def confirm(args) -> int:
     invoked_at = time.time()
     quiet_optuna()
-    # read first, as a reader (no journal mode, no tables written): a foreign or unknown study is refused untouched
-    reader = open_storage(args.storage, reader=True)
-    name = records.search_study_name(reader, args.study)
-    study = load_existing_study(reader, name)
-    # the search's own budget, its epochs as resolved when it started
-    settings = {**records.require_settings(study), "epochs": records.epochs(study)}
-    config = SearchConfig(**settings, storage=args.storage, study=name, data_dir=args.data_dir,
-                          confirm_top=args.top, confirm_seeds=args.seeds, min_effect=args.min_effect / 100,
-                          checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models,
-                          artifact_dir=args.artifact_dir, target_depth=args.target_depth,
-                          target_epochs=args.target_epochs, target_subset=args.target_subset)
-    if not any(records.is_baseline_run(t) for t in study.get_trials(deepcopy=False)):
-        raise UsageError(f"study: {name!r} has no baseline trial")
-    data = load_dataset(config.dataset, config.data_dir, config.subset)
-    check_writable(config.checkpoint_root(), "checkpoint-dir", "choose another, or none for no checkpoints")
-    if config.keep_models:
-        check_writable(artifact_folder(config.storage, config.artifact_dir), "artifact-dir", "choose another")
-    storage = open_storage(args.storage, HEARTBEAT_SECONDS, create=False)
-    from search.confirm_loop import run_confirm  # imports TensorFlow: once the input is checked
+    config = confirm_config(args.storage, args.study, data_dir=args.data_dir, confirm_top=args.top,
+                            confirm_seeds=args.seeds, min_effect=args.min_effect / 100,
+                            checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models,
+                            artifact_dir=args.artifact_dir, target_depth=args.target_depth,
+                            target_epochs=args.target_epochs, target_subset=args.target_subset)
+    from search.session import confirm_stage  # imports TensorFlow: once the study and flags are checked
 
-    study = load_existing_study(storage, name)
-    config = settle_target(study, config)
-    check_target_data(config)
-    run_confirm(config, study, storage, data, invoked_at)
+    confirm_stage(config, invoked_at)
     return 0
 
 

@@ -13,11 +13,12 @@ from common.log import log, result
 from search import records
 from search.config import SearchConfig
 from search.evidence.confirm_plan import is_settled
+from search.confirm_loop import run_confirm
 from search.loop import Publisher, run_search
 from search.run_queue import has_checkpoint, waiting_retries
 from search.study import check_existing, check_target_data, open_study, settle_target
 from search.workers import run_worker, run_workers
-from storage import open_storage
+from storage import load_existing_study, open_storage
 from storage.artifacts import artifact_folder
 from storage.urls import redacted
 from training.data import load_dataset
@@ -30,6 +31,15 @@ def open_search(config: SearchConfig):
     data = load_dataset(config.dataset, config.data_dir, config.subset)
     epochs = config.train.epochs_for(len(data.y_train))
     check_target_data(config)
+    check_outputs(config)
+    storage = open_storage(config.storage, config.heartbeat)
+    resuming = check_existing(storage, config)
+    return data, epochs, storage, open_study(storage, config, epochs), resuming
+
+
+def check_outputs(config: SearchConfig) -> None:
+    """UsageError, before anything is written, for a folder the runs cannot write: checkpoints, the artifact
+    store (when models are kept), TensorBoard's logs."""
     check_writable(config.checkpoint_root(), "checkpoint-dir",
                    "choose another --checkpoint-dir, or none for no checkpoints")
     if config.keep_models:
@@ -37,9 +47,18 @@ def open_search(config: SearchConfig):
                        "choose another --artifact-dir, or --keep-models 0")
     if config.tensorboard:
         check_writable(Path(config.tensorboard), "tensorboard", "choose another folder")
-    storage = open_storage(config.storage, config.heartbeat)
-    resuming = check_existing(storage, config)
-    return data, epochs, storage, open_study(storage, config, epochs), resuming
+
+
+def confirm_stage(config: SearchConfig, invoked_at: float) -> None:
+    """The confirm stage of ``config`` (``study.confirm_config``) on its own, in this process: its data and folders
+    checked, the study opened as a writer, the stored ``--target-*`` flags settled in."""
+    data = load_dataset(config.dataset, config.data_dir, config.subset)
+    check_outputs(config)
+    storage = open_storage(config.storage, config.heartbeat, create=False)
+    study = load_existing_study(storage, config.study)
+    config = settle_target(study, config)
+    check_target_data(config)
+    run_confirm(config, study, storage, data, invoked_at)
 
 
 class SearchSession:

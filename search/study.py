@@ -24,6 +24,7 @@ from search.pruning import make_pruner
 from search.records import BASELINE, StudyKey
 from search.samplers import make_sampler, sampler_seed
 from search.space import trial_params
+from storage import load_existing_study, open_storage
 from training.data import load_dataset
 
 CREATION_WAIT_SECONDS = 15  # how long a process joining a study that is being created waits for its warm start
@@ -54,6 +55,20 @@ def settle_target(study: optuna.Study, config: SearchConfig) -> SearchConfig:
     log.info(f"the confirm stage keeps the study's target ({shown})")
     return dataclasses.replace(config, target_depth=stored["depth"], target_epochs=stored["epochs"],
                                target_subset=stored["subset"])
+
+
+def confirm_config(url: str, name: str | None, **stage) -> SearchConfig:
+    """What ``shortcut-search confirm`` runs: the search study's own budget and settings (its epochs as resolved
+    when it started) with the stage's flags ``stage`` (``SearchConfig`` fields: confirm_top, confirm_seeds, ...).
+    Read as a reader (no journal mode, no tables written): a foreign or unknown study, or one without a baseline
+    run, is refused untouched."""
+    reader = open_storage(url, reader=True)
+    name = records.search_study_name(reader, name)
+    study = load_existing_study(reader, name)
+    settings = {**records.require_settings(study), "epochs": records.epochs(study)}
+    if not any(records.is_baseline_run(t) for t in study.get_trials(deepcopy=False)):
+        raise UsageError(f"study: {name!r} has no baseline trial")
+    return SearchConfig(**settings, storage=url, study=name, **stage)
 
 
 def check_existing(storage, config: SearchConfig) -> bool:
