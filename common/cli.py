@@ -6,12 +6,13 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import traceback
 import warnings
 from typing import Callable, Sequence
 
 from common.errors import UsageError
-from common.log import VERBOSITY_ENV, verbosity_in, without_passwords
+from common.log import VERBOSITY_ENV, scrub_handlers, verbosity_in, without_passwords
 from common.machine import prepare_tensorflow
 
 EXIT_USAGE = 2
@@ -47,8 +48,10 @@ def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
     os.environ[VERBOSITY_ENV] = str(level)
     logging.basicConfig(level=logging.DEBUG if level > 1 else logging.INFO if level > 0 else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    scrub_handlers(logging.getLogger())
     prepare_tensorflow(verbose=level > 0)
     previous, warnings.showwarning = warnings.showwarning, _scrubbed_warning
+    previous_thread_hook, threading.excepthook = threading.excepthook, _scrubbed_thread_exception
     try:
         return main(argv)
     except UsageError as error:
@@ -60,7 +63,16 @@ def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
         sys.stderr.write(without_passwords("".join(traceback.format_exception(error))))
         return 1
     finally:
-        warnings.showwarning = previous
+        warnings.showwarning, threading.excepthook = previous, previous_thread_hook
+
+
+def _scrubbed_thread_exception(hook_args) -> None:
+    """``threading.excepthook`` (a heartbeat thread's error) with every password taken out of its traceback."""
+    if hook_args.exc_type is SystemExit:
+        return
+    text = "".join(traceback.format_exception(hook_args.exc_type, hook_args.exc_value, hook_args.exc_traceback))
+    name = hook_args.thread.name if hook_args.thread is not None else "a thread"
+    sys.stderr.write(without_passwords(f"Exception in thread {name}:\n{text}"))
 
 
 def _scrubbed_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -76,6 +76,25 @@ def without_passwords(text: str) -> str:
     return _PARAMETER.sub(hide, text)
 
 
+class Scrub(logging.Filter):
+    """A handler's filter that takes every password out of a record's message (and its traceback) before it is
+    written: for the handlers of other libraries' loggers (Optuna's, the root logger's), which the tool's own
+    handler does not see."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = without_passwords(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = without_passwords(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def scrub_handlers(logger: logging.Logger) -> None:
+    """Put ``Scrub`` on every handler of ``logger`` (once)."""
+    for handler in logger.handlers:
+        if not any(isinstance(f, Scrub) for f in handler.filters):
+            handler.addFilter(Scrub())
+
+
 def result(message: str) -> None:
     """A result line: shown even with -q."""
     log.log(RESULT, message)
@@ -96,6 +115,7 @@ def quiet_optuna() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbosity() > 0 else optuna.logging.ERROR)
+    scrub_handlers(logging.getLogger("optuna"))
 
 
 @contextlib.contextmanager

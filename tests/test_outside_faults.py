@@ -121,19 +121,40 @@ def test_a_password_in_a_mistyped_flag_never_shows(name, capsys):
     assert "SECRET" not in redacted(url) and "SECRET" not in scrub(f"failed: {url}", url)
 
 
-def test_a_password_never_shows_in_warnings_log_lines_or_tracebacks(capsys):
+def test_a_password_never_shows_in_warnings_log_lines_or_tracebacks(capfd):
+    import threading
+
+    from common.log import quiet_optuna
+
     url = "postgresql://me:hunter2@db.example/search?%70assword=SECRET"
+
+    def fail():
+        raise RuntimeError(f"a heartbeat thread quotes {url}")
 
     def main(argv):
         ArgumentParser().parse_args(argv)
+        quiet_optuna()
         log.warning(f"warning: {url}")
         warnings.warn(f"a library's warning about {url}")
+        optuna.logging.get_logger("optuna.storages").error(f"Optuna's own log line about {url}")
+        thread = threading.Thread(target=fail)
+        thread.start()
+        thread.join()
         raise RuntimeError(f"the driver quotes {url}")
 
-    assert run_command(main, ["-v"]) == 1
-    err = capsys.readouterr().err
-    assert "RuntimeError" in err and "Traceback" in err and err.count("***") >= 6
-    assert "hunter2" not in err and "SECRET" not in err
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)  # Optuna's own handler, bound to this test's stderr
+    logging.getLogger("optuna").addHandler(handler)
+    try:
+        assert run_command(main, ["-v"]) == 1
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    err = capfd.readouterr().err
+    for said in ("warning: postgresql", "a library's warning", "Optuna's own log line", "a heartbeat thread quotes",
+                 "Traceback", "RuntimeError: the driver quotes"):
+        assert said in err, said
+    assert err.count("***") >= 10 and "hunter2" not in err and "SECRET" not in err
 
 
 def test_the_command_without_arguments_prints_one_usage_line(capsys):
