@@ -26,7 +26,7 @@ from search import records
 from search.records import EVALUATION_SEED_START
 from search.checks import check_database_file
 from search.evaluation import arm_table, arms_from, evaluate_arms
-from storage.artifacts import artifact_store, attach
+from storage.artifacts import artifact_folder, artifact_store, attach
 from storage import load_existing_study, open_storage
 from training.config import TrainConfig
 from training.data import load_dataset
@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_database_file(args.storage)
         quiet_optuna()
         study = load_existing_study(open_storage(args.storage, heartbeat_seconds=None, create=False), args.study)
+        check_writable(artifact_folder(args.storage, args.artifact_dir), "artifact-dir", "choose another folder")
         if reused := sorted(set(records.study_seeds(study)) & {config.seed for config in configs}):
             raise UsageError(f"seed: the study already trained with seed(s) {', '.join(map(str, reused))}; test "
                              f"with seeds it never used (the default --seed {EVALUATION_SEED_START} does)")

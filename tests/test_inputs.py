@@ -63,6 +63,8 @@ CASES = [
     (evaluate, [*EVALUATE, "--seed", "-7"], "seed: must lie in"),
     (evaluate, [*EVALUATE, "--output", "{tmp}/" + LONG + ".json"], "bytes long"),
     (evaluate, [*EVALUATE, "--storage", "sqlite:///{tmp}/empty.db", "--study", "x"], "is an empty file"),
+    (evaluate, [*EVALUATE, "--study", "digits-resnet8", "--artifact-dir", "{tmp}/a-file/store"],
+     "artifact-dir: cannot create"),
     (export, ["--output", "{tmp}/" + LONG + ".json"], "bytes long"),
     (export, ["--model", "{tmp}/" + LONG + ".keras"], "bytes long"),
     (export, ["--output", "{tmp}/" + LONG + "/best.json"], "bytes long"),
