@@ -21,6 +21,7 @@ import optuna
 from common.errors import UsageError
 from common.machine import prepare_tensorflow
 from dashboards.live import DashboardPublisher
+from search.checks import check_database_file
 from search.config import SearchConfig
 from search.records import EVALUATION_SEED_START
 from search.evidence.document import export_document
@@ -36,6 +37,7 @@ def search(config: SearchConfig) -> optuna.Study:
     ``config.confirm_top``; the study. One worker: for several, run the command with ``--workers``."""
     if config.workers != 1:
         raise UsageError("workers: the API searches in this process; run shortcut-search run --workers K for more")
+    check_database_file(config.storage)
     prepare_tensorflow()
     from search.session import SearchSession  # imports TensorFlow: after prepare_tensorflow
 

@@ -201,3 +201,14 @@ def test_a_warning_during_a_progress_bar_stands_on_its_own_line(capsys):
     bar.close()
     lines = re.split(r"[\r\n]", capsys.readouterr().err)
     assert any(line.startswith("warning: discarded the checkpoint") for line in lines), lines
+
+
+def test_the_api_refuses_a_zero_length_database_file_untouched(tmp_path):
+    from commands import api
+    from common.errors import UsageError
+    from search.config import SearchConfig
+
+    (tmp_path / "empty.db").touch()
+    with pytest.raises(UsageError, match="is an empty file"):
+        api.search(SearchConfig(dataset="digits", depth=8, epochs=1, trials=1, storage=f"sqlite:///{tmp_path}/empty.db"))
+    assert (tmp_path / "empty.db").stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
