@@ -210,5 +210,6 @@ def test_the_api_refuses_a_zero_length_database_file_untouched(tmp_path):
 
     (tmp_path / "empty.db").touch()
     with pytest.raises(UsageError, match="is an empty file"):
-        api.search(SearchConfig(dataset="digits", depth=8, epochs=1, trials=1, storage=f"sqlite:///{tmp_path}/empty.db"))
+        api.search(SearchConfig(dataset="digits", depth=8, epochs=1, trials=1,
+                                storage=f"sqlite:///{tmp_path}/empty.db"))
     assert (tmp_path / "empty.db").stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
