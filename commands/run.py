@@ -75,7 +75,8 @@ def build_parser() -> ArgumentParser:
                              "search-checkpoints/ beside a SQLite study, in this folder for other databases)")
     parser.add_argument("--keep-models", type=int, default=5, metavar="K",
                         help="keep the trained models (.keras) of the K best completed schedule trials as Optuna "
-                             "artifacts; the rest are deleted as they fall out; 0 = none (default 5)")
+                             "artifacts; the rest are deleted as they fall out; the confirm stage keeps one per arm "
+                             "whatever K; 0 = none (default 5)")
     add_artifact_dir_argument(parser)
     parser.add_argument("--tensorboard", metavar="DIR", help="log every trial for TensorBoard, one run folder each "
                         "(DIR/STUDY/search/trial-00007, the confirm stage's under confirm/): loss, accuracy, validation "
