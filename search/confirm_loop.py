@@ -31,13 +31,20 @@ from search.evidence.confirm_plan import (ATTEMPTS, confirm_seeds, finished_run,
 from search.evidence.verdict import describe, summarise
 from search.interrupts import raise_if_interrupted
 from search.keep import ArmModelKeeper
-from search.liveness import fail_dead, optimize, record_process
-from search.objective import AfterTrial, records_its_errors, train_trial
-from search.run_queue import run_retries
+from search.liveness import fail_dead, record_process
+from search.objective import AfterTrial, environment_fault, records_its_errors, train_trial
+from search.progress import FailureGuard
+from search.run_queue import run_next, run_retries
 from search.records import INTERRUPTED, RunState, StudyKey, TrialKey
+from search.records.trials import from_environment
 from search.study import tidy
 from storage.attributes import study_lock
 from training.data import load_dataset
+
+
+class EnvironmentStopped(Exception):
+    """The environment failed the confirm stage ``--max-failures`` times in a row (no space, the storage lost):
+    the stage stops, its study intact; the message is the line to show."""
 
 
 def open_confirm_study(storage, study: optuna.Study) -> optuna.Study:
@@ -186,30 +193,42 @@ def run_confirm(config, study: optuna.Study, storage, data,
     errors = {pair: len([t for t in runs if t.state == TrialState.FAIL and records.fail_reason(t) != INTERRUPTED])
               for pair, runs in runs_by_pair(confirm).items()}
     allowed = {(arm["key"], seed): errors.get((arm["key"], seed), 0) + ATTEMPTS for arm in arms for seed in seeds}
+    guard = FailureGuard(getattr(config, "max_failures", 5))  # faults of the environment in a row stop the stage
     tidied = False
     while True:
-        fail_dead(storage, confirm, config.heartbeat)  # a run whose worker died is queued again, not waited for
-        queue_plan(storage, confirm, arms, seeds, budget, allowed)
-        if not tidied:  # after the plan: a cut-short run's checkpoint stays for its retry, just queued
-            tidy(storage, confirm, config)
-            tidied = True
-        if not confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            pairs = runs_by_pair(confirm)
-            states = {(arm["key"], seed): outcome(pairs.get((arm["key"], seed), []), allowed[(arm["key"], seed)])
-                      for arm in arms for seed in seeds}
-            if any(state == RunState.RUNNING for state, _ in states.values()):
-                log.info("confirm: other workers are finishing the last runs")
-                return None
-            current = plan_arms(study, config.confirm_top, budget)  # the search may have moved on (other workers)
-            if [arm["key"] for arm in current] == [arm["key"] for arm in arms]:
-                break
-            arms = current
-            allowed.update({(arm["key"], seed): allowed.get((arm["key"], seed), ATTEMPTS) for arm in arms
-                            for seed in seeds})
-            continue
-        if run_retries(storage, confirm, objective, [after, line]):  # interrupted runs first
-            continue
-        optimize(confirm, objective, n_trials=1, callbacks=[after, line], catch=(Exception,), gc_after_trial=True)
+        if guard.tripped and guard.from_environment:
+            raise EnvironmentStopped(guard.message())
+        try:
+            fail_dead(storage, confirm, config.heartbeat)  # a run whose worker died is queued again, not waited for
+            counted = _forgiving(confirm, allowed)  # a run the environment failed is queued again, never counted
+            queue_plan(storage, confirm, arms, seeds, budget, counted)
+            if not tidied:  # after the plan: a cut-short run's checkpoint stays for its retry, just queued
+                tidy(storage, confirm, config)
+                tidied = True
+            if not confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                pairs = runs_by_pair(confirm)
+                states = {(arm["key"], seed): outcome(pairs.get((arm["key"], seed), []), counted[(arm["key"], seed)])
+                          for arm in arms for seed in seeds}
+                if any(state == RunState.RUNNING for state, _ in states.values()):
+                    log.info("confirm: other workers are finishing the last runs")
+                    return None
+                current = plan_arms(study, config.confirm_top, budget)  # the search may have moved on
+                if [arm["key"] for arm in current] == [arm["key"] for arm in arms]:
+                    break
+                arms = current
+                allowed.update({(arm["key"], seed): allowed.get((arm["key"], seed), ATTEMPTS) for arm in arms
+                                for seed in seeds})
+                continue
+            if run_retries(storage, confirm, objective, [after, line, guard]):  # interrupted runs first
+                continue
+            run_next(storage, confirm, objective, [after, line, guard])
+        except Exception as error:
+            if (fault := environment_fault(error)) is None:
+                raise
+            guard.fault(fault)  # outside a run's record (planning, asking, telling)
+            if not guard.tripped:
+                log.warning(f"warning: the environment failed ({fault}); trying again")
+                time.sleep(1.0)
     summary = summarise(arms, seeds, {pair: value for pair, (state, value) in states.items()
                                       if state in (RunState.DONE, RunState.DIVERGED)},
                         {pair for pair, (state, _) in states.items() if state == RunState.FAILED},
@@ -227,6 +246,14 @@ def run_confirm(config, study: optuna.Study, storage, data,
         StudyKey.CONFIRMATION.write(study, summary)
     result(describe(summary))
     return summary
+
+
+def _forgiving(confirm: optuna.Study, allowed: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """``allowed`` with each (arm, seed)'s runs that the environment failed added: they are interruptions (a full
+    disk, the storage lost), not attempts of the run."""
+    pairs = runs_by_pair(confirm)
+    return {pair: count + len([t for t in pairs.get(pair, []) if t.state == TrialState.FAIL
+                               and from_environment(records.fail_reason(t))]) for pair, count in allowed.items()}
 
 
 # what makes two verdicts the same: the plan and every arm's runs and figures

@@ -34,11 +34,16 @@ from common.log import log, without_experimental_warnings
 from search import records
 from search.interrupts import raise_if_interrupted
 from search.records import INTERRUPTED, TrialKey
+from search.records.keys import ENVIRONMENT
+from search.records.trials import from_environment
 from storage import MAX_RETRY, optuna_heartbeat, stalled_within
 from storage.attributes import study_lock
 
 DIED = "its worker died"  # the start of the fail reason of a trial cleared here
 SILENT = "its heartbeat stopped"  # the start of the fail reason of a trial failed by ``fail_silent_trials``
+# trials this process stopped running but could not record as failed (the storage failed as it told them):
+# (study name, trial number) -> the fail reason ``recover`` writes once the storage answers again
+_abandoned: dict[tuple[str, int], str] = {}
 
 
 class TakenOver(Exception):
@@ -209,7 +214,19 @@ def heartbeat(storage, trial_id: int):
     if not interval:
         yield
         return
-    with _every(interval, lambda: storage.record_heartbeat(trial_id), f"heartbeat-{trial_id}"):
+    warned = []
+
+    def beat():
+        try:
+            storage.record_heartbeat(trial_id)
+        except Exception as error:  # a connection lost, a full disk: beat again next time, never kill the thread
+            if not warned:
+                warned.append(error)
+                log.warning(f"warning: a heartbeat could not be written ({type(error).__name__}: "
+                            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); retrying every "
+                            f"{interval:g} s")
+
+    with _every(interval, beat, f"heartbeat-{trial_id}"):
         yield
 
 
@@ -256,6 +273,19 @@ def fail_silent_trials(storage, study: optuna.Study, interval: float) -> list[in
     return failed
 
 
+def _fail_unstarted(storage, study: optuna.Study, interval: float) -> None:
+    """On an RDB storage: fail every running trial that recorded neither its process nor (so) a heartbeat two
+    intervals after it started: the storage failed as its worker began it (a full disk, a connection lost), and
+    Optuna's stale-trial check never judges a trial without a heartbeat."""
+    now, study_id = time.time(), None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if ProcessIdentity.of(trial) is not None or trial.datetime_start is None \
+                or now - trial.datetime_start.timestamp() <= 2 * interval:
+            continue
+        study_id = storage.get_study_id_from_name(study.study_name) if study_id is None else study_id
+        _fail(storage, study, study_id, trial.number, f"{SILENT} (it never recorded its process)")
+
+
 def _fail(storage, study: optuna.Study, study_id: int, number: int, reason: str) -> bool:
     """Fail the running trial ``number`` with ``reason`` (``recover`` queues its retry); False when another process
     failed it first."""
@@ -269,30 +299,51 @@ def _fail(storage, study: optuna.Study, study_id: int, number: int, reason: str)
 
 def fail_dead(storage, study: optuna.Study, interval: float | None) -> None:
     """Fail every running trial whose worker is gone: this machine's dead processes at once, the others once their
-    heartbeat is stale (Optuna's on the RDB storages, the tool's own on a journal, ``interval`` its default)."""
+    heartbeat is stale (Optuna's on the RDB storages, the tool's own on a journal, ``interval`` its default); and
+    the trials this process abandoned (``abandon``)."""
+    _fail_abandoned(storage, study)
     clear_zombies(storage, study)
-    if optuna_heartbeat(storage):
+    if every := optuna_heartbeat(storage):
         with without_experimental_warnings():  # "experimental" since Optuna 2.9
             optuna.storages.fail_stale_trials(study)
+        _fail_unstarted(storage, study, every)
     if interval:
         fail_silent_trials(storage, study, interval)
 
 
 def cut_short(trial: FrozenTrial) -> bool:
     """A failed trial whose run was stopped from outside, not one that failed on its own: interrupted (Ctrl-C,
-    SIGTERM), its worker died, its heartbeat stopped, or no reason at all (Optuna's stale-trial check writes
-    none, and neither does a kill before the reason was written; an error of the run writes one)."""
+    SIGTERM), its worker died, its heartbeat stopped, the environment failed it (no space, an I/O error, the
+    storage lost: ``records.from_environment``), or no reason at all (Optuna's stale-trial check writes none, and
+    neither does a kill before the reason was written; an error of the run writes one)."""
     reason = records.fail_reason(trial)
     return trial.state == TrialState.FAIL and (reason is None or reason == INTERRUPTED
-                                               or reason.startswith((DIED, SILENT)))
+                                               or reason.startswith((DIED, SILENT)) or from_environment(reason))
+
+
+def abandon(study: optuna.Study, number: int, reason: str) -> None:
+    """This process stopped running trial ``number`` but could not record it (the storage failed): ``recover``
+    fails it with ``reason`` once the storage answers (other processes take this live process's trial for
+    alive until its heartbeat is stale; a later run, once this process is gone, for dead)."""
+    _abandoned[(study.study_name, number)] = reason
+
+
+def _fail_abandoned(storage, study: optuna.Study) -> None:
+    """Fail the trials this process abandoned (``abandon``) that are still running."""
+    for (name, number), reason in list(_abandoned.items()):
+        if name == study.study_name:
+            _fail(storage, study, storage.get_study_id_from_name(name), number, reason)
+            del _abandoned[(name, number)]
 
 
 def recover(storage, study: optuna.Study, interval: float | None) -> list[int]:
     """What a worker does when it opens the study and before each trial it takes, under the study's lock (so that
     processes doing it at once queue each retry once): fail the trials of dead workers (``fail_dead``), then queue
     once every trial cut short that no trial re-runs yet, oldest first. An interrupt does not count towards
-    ``MAX_RETRY`` retries; a death does (a run that kills its worker every time stops being retried). The
-    numbers of the trials queued again."""
+    ``MAX_RETRY`` retries, nor does a fault of the environment (``cut_short``: a reference whose every attempt
+    failed from the environment is queued again, and said, by every run until it runs; a stage of them in a row
+    stops the search, ``search.progress.FailureGuard``); a death does (a run that kills its worker every time
+    stops being retried). The numbers of the trials queued again."""
     queued = []
     with study_lock(storage, study.study_name):
         fail_dead(storage, study, interval)
@@ -302,8 +353,12 @@ def recover(storage, study: optuna.Study, interval: float | None) -> list[int]:
         for trial in trials:
             if trial.number in rerun or not cut_short(trial):
                 continue
-            history = records.retry_history(trial)
-            if records.fail_reason(trial) != INTERRUPTED:
+            history, reason = records.retry_history(trial), records.fail_reason(trial)
+            if from_environment(reason):  # never the run's fault: retried whatever its history, and said
+                named = f" ({records.preset_of(trial)})" if records.is_reference(trial) else ""
+                log.info(f"trial {trial.number}{named} failed from its environment "
+                         f"({reason.removeprefix(ENVIRONMENT + ': ')}): queued again")
+            elif reason != INTERRUPTED:
                 if len(history) >= MAX_RETRY:
                     continue  # said once, when its last retry was queued
                 history = [*history, trial.number]

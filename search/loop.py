@@ -1,8 +1,14 @@
 """The search loop: open the study, run trials in this process until the study has its target of finished ones,
 then the confirm stage. No signal handling and no exits: what the command, its worker processes and the notebook
-API share (``search.workers`` adds the signals and exit codes of a worker process)."""
+API share (``search.workers`` adds the signals and exit codes of a worker process).
+
+A fault of the environment (no space, an I/O error, the storage's connection lost, a permission changed) is an
+interruption, not an error of the run: the trial it hit is failed as cut short and queued again first
+(``liveness.recover``), and a fault outside any trial (recovering, asking, telling, a callback) costs no trial;
+``--max-failures`` of them in a row stop the search with one line and ``EXIT_TEMPFAIL``, the study intact."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Callable
@@ -12,13 +18,13 @@ import optuna
 from common.log import log, quiet_optuna
 from search import records
 from search.config import SearchConfig
-from search.confirm_loop import run_confirm
+from search.confirm_loop import EnvironmentStopped, run_confirm
 from search.keep import ModelKeeper
-from search.liveness import optimize, recover
+from search.liveness import recover
 from search.progress import next_commands
-from search.objective import AfterTrial, Objective
+from search.objective import AfterTrial, Objective, environment_fault
 from search.progress import FailureGuard, TrialReporter
-from search.run_queue import has_checkpoint, run_retries, waiting_retries
+from search.run_queue import has_checkpoint, run_next, run_retries, waiting_retries
 from search.study import open_study
 from storage import open_storage
 from training.data import Dataset, load_dataset
@@ -26,6 +32,19 @@ from training.data import Dataset, load_dataset
 # called after every finished trial and after the confirm stage with (storage, study name): refreshes what a
 # dashboard shows (the command passes dashboards.live.publish); the search knows nothing of dashboards
 Publisher = Callable[[object, str], None]
+EXIT_TEMPFAIL = 75  # sysexits' EX_TEMPFAIL: the environment failed; the same command, run again later, goes on
+FAULT_PAUSE_SECONDS = 1.0  # between an environment fault outside a trial and the next try
+
+
+class Stopped(str):
+    """Why a search stopped short (the line a worker prints after ``stopped:``), and the exit code it means."""
+
+    exit_code: int
+
+    def __new__(cls, line: str, exit_code: int = 1) -> "Stopped":
+        stopped = super().__new__(cls, line)
+        stopped.exit_code = exit_code
+        return stopped
 
 
 class _AfterEachTrial:
@@ -43,7 +62,8 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
                study: optuna.Study | None = None, storage=None, publisher: Publisher | None = None,
                invoked_at: float | None = None):
     """Run trials in this process until the study has ``config.trials`` finished ones, then the confirm stage;
-    the study, and why the search stopped short (``--max-failures`` trials failed in a row) or None.
+    the study, and why the search stopped short (``--max-failures`` trials failed in a row, or faults of the
+    environment in a row: a ``Stopped`` with ``EXIT_TEMPFAIL``) or None.
 
     ``data``, ``study`` and ``storage`` are what the caller already opened (one worker, in-process); a worker
     process opens its own. ``publisher`` refreshes the dashboard after every finished trial. ``invoked_at``: when
@@ -66,36 +86,60 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
     def paid_for(trial) -> bool:
         return has_checkpoint(root, study, trial)
 
-    said = False
+    said = []
+
+    def step() -> bool:
+        """One trial (a retry first), or False when the study has its target."""
+        recover(storage, study, config.heartbeat)  # what died or was cut short since, queued again first
+        remaining = config.trials - records.finished_count(study)
+        if remaining <= 0 and not said and any(paid_for(t) for t in waiting_retries(study)):
+            log.info("target reached; finishing the interrupted trials whose checkpoints hold work already "
+                     "done first")
+            said.append(True)
+        # interrupted work first, claimed before Optuna's queue; past the target only what a checkpoint holds
+        if run_retries(storage, study, objective, after, only=None if remaining > 0 else paid_for):
+            return True
+        # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in
+        # the queue behind trials that already reach the target
+        if remaining <= 0 and not records.baseline_pending(study):
+            return False
+        run_next(storage, study, objective, after)
+        return True
+
     try:
         while not guard.tripped:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            if deadline is not None and deadline - time.monotonic() <= 0:
                 break
-            recover(storage, study, config.heartbeat)  # what died or was cut short since, queued again first
-            remaining = config.trials - records.finished_count(study)
-            if remaining <= 0 and not said and any(paid_for(t) for t in waiting_retries(study)):
-                log.info("target reached; finishing the interrupted trials whose checkpoints hold work already "
-                         "done first")
-                said = True
-            # interrupted work first, claimed before Optuna's queue; past the target only what a checkpoint holds
-            if run_retries(storage, study, objective, after, only=None if remaining > 0 else paid_for):
-                continue
-            # a study is not done before its baseline has finished: an interrupted baseline's re-run may sit in
-            # the queue behind trials that already reach the target
-            if remaining <= 0 and not records.baseline_pending(study):
-                break
-            optimize(study, objective, n_trials=1, timeout=left, callbacks=after, catch=(Exception,),
-                     gc_after_trial=True)
+            try:
+                if not step():
+                    break
+            except Exception as error:
+                if (fault := environment_fault(error)) is None:
+                    raise
+                guard.fault(fault)  # outside a trial's record (recovering, asking, telling, a callback)
+                if not guard.tripped:
+                    log.warning(f"warning: the environment failed ({fault}); trying again")
+                    time.sleep(FAULT_PAUSE_SECONDS)
     finally:
         reporter.close()
     if guard.tripped:
-        return study, guard.message()
+        if guard.from_environment:
+            with contextlib.suppress(Exception):  # the storage may answer though the disk is full: leave it tidy
+                recover(storage, study, config.heartbeat)
+        return study, Stopped(guard.message(), EXIT_TEMPFAIL if guard.from_environment else 1)
     reporter.summary(study)
     last = os.environ.get("SLURM_ARRAY_TASK_ID", "0") == "0"  # without a confirm stage: one task of an array says
     if config.confirm_top and records.finished_count(study) >= config.trials:
         # the worker that writes the verdict says what to do next; the others leave it to it
-        last = run_confirm(config, study, storage, data, invoked_at) is not None
+        try:
+            last = run_confirm(config, study, storage, data, invoked_at) is not None
+        except EnvironmentStopped as stop:
+            return study, Stopped(f"confirm stage: {stop}", EXIT_TEMPFAIL)
+        except Exception as error:
+            if (fault := environment_fault(error)) is None:
+                raise
+            return study, Stopped(f"the environment failed the confirm stage ({fault}); the studies are intact: "
+                                  f"fix it and run the same command again", EXIT_TEMPFAIL)
         if publisher:
             publisher(storage, study.study_name)
     if last:

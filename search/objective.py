@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 
 from models.schedules import LEARNED, Schedule, positions, preset
 from search import records
@@ -18,6 +21,7 @@ from search import run_folders
 from search.keep import ModelKeeper
 from search.liveness import TakenOver, beating, record_process
 from search.records import INTERRUPTED, TrialKey
+from search.records.keys import ENVIRONMENT, ENVIRONMENT_SIGNS
 from search.samplers import seed_of
 from search.space import suggest_schedule
 from training.config import EpochHook, TrainConfig
@@ -26,9 +30,52 @@ from storage import HEARTBEAT_SECONDS
 from training.loop import RunResult, run
 
 
+# faults of the run's environment, not of the run: no space, a quota, an I/O error, a read-only or stale file
+# system, a permission changed under the run, a connection to the storage lost
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM,
+                                errno.ESTALE, errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.EPIPE,
+                                errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH})
+SQLITE_ENVIRONMENT = frozenset({3, 5, 8, 10, 13, 14})  # SQLite's PERM, BUSY, READONLY, IOERR, FULL, CANTOPEN
+
+
 def failure(error: Exception) -> str:
-    """A run's fail reason for ``error``: its type and message."""
+    """A run's fail reason for ``error``: its type and message; ``ENVIRONMENT`` and the fault for an environment
+    fault (``environment_fault``), which is retried as a trial cut short, never final."""
+    if (fault := environment_fault(error)) is not None:
+        return f"{ENVIRONMENT}: {fault}"
     return f"{type(error).__name__}: {error}"[:500]
+
+
+def environment_fault(error: BaseException) -> str | None:
+    """The fault of the run's environment in ``error`` or in the errors it was raised from (the deepest: the
+    cause, not Optuna's or SQLAlchemy's wrapper of it), as type and message; None for an error of the run itself
+    (a shape error, NaN, a bug). By cause, not by where it was raised: an ``OSError`` with one of
+    ``ENVIRONMENT_ERRNOS``; SQLite's full disk, I/O error or read-only file; a database connection lost (the
+    driver's ``OperationalError`` or ``InterfaceError``, SQLAlchemy's invalidated connection); any error whose
+    message says one of these (TensorFlow's file errors)."""
+    found, seen = None, set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if _is_environment(error):
+            found = error
+        error = error.__cause__ or error.__context__
+    if found is None:
+        return None
+    text = str(found).strip().splitlines()[0] if str(found).strip() else ""
+    return f"{type(found).__name__}: {text}"[:300]
+
+
+def _is_environment(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno is not None:
+        return error.errno in ENVIRONMENT_ERRNOS
+    if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) is not None:
+        return error.sqlite_errorcode & 0xFF in SQLITE_ENVIRONMENT
+    if isinstance(error, sqlalchemy.exc.DisconnectionError) or getattr(error, "connection_invalidated", False):
+        return True
+    if any(kind.__module__.startswith("psycopg") and kind.__name__ in ("OperationalError", "InterfaceError")
+           for kind in type(error).__mro__):
+        return True
+    return any(sign in str(error) for sign in ENVIRONMENT_SIGNS)
 
 
 def records_its_errors(call):
@@ -42,9 +89,14 @@ def records_its_errors(call):
         except optuna.TrialPruned:
             raise
         except Exception as error:
-            if TrialKey.FAIL_REASON.of(trial) is None:
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            try:
+                if TrialKey.FAIL_REASON.of(trial) is None:
                     TrialKey.FAIL_REASON.write(trial, failure(error))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # failed by another process meanwhile
+            except Exception as unwritten:  # the storage failed too: the trial's tell says what becomes of it
+                if environment_fault(unwritten) is None:
+                    raise
             raise
     return recorded
 

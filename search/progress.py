@@ -16,6 +16,8 @@ from models.schedules import block_count
 from search import records
 from search.evidence.noise import gain_in_noise, noise_floor
 from search.records import TrialKey
+from search.records.keys import ENVIRONMENT
+from search.records.trials import from_environment
 from storage.urls import storage_flag
 
 
@@ -162,7 +164,10 @@ def unrun_references(study: optuna.Study) -> str | None:
 
 
 class FailureGuard:
-    """Optuna callback: stops the study after ``limit`` trials in a row failed, naming the repeated cause."""
+    """Optuna callback: stops the study after ``limit`` trials in a row failed, naming the repeated cause. Faults
+    of the environment count too (a trial failed by one, ``records.from_environment``, or one outside any trial:
+    ``fault``); a streak of them only is ``from_environment``: the search stops for the environment, not for its
+    schedules (the trials it cut short are queued again, first, by the next run)."""
 
     def __init__(self, limit: int):
         self.limit, self.streak, self.tripped = limit, [], False
@@ -171,15 +176,33 @@ class FailureGuard:
         if trial.state != TrialState.FAIL:
             self.streak = []
             return
-        self.streak.append(records.fail_reason(trial, "unknown error"))
-        if len(self.streak) >= self.limit:
-            self.tripped = True
+        self._count(records.fail_reason(trial, "unknown error"))
+        if self.tripped:
             try:
                 study.stop()
             except RuntimeError:  # a claimed retry runs outside study.optimize: the search loop checks tripped
                 pass
 
+    def fault(self, fault: str) -> None:
+        """A fault of the environment outside any trial's record (``objective.environment_fault``'s text)."""
+        self._count(f"{ENVIRONMENT}: {fault}")
+
+    def _count(self, reason: str) -> None:
+        self.streak.append(reason)
+        self.tripped = len(self.streak) >= self.limit
+
+    @property
+    def from_environment(self) -> bool:
+        """The last ``limit`` failures in a row were all faults of the environment."""
+        return bool(self.streak) and all(from_environment(reason) for reason in self.streak[-self.limit:])
+
     def message(self) -> str:
+        if self.from_environment:
+            cause, _ = collections.Counter(self.streak[-self.limit:]).most_common(1)[0]
+            fault = cause.removeprefix(f"{ENVIRONMENT}: ")
+            return (f"the environment failed {self.limit} times in a row ({fault}); the study is intact: free "
+                    f"the space (or bring back the storage, the permissions) and run the same command again, which "
+                    f"resumes the trials cut short first")
         cause, count = collections.Counter(self.streak).most_common(1)[0]
         return (f"{len(self.streak)} trials in a row failed (--max-failures {self.limit}); "
                 f"{count} of them with: {cause}")

@@ -5,11 +5,16 @@ start's references, a search's queued runs): the interrupted trial, the one with
 checkpoint, would wait longest. So a worker claims waiting retries explicitly before it asks Optuna for a trial:
 the claim is the storage's own atomic WAITING -> RUNNING step (the one Optuna's queue uses), so every retry runs
 once, in whichever process gets it first, on any storage. A claimed trial runs as ``study.optimize`` would run
-it: its heartbeat, the objective, ``study.tell``, the callbacks.
+it: its heartbeat, the objective, ``study.tell``, the callbacks; so does every trial a worker asks Optuna for
+(``run_next``), not ``study.optimize``: when the storage fails as a trial is told (a full disk, a connection
+lost), Optuna's ``optimize`` hides the fault behind its own ``AssertionError: Should not reach.`` and leaves the
+trial running; here the fault itself goes up, and the trial is left to ``liveness.recover`` (``abandon``).
 """
 from __future__ import annotations
 
 import contextlib
+import gc
+import warnings
 from pathlib import Path
 
 import optuna
@@ -17,7 +22,8 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search import records, run_folders
-from search.liveness import TrialRunner, go_on_after_take_over, heartbeat
+from search.liveness import TrialRunner, abandon, go_on_after_take_over, heartbeat
+from search.objective import environment_fault, failure
 
 
 def waiting_retries(study: optuna.Study) -> list[FrozenTrial]:
@@ -51,29 +57,63 @@ def run_retries(storage: BaseStorage, study: optuna.Study, objective: TrialRunne
     return ran
 
 
+def run_next(storage: BaseStorage, study: optuna.Study, objective: TrialRunner, callbacks: list,
+             catch: tuple = (Exception,)) -> None:
+    """Ask Optuna for the next trial (the oldest queued, else the sampler's) and run it as ``run_claimed`` does;
+    then collect garbage (a trial's graph is large)."""
+    with warnings.catch_warnings():  # Optuna's "Heartbeat of storage is supposed to be used with Study.optimize":
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")  # _run writes the heartbeat as it does
+        trial = study.ask()
+    try:
+        _run(storage, study, trial, objective, callbacks, catch)
+    finally:
+        gc.collect()
+
+
 def run_claimed(storage: BaseStorage, study: optuna.Study, trial_id: int, objective: TrialRunner, callbacks: list,
                 catch: tuple = (Exception,)) -> None:
     """Run a trial this process has set RUNNING, as ``study.optimize`` runs one."""
-    trial = optuna.Trial(study, trial_id)
-    value, state = None, None
-    with heartbeat(storage, trial_id):
+    _run(storage, study, optuna.Trial(study, trial_id), objective, callbacks, catch)
+
+
+def _run(storage: BaseStorage, study: optuna.Study, trial: optuna.Trial, objective: TrialRunner, callbacks: list,
+         catch: tuple) -> None:
+    """The objective on ``trial``, told, then the callbacks. An error the storage raises as the trial is told
+    (a fault of the environment) goes up, the trial left to ``recover`` (``abandon``), so nothing is left
+    running by a live process that no longer runs it."""
+    value, state, error = None, None, None
+    with heartbeat(storage, trial._trial_id):
         try:
             value = objective(trial)
         except optuna.TrialPruned:
             state = TrialState.PRUNED
-        except Exception as error:
-            state = TrialState.FAIL
-            if not isinstance(error, catch):
-                study.tell(trial, state=state)
+        except Exception as raised:
+            state, error = TrialState.FAIL, raised
+            if not isinstance(raised, catch):
+                _tell(study, trial, None, state, error)
                 raise
         except KeyboardInterrupt:
             with contextlib.suppress(ValueError):  # another process failed it meanwhile: the interrupt goes on
                 study.tell(trial, state=TrialState.FAIL)
             raise
     try:
-        frozen = study.tell(trial, value, state=state) if state else study.tell(trial, value)
-    except ValueError as error:
-        go_on_after_take_over(error, trial.number)
+        frozen = _tell(study, trial, value, state, error)
+    except ValueError as taken_over:
+        go_on_after_take_over(taken_over, trial.number)
         return
     for callback in callbacks:
         callback(study, frozen)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, value, state, error: Exception | None):
+    """``study.tell``; when the storage fails meanwhile, the trial is abandoned to ``recover`` with the fail reason
+    of its own error (else of the storage's fault) and the storage's error goes up."""
+    try:
+        return study.tell(trial, value, state=state) if state else study.tell(trial, value)
+    except ValueError:
+        raise
+    except Exception as told:
+        if environment_fault(told) is None:
+            raise
+        abandon(study, trial.number, failure(error if error is not None else told))
+        raise

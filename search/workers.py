@@ -37,7 +37,7 @@ def run_worker(config: SearchConfig, epochs: int, rank: int = 0, data=None, stud
         return interrupted_exit(interrupt)
     if stopped:
         log.error(f"stopped: {stopped}")
-        return EXIT_FAILURES
+        return getattr(stopped, "exit_code", EXIT_FAILURES)  # search.loop.Stopped: 75 when the environment failed
     return 0
 
 

@@ -7,6 +7,11 @@ a killed writer's, and is broken). Writers append under the lock; readers replay
 dashboard or an export never waits for a worker. Optuna's heartbeat exists only for its RDB storages: on a journal
 every running trial keeps a heartbeat of this tool's (``search.liveness``), which has to know when this process
 itself was held up by a stale lock (``Journal.stalled_within``).
+
+An append is all or nothing (``WholeAppends``): one the file system refuses half-way (a full disk, an I/O error)
+is cut back off under the lock and its error goes up, so no torn line is left for the next append to be glued to
+(Optuna's replay would refuse the file from there on); a writer killed half-way leaves one, which the next writer
+cuts (``Journal.cut_torn_tail``).
 """
 from __future__ import annotations
 
@@ -105,13 +110,38 @@ class WatchedLock(JournalFileOpenLock):
         return (since is not None and now - since >= STALL_SECONDS) or now - self.last_stall_end <= seconds
 
 
+class WholeAppends(JournalFileBackend):
+    """Optuna's log file, whose appends are whole or nothing: a write or flush that fails (``OSError``: no space,
+    an I/O error, a stale file handle) cuts the file back to where the append began, under the lock, and raises."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in logs).encode("utf-8")
+        self._lock.acquire()
+        try:
+            start = os.path.getsize(self._file_path)
+            handle = os.open(self._file_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                written = 0
+                while written < len(text):
+                    written += os.write(handle, text[written:])
+                os.fsync(handle)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(handle, start)
+                raise
+            finally:
+                os.close(handle)
+        finally:
+            self._lock.release()
+
+
 class Journal(JournalStorage):
     """Optuna's journal storage on a log file, which it names (``path``)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.lock = WatchedLock(str(path))
-        super().__init__(JournalFileBackend(str(path), lock_obj=self.lock))
+        super().__init__(WholeAppends(str(path), lock_obj=self.lock))
 
     def stalled_within(self, seconds: float) -> bool:
         """Whether this process waited for the journal's lock (a stale lock, a slow file server) within the last

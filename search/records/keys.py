@@ -21,6 +21,15 @@ CONFIRM_SUFFIX = ".confirm"  # the confirm stage's study is NAME.confirm, in the
 EVALUATION_PREFIX = "evaluation:"  # one study attribute per evaluated schedule and budget: evaluation:<digest>
 METRIC = "val_accuracy"
 INTERRUPTED = "interrupted"  # the fail reason of a trial that Ctrl-C or SIGTERM cut short
+ENVIRONMENT = "environment fault"  # the start of the fail reason of a trial the environment cut short
+# what the messages of environment faults say (the strerror of ENOSPC, EDQUOT, EIO, EROFS, EACCES, EPERM, ESTALE;
+# SQLite's and PostgreSQL's words for a full disk, an I/O error, a lost connection): how a reason recorded before
+# faults were told apart (schema 2 and earlier: "OSError: [Errno 28] No space left on device") is recognised
+ENVIRONMENT_SIGNS = ("No space left on device", "Disk quota exceeded", "Input/output error", "Read-only file system",
+                     "Permission denied", "Operation not permitted", "Stale file handle", "database or disk is full",
+                     "disk I/O error", "attempt to write a readonly database", "unable to open database file",
+                     "server closed the connection", "terminating connection", "connection is closed",
+                     "consuming input failed", "connection to server")
 
 # the seeds of a study, by role (recorded on the trials and the study; disjoint as long as the ranges hold)
 BASELINE_SEED_OFFSET = 1000  # baseline replicas: seed + 1000 + i

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from models.schedules import LEARNED, Schedule
-from search.records.keys import BASELINE, Key, TrialKey, TrialRole
+from search.records.keys import BASELINE, ENVIRONMENT, ENVIRONMENT_SIGNS, Key, TrialKey, TrialRole
 
 
 def preset_of(trial: FrozenTrial) -> str | None:
@@ -52,6 +52,13 @@ def curve(trial: FrozenTrial, key: Key[list]) -> list[float]:
 
 def fail_reason(trial: FrozenTrial, default: str | None = None) -> str | None:
     return TrialKey.FAIL_REASON.of(trial, default)
+
+
+def from_environment(reason: str | None) -> bool:
+    """Whether a fail reason says the environment cut the run short (no space, an I/O error, the storage lost, a
+    permission changed under it), not the run itself: written with ``ENVIRONMENT`` first, or an older version's
+    reason in the words of such a fault (``ENVIRONMENT_SIGNS``)."""
+    return reason is not None and (reason.startswith(ENVIRONMENT) or any(sign in reason for sign in ENVIRONMENT_SIGNS))
 
 
 def diverged_reason(trial: FrozenTrial) -> str | None:
