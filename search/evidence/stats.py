@@ -205,7 +205,8 @@ def block_variance(values: np.ndarray, floor: float = 0.0) -> dict[str, Any]:
     residual variance, on ``df`` = (arms - 1)(seeds - 1); per arm after the baseline, ``robust_d2`` = the
     baseline's + the arm's own run variance (Shukla's unbiased estimates, arms / (arms - 2) (W_a / (S - 1) - SSE /
     ((arms - 1)(S - 1) arms)), W_a the arm's residual sum of squares; each at least half the rounding floor) and
-    its Welch-Satterthwaite ``robust_df`` (each component on S - 1 df; between S - 1 and the block's df). With
+    its Welch-Satterthwaite ``robust_df`` (scaled to the exact df when every arm is as noisy, ``_shukla_share``;
+    between S - 1 and the block's df). With
     two arms the robust variance is the difference's own. Floats for one table, arrays for many."""
     values = np.asarray(values, float)
     arms, seeds = values.shape[-2:]
@@ -220,7 +221,7 @@ def block_variance(values: np.ndarray, floor: float = 0.0) -> dict[str, Any]:
         runs = np.maximum(runs, floor / 2)
         robust = runs[..., :1] + runs[..., 1:]
         spread = np.maximum((runs[..., :1] ** 2 + runs[..., 1:] ** 2) / (seeds - 1), 1e-300)
-        robust_df = np.clip(robust ** 2 / spread, seeds - 1, max(df, 1))
+        robust_df = np.clip(_shukla_share(arms) * robust ** 2 / spread, seeds - 1, max(df, 1))
     else:
         robust = np.maximum(np.var(values[..., 1:, :] - values[..., :1, :], axis=-1, ddof=1), floor)
         robust_df = np.full(robust.shape, seeds - 1.0)
@@ -230,6 +231,17 @@ def block_variance(values: np.ndarray, floor: float = 0.0) -> dict[str, Any]:
                 "robust_d2": [float(v) for v in robust], "robust_df": [float(v) for v in robust_df]}
     return {"sigma_d2": sigma_d2, "df": df, "floor_binds": floor_binds, "robust_d2": robust,
             "robust_df": robust_df}
+
+
+def _shukla_share(arms: int) -> float:
+    """The Welch-Satterthwaite df of ``block_variance``'s robust sum, which counts each component on S - 1 df,
+    times this is the sum's exact df when every arm is as noisy: Shukla's estimates are noisier than a variance on
+    S - 1 df and the two in a sum are negatively correlated; with g = (A - 1)^2 - 2 + 1 / (A - 1), Var(estimate) =
+    2 sigma^4 g / ((S - 1)(A - 2)^2) and Cov = -2 sigma^4 / ((S - 1)(A - 2)(A - 1)), so the sum has
+    2 (S - 1) / (g / (A - 2)^2 - 1 / ((A - 2)(A - 1))) df: S - 1 at 3 arms (the arm's own paired variance's), 1.5
+    (S - 1) at 7, against the 2 (S - 1) the plain formula gives."""
+    g = (arms - 1) ** 2 - 2 + 1 / (arms - 1)
+    return 1 / (g / (arms - 2) ** 2 - 1 / ((arms - 2) * (arms - 1)))
 
 
 def claims(values: np.ndarray, comparisons: int, resolution: float | None = None, alpha: float = ALPHA,
