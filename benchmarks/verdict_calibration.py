@@ -27,7 +27,9 @@ Sections of the report (``--only`` runs some of them):
   S 3: the tool's power against the textbook block analysis (``stats.block_variance``'s residual alone, Dunnett);
 - ``collapse``: a candidate or the baseline collapsed on one seed to 12 % with a finite loss: false claims, how
   often the collapsed arm wins (never), the other arms' power beside the same studies without the collapse, and
-  how often ``collapsed_runs`` flags a run when none collapsed.
+  how often ``collapsed_runs`` flags a run when none collapsed;
+- ``null_vectorised``: the test alone (``stats.claims``, the same rule as ``many_to_one``, vectorised) on 10x the
+  studies, stages complete and without the search: false claims (better / worse) per K, S and noise pattern.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ SIGMA_D = 0.006  # 0.6 pt: a CIFAR-10 ResNet's seed-to-seed spread of a paired d
 SEED_SD = 0.02
 DIVERGE = 0.01
 BUDGET = {"depth": 32, "dataset": "simulated", "epochs": None, "subset": None, "batch_size": 128}
-SECTIONS = ("grid", "unequal", "power_line", "seed_effect", "collapse")
+SECTIONS = ("grid", "unequal", "power_line", "seed_effect", "collapse", "null_vectorised")
 
 
 def arms_for(top: int, sources: Sequence[int] | None = None) -> list[dict]:
@@ -263,6 +265,27 @@ def collapse(studies: int, n_images: int) -> list[dict]:
     return rows
 
 
+def null_vectorised(studies: int, n_images: int, tops: Sequence[int], seed_counts: Sequence[int]) -> list[dict]:
+    rows = []
+    patterns = {"equal": lambda arms: [1] * arms, "one candidate 5x": lambda arms: [1, 1, 5] + [1] * (arms - 3),
+                "one candidate 3x": lambda arms: [1, 1, 3] + [1] * (arms - 3),
+                "baseline 2x": lambda arms: [2] + [1] * (arms - 1), "baseline 3x": lambda arms: [3] + [1] * (arms - 1)}
+    for top in tops:
+        for seeds in seed_counts:
+            rng = np.random.default_rng(13000 + 100 * top + seeds)
+            row: dict = {"K": top, "S": seeds, "studies": studies}
+            for name, pattern in patterns.items():
+                scale = np.asarray(pattern(top + 2), float)
+                raw = 0.8 + rng.normal(0, SEED_SD, (studies, 1, seeds)) + rng.normal(0, 1, (
+                    studies, top + 2, seeds)) * (scale * SIGMA_D / math.sqrt(2))[None, :, None]
+                decided = stats.claims(np.round(raw * n_images) / n_images, top, 1 / n_images)
+                row[name] = [round(float(decided["better"].any(1).mean()), 4),
+                             round(float(decided["worse"].any(1).mean()), 4)]
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
 def markdown(report: dict) -> str:
     lines = []
     if report.get("grid"):
@@ -308,6 +331,11 @@ def markdown(report: dict) -> str:
             text += (f"; median sigma_d {r['median_sigma_d_pt']:.2f} pt (without "
                      f"{r['median_sigma_d_pt_without_collapse']:.2f})")
             lines.append(f"| {r['scenario']} | {text} |")
+    if report.get("null_vectorised"):
+        names = [key for key in report["null_vectorised"][0] if key not in ("K", "S", "studies")]
+        lines += ["", f"| K | S | {' | '.join(names)} |", "|---|---|" + "---|" * len(names)]
+        lines += [f"| {r['K']} | {r['S']} | " + " | ".join(f"{100 * r[n][0]:.1f} / {100 * r[n][1]:.1f} %"
+                                                         for n in names) + " |" for r in report["null_vectorised"]]
     return "\n".join(lines)
 
 
@@ -319,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "counted on (default 144, the digits split: coarse steps, many ties)")
     parser.add_argument("--tops", type=positive_int, nargs="+", default=[1, 3, 5, 10])
     parser.add_argument("--seeds", type=positive_int, nargs="+", default=[2, 3, 5, 10])
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run "
+                        "(default all)")
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -329,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "unequal": lambda: unequal(args.studies, args.images),
                 "power_line": lambda: power_line(args.studies, args.images),
                 "seed_effect": lambda: seed_effect(args.studies),
-                "collapse": lambda: collapse(args.studies, args.images)}
+                "collapse": lambda: collapse(args.studies, args.images),
+                "null_vectorised": lambda: null_vectorised(10 * args.studies, args.images, args.tops, args.seeds)}
     for name in args.only:
         report[name] = sections[name]()
     report["seconds"] = round(time.perf_counter() - started, 1)
