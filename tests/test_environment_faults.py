@@ -201,7 +201,7 @@ def test_a_full_disk_stops_the_search_with_exit_75_and_the_next_run_finishes_eve
     disk, grow = small_disk
     url = f"sqlite:///{disk / 'search.db'}" if kind == "sqlite" else f"journal:///{disk / 'search.journal'}"
     argv = [*ARGV, "--storage", url, "--checkpoint-dir", str(disk / "c"), "--artifact-dir", str(disk / "a")]
-    stopped = first_run(argv)
+    stopped = first_run([*argv, "--max-failures", "2"])
     last = stopped.stderr.strip().splitlines()[-1]
     assert stopped.returncode == EXIT_TEMPFAIL and last.startswith(STOP_LINE), stopped.stderr[-3000:]
     assert "No space left on device" in last or "database or disk is full" in last
@@ -238,7 +238,7 @@ def test_postgresql_connections_cut_mid_trial_lose_nothing(own_database, tmp_pat
     import psycopg
 
     url, admin, name = own_database
-    argv = [*ARGV, "--epochs", "3", "--storage", url, "--checkpoint-dir", str(tmp_path / "c"), "--artifact-dir",
+    argv = [*ARGV, "--epochs", "2", "--storage", url, "--checkpoint-dir", str(tmp_path / "c"), "--artifact-dir",
             str(tmp_path / "a")]
     search = subprocess.Popen([sys.executable, "-m", "commands", "run", *argv], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
