@@ -47,6 +47,18 @@ class Stopped(str):
         return stopped
 
 
+def environment_stop(error: Exception, during: str = "as the study was opened") -> Stopped | None:
+    """The stop that ``error`` means when the environment caused it (``objective.environment_fault``, or the confirm
+    stage's ``EnvironmentStopped``), outside the search loop's own guard (``during``: as the study was opened, the
+    confirm stage): its line and ``EXIT_TEMPFAIL``; None for any other error. For a command: ``stopped: LINE``."""
+    if isinstance(error, EnvironmentStopped):
+        return Stopped(f"confirm stage: {error}", EXIT_TEMPFAIL)
+    if (fault := environment_fault(error)) is None:
+        return None
+    return Stopped(f"the environment failed {during} ({fault}); the study is intact: free the space (or bring back "
+                   f"the storage, the permissions) and run the same command again", EXIT_TEMPFAIL)
+
+
 class _AfterEachTrial:
     """Optuna callback: the publisher, after every finished trial."""
 
@@ -133,13 +145,10 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
         # the worker that writes the verdict says what to do next; the others leave it to it
         try:
             last = run_confirm(config, study, storage, data, invoked_at) is not None
-        except EnvironmentStopped as stop:
-            return study, Stopped(f"confirm stage: {stop}", EXIT_TEMPFAIL)
         except Exception as error:
-            if (fault := environment_fault(error)) is None:
+            if (stop := environment_stop(error, "the confirm stage")) is None:
                 raise
-            return study, Stopped(f"the environment failed the confirm stage ({fault}); the studies are intact: "
-                                  f"fix it and run the same command again", EXIT_TEMPFAIL)
+            return study, stop
         if publisher:
             publisher(storage, study.study_name)
     if last:

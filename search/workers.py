@@ -28,13 +28,16 @@ def run_worker(config: SearchConfig, epochs: int, rank: int = 0, data=None, stud
     ``data``, ``study`` and ``storage`` are what the caller already opened (one worker, in-process); a worker
     process opens its own. ``invoked_at``: when the command started (``time.time()``), for the confirm stage.
     """
-    from search.loop import run_search  # imports TensorFlow: the parent of K workers never trains
+    from search.loop import environment_stop, run_search  # imports TensorFlow: the parent of K workers never trains
 
     try:
         with signals_as_interrupt():
             _, stopped = run_search(config, epochs, rank, data, study, storage, publisher, invoked_at)
     except KeyboardInterrupt as interrupt:
         return interrupted_exit(interrupt)
+    except Exception as error:  # a worker process opening its study on a full disk: one line, exit 75
+        if (stopped := environment_stop(error)) is None:
+            raise
     if stopped:
         log.error(f"stopped: {stopped}")
         return getattr(stopped, "exit_code", EXIT_FAILURES)  # search.loop.Stopped: 75 when the environment failed

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from commands import run as search_run
 from conftest import TINY
 from search.liveness import DIED, SILENT, recover
-from search.loop import EXIT_TEMPFAIL
+from search.loop import EXIT_TEMPFAIL, environment_stop
 from search.objective import environment_fault, failure
 from search.progress import FailureGuard
 from search.run_queue import run_next
@@ -57,6 +57,8 @@ def test_errors_are_told_apart_by_cause_not_by_where_they_were_raised():
     assert environment_fault(ValueError("Incompatible shapes: [64,10] vs. [64,100]")) is None
     assert environment_fault(FloatingPointError("loss became nan")) is None
     assert environment_fault(OSError(errno.ENOENT, "No such file or directory")) is None
+    # outside the loop's guard (a worker opening its study on a full disk): one line and exit 75, or not ours
+    assert environment_stop(full).exit_code == EXIT_TEMPFAIL and environment_stop(RuntimeError("x")) is None
 
 
 def test_a_reference_every_attempt_of_which_the_environment_failed_is_queued_again_and_said(tmp_path, capsys):
