@@ -92,6 +92,21 @@ def test_five_faults_of_the_environment_in_a_row_stop_with_their_own_line():
                                       "is full); the study is intact")
 
 
+def test_a_confirm_run_the_environment_failed_is_never_counted_as_an_attempt():
+    from search.confirm_loop import _forgiving
+    from search.evidence.confirm_plan import outcome
+    from search.records import RunState
+
+    confirm = optuna.create_study()
+    for reason in ("environment fault: OSError: [Errno 28] No space left on device",
+                   "OSError: [Errno 5] Input/output error", "ValueError: shapes", "ValueError: shapes"):
+        confirm.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={
+            "arm": "a", "seed": 1, "fail_reason": reason}))
+    counted = _forgiving(confirm, {("a", 1): 3})
+    assert counted == {("a", 1): 5}  # two faults of the environment forgiven, two errors of the run left
+    assert outcome(confirm.trials, counted[("a", 1)])[0] == RunState.MISSING  # so it is queued again
+
+
 def test_a_storage_that_fails_as_a_trial_is_told_leaves_nothing_running_and_no_optuna_assertion(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", 60)
     study = optuna.create_study(study_name="s", storage=storage)
