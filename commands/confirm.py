@@ -61,8 +61,7 @@ def confirm(args) -> int:
                             target_epochs=args.target_epochs, target_subset=args.target_subset)
     from search.session import confirm_stage  # imports TensorFlow: once the study and flags are checked
 
-    confirm_stage(config, invoked_at)
-    return 0
+    return confirm_stage(config, invoked_at)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,9 @@ def search(args: argparse.Namespace) -> int:
     quiet_optuna()
     from search.session import SearchSession  # imports TensorFlow: once the arguments are checked
 
-    session = SearchSession(config)
+    session = SearchSession.open(config)
+    if isinstance(session, int):  # the environment stopped it (a disk still full): one line said so
+        return session
     session.announce()
     return session.run(dashboard_publisher(session.config), invoked_at, WORKER_COMMAND)
 

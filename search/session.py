@@ -14,7 +14,7 @@ from search import records
 from search.config import SearchConfig
 from search.evidence.confirm_plan import is_settled
 from search.confirm_loop import run_confirm
-from search.loop import Publisher, run_search
+from search.loop import Publisher, environment_stop, run_search
 from search.run_queue import has_checkpoint, waiting_retries
 from search.study import check_existing, check_target_data, open_study, settle_target
 from search.workers import run_worker, run_workers
@@ -49,16 +49,29 @@ def check_outputs(config: SearchConfig) -> None:
         check_writable(Path(config.tensorboard), "tensorboard", "choose another folder")
 
 
-def confirm_stage(config: SearchConfig, invoked_at: float) -> None:
+def confirm_stage(config: SearchConfig, invoked_at: float) -> int:
     """The confirm stage of ``config`` (``study.confirm_config``) on its own, in this process: its data and folders
-    checked, the study opened as a writer, the stored ``--target-*`` flags settled in."""
+    checked, the study opened as a writer, the stored ``--target-*`` flags settled in; the exit code."""
     data = load_dataset(config.dataset, config.data_dir, config.subset)
     check_outputs(config)
-    storage = open_storage(config.storage, config.heartbeat, create=False)
-    study = load_existing_study(storage, config.study)
-    config = settle_target(study, config)
-    check_target_data(config)
-    run_confirm(config, study, storage, data, invoked_at)
+    try:
+        storage = open_storage(config.storage, config.heartbeat, create=False)
+        study = load_existing_study(storage, config.study)
+        config = settle_target(study, config)
+        check_target_data(config)
+        run_confirm(config, study, storage, data, invoked_at)
+    except Exception as error:
+        return stopped_by_environment(error, "in the confirm stage")
+    return 0
+
+
+def stopped_by_environment(error: Exception, during: str) -> int:
+    """The exit code of a command that ``error`` ended when the environment caused it (a full disk, the storage
+    lost: ``loop.environment_stop``), its one line logged; any other error is raised on."""
+    if (stop := environment_stop(error, during)) is None:
+        raise error
+    log.error(f"stopped: {stop}")
+    return stop.exit_code
 
 
 class SearchSession:
@@ -69,6 +82,15 @@ class SearchSession:
     def __init__(self, config: SearchConfig):
         self.data, self.epochs, self.storage, self.study, self.resuming = open_search(config)
         self.config = settle_target(self.study, config)
+
+    @classmethod
+    def open(cls, config: SearchConfig) -> "SearchSession | int":
+        """The session, or the exit code when the environment stopped its opening (its line logged: a disk still
+        full, the storage lost), so a re-run on a fault not yet fixed says so in one line."""
+        try:
+            return cls(config)
+        except Exception as error:
+            return stopped_by_environment(error, "as the study was opened")
 
     def announce(self) -> None:
         """The opening lines: new or resumed, how far, the budget; how many trials are references."""

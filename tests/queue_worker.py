@@ -24,6 +24,7 @@ def claim_and_finish(url, start_at, claimed):
 def open_new_study(url, start_at, opened):
     """Open (create, warm-start) the search study ``digits-resnet8`` at ``start_at``, as ``search.run`` does."""
     from search.config import SearchConfig
+    from search.samplers import seed_of
     from search.study import check_existing, open_study
 
     config = SearchConfig(dataset="digits", depth=8, epochs=1, storage=url)
@@ -31,7 +32,7 @@ def open_new_study(url, start_at, opened):
         pass
     storage = open_storage(url, None)
     check_existing(storage, config)
-    opened.put(open_study(storage, config, epochs=1).sampler.seed_used)
+    opened.put(seed_of(open_study(storage, config, epochs=1).sampler))
 
 
 def open_storage_at(url, start_at, opened):

@@ -21,6 +21,7 @@ from search.config import SearchConfig
 from search.evidence.stats import holm, paired_statistics
 from search.progress import next_commands
 from search.records import record_evaluation
+from search.samplers import seed_of
 from search.study import open_study
 from storage.artifacts import kept_model
 from storage import open_storage
@@ -393,9 +394,9 @@ def test_only_the_process_that_created_a_study_samples_from_the_bare_seed(tmp_pa
     config = SearchConfig(dataset="digits", depth=8, epochs=1, storage=url, seed=7)
     # the first opener created it: reproducible from --seed; everyone after it (workers, machines, a resumed
     # search) gets a stream of its own, so two machines started together never propose the same points
-    seeds = [open_study(open_storage(url), config, epochs=1).sampler.seed_used for _ in range(3)]
+    seeds = [seed_of(open_study(open_storage(url), config, epochs=1).sampler) for _ in range(3)]
     assert seeds[0] == 7 and len(set(seeds)) == 3
-    assert open_study(open_storage(url), config, epochs=1, worker=1).sampler.seed_used not in seeds
+    assert seed_of(open_study(open_storage(url), config, epochs=1, worker=1).sampler) not in seeds
 
 
 def test_paired_statistics_leave_diverged_pairs_out_and_a_constant_gain_is_certain():
