@@ -25,11 +25,9 @@ from search.checks import check_database_file
 from search.config import SearchConfig
 from search.records import EVALUATION_SEED_START
 from search.evidence.document import export_document
-from search.evaluation import arms_from, evaluate_arms
+from search import evaluation
 from search.interrupts import tracked
 from search.progress import confirm_runs
-from training.config import TrainConfig
-from training.data import load_dataset
 
 
 def search(config: SearchConfig) -> optuna.Study:
@@ -62,11 +60,7 @@ def evaluate(schedules: Sequence[str], *, depth: int = 32, dataset: str = "cifar
              seed: int = EVALUATION_SEED_START, data_dir: str | None = None, tensorboard: str | None = None) -> dict:
     """``shortcut-search evaluate``: the baseline and each of ``schedules`` (files, presets, ``learned``, ``skipinit``)
     trained and tested on seeds ``seed .. seed + seeds - 1``; the record it writes (arms, CIs, Holm's p)."""
-    if not schedules:
-        raise UsageError("schedule: give one or more schedules")
-    arms = arms_from(schedules)
-    configs = [TrainConfig(depth=depth, epochs=epochs, batch_size=batch_size, precision=precision, seed=seed + i)
-               for i in range(seeds)]
-    data = load_dataset(dataset, data_dir, subset, validation=False)
-    prepare_tensorflow()  # before evaluate_arms imports it
-    return evaluate_arms(arms, configs, data, dataset, subset, tensorboard)
+    prepare_tensorflow()  # before the runs import it
+    return evaluation.evaluate(schedules, depth=depth, dataset=dataset, seeds=seeds, epochs=epochs, subset=subset,
+                               batch_size=batch_size, precision=precision, seed=seed, data_dir=data_dir,
+                               tensorboard=tensorboard)

@@ -14,22 +14,12 @@ scored 0.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from commands.flags import add_artifact_dir_argument, add_training_arguments
 from common.cli import ArgumentParser, positive_int, run_command
-from common.errors import UsageError
-from common.files import check_output, check_writable, write_json_atomic
-from common.log import quiet_optuna, result
-from search import records
+from search.evaluation import evaluate
 from search.records import EVALUATION_SEED_START
-from search.checks import check_database_file
-from search.evaluation import arm_table, arms_from, evaluate_arms
-from storage.artifacts import artifact_folder, artifact_store, attach
-from storage import load_existing_study, open_storage
-from training.config import TrainConfig
-from training.data import load_dataset
 
 
 def build_parser() -> ArgumentParser:
@@ -54,36 +44,11 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.keep_models and not args.study:
-        raise UsageError("keep-models: the models are attached to a study; give --storage and --study")
-    check_output(args.output, "output")  # before hours of training, not after
-    if args.tensorboard:
-        check_writable(Path(args.tensorboard), "tensorboard", "choose another folder")
-    arms = arms_from(args.schedule)
-    configs = [TrainConfig(depth=args.depth, epochs=args.epochs, batch_size=args.batch_size,
-                           precision=args.precision, seed=args.seed + i, steps_per_execution=args.steps_per_execution)
-               for i in range(args.seeds)]
-    study = None
-    if args.storage or args.study:
-        if not (args.storage and args.study):
-            raise UsageError("study: --storage and --study go together; give both to record the evaluation")
-        check_database_file(args.storage)
-        quiet_optuna()
-        study = load_existing_study(open_storage(args.storage, heartbeat_seconds=None, create=False), args.study)
-        check_writable(artifact_folder(args.storage, args.artifact_dir), "artifact-dir", "choose another folder")
-        if reused := sorted(set(records.study_seeds(study)) & {config.seed for config in configs}):
-            raise UsageError(f"seed: the study already trained with seed(s) {', '.join(map(str, reused))}; test "
-                             f"with seeds it never used (the default --seed {EVALUATION_SEED_START} does)")
-    data = load_dataset(args.dataset, args.data_dir, args.subset, validation=False)
-    store = artifact_store(args.storage, args.artifact_dir) if study is not None else None
-    keep = (lambda path: attach(study, store, path)) if args.keep_models else None
-    record = evaluate_arms(arms, configs, data, args.dataset, args.subset, args.tensorboard, keep, args.study)
-    write_json_atomic(args.output, record)
-    if study is not None:
-        records.record_evaluation(study, record)
-        attach(study, store, args.output)
-    result(arm_table(record))
-    result(f"wrote {args.output}" + (f" and recorded it on study {args.study!r}" if study else ""))
+    evaluate(args.schedule, depth=args.depth, dataset=args.dataset, seeds=args.seeds, epochs=args.epochs,
+             subset=args.subset, batch_size=args.batch_size, precision=args.precision, seed=args.seed,
+             data_dir=args.data_dir, tensorboard=args.tensorboard, steps_per_execution=args.steps_per_execution,
+             storage=args.storage, study=args.study, output=args.output, keep_models=args.keep_models,
+             artifact_dir=args.artifact_dir)
     return 0
 
 

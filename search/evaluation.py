@@ -14,10 +14,65 @@ from pathlib import Path
 from typing import Sequence
 
 from common.errors import UsageError
-from common.log import log
+from common.files import check_output, check_writable, write_json_atomic
+from common.log import log, quiet_optuna, result
 from models.schedules import resolve_schedule
-from search import run_folders
+from search import records, run_folders
+from search.checks import check_database_file
 from search.evidence.stats import holm, paired_statistics
+from search.records import EVALUATION_SEED_START
+from storage import load_existing_study, open_storage
+from storage.artifacts import artifact_folder, artifact_store, attach
+from training.config import TrainConfig
+from training.data import load_dataset
+
+
+def evaluate(schedules: Sequence[str], *, depth: int = 32, dataset: str = "cifar10", seeds: int = 5,
+             epochs: int | None = None, subset: int | None = None, batch_size: int = 128, precision: str = "auto",
+             seed: int = EVALUATION_SEED_START, data_dir: str | None = None, tensorboard: str | None = None,
+             steps_per_execution: int = 1, storage: str | None = None, study: str | None = None,
+             output: str | None = None, keep_models: bool = False, artifact_dir: str | None = None) -> dict:
+    """The baseline and each of ``schedules`` (files, presets, ``learned``, ``skipinit``) trained and tested on seeds
+    ``seed .. seed + seeds - 1``; the record (arms, CIs, Holm's p), written to ``output`` when given, and with
+    ``storage`` and ``study`` recorded on that study (which must not have trained with these seeds) and attached,
+    with every run's model when ``keep_models``. Everything the user can get wrong is checked before training.
+    What ``shortcut-search evaluate`` and the notebook API share."""
+    if not schedules:
+        raise UsageError("schedule: give one or more schedules")
+    if keep_models and not study:
+        raise UsageError("keep-models: the models are attached to a study; give --storage and --study")
+    if output is not None:
+        check_output(output, "output")  # before hours of training, not after
+    if tensorboard:
+        check_writable(Path(tensorboard), "tensorboard", "choose another folder")
+    arms = arms_from(schedules)
+    configs = [TrainConfig(depth=depth, epochs=epochs, batch_size=batch_size, precision=precision, seed=seed + i,
+                           steps_per_execution=steps_per_execution) for i in range(seeds)]
+    recorded = None
+    if storage or study:
+        if not (storage and study):
+            raise UsageError("study: --storage and --study go together; give both to record the evaluation")
+        check_database_file(storage)
+        quiet_optuna()
+        recorded = load_existing_study(open_storage(storage, heartbeat_seconds=None, create=False), study)
+        check_writable(artifact_folder(storage, artifact_dir), "artifact-dir", "choose another folder")
+        if reused := sorted(set(records.study_seeds(recorded)) & {config.seed for config in configs}):
+            raise UsageError(f"seed: the study already trained with seed(s) {', '.join(map(str, reused))}; test "
+                             f"with seeds it never used (the default --seed {EVALUATION_SEED_START} does)")
+    data = load_dataset(dataset, data_dir, subset, validation=False)
+    store = artifact_store(storage, artifact_dir) if recorded is not None else None
+    keep = (lambda path: attach(recorded, store, path)) if keep_models else None
+    record = evaluate_arms(arms, configs, data, dataset, subset, tensorboard, keep, study)
+    if output is not None:
+        write_json_atomic(output, record)
+    if recorded is not None:
+        records.record_evaluation(recorded, record)
+        if output is not None:
+            attach(recorded, store, output)
+    if output is not None:
+        result(arm_table(record))
+        result(f"wrote {output}" + (f" and recorded it on study {study!r}" if recorded else ""))
+    return record
 
 
 def evaluate_arms(arms: list["Arm"], configs: list, data, dataset: str, subset: int | None = None,
