@@ -273,6 +273,7 @@ def claims(values: np.ndarray, comparisons: int, resolution: float | None = None
 
 
 HYBRID_BETA = 0.001  # the hybrid estimate also conditions on the truth lying within this two-sided normal bound
+WIDEN_DF_FLOOR = 4.0  # below 4 df, t's tails would widen the hybrid's bound so far that a real gain reads near 0
 
 
 _DF_NODES = (1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 60, 120, 240, 1000)
@@ -296,7 +297,7 @@ def selective_estimate(mean: float, se: float, lower: float = -math.inf, upper: 
     ``lower``, so it is the *hybrid* one of Andrews, Kitagawa and McCloskey ("Inference on winners"): it
     conditions also on |mean - mu| <= z_{1 - beta/2} s, and so stays within that many s of ``mean``. s is ``se``
     widened by t_{0.975, df} / z_{0.975} when ``se`` is itself estimated on ``df`` degrees of freedom (a claim
-    made on a variance that came out small is pulled back further).
+    made on a variance that came out small is pulled back further), df taken as at least ``WIDEN_DF_FLOOR``.
 
     ``verdict.winner_estimate`` passes, for the winner, lower = max(its critical value x se, 2 d_j - d_w over the
     other claimed arms j: d_w above d_j given the baseline's shared half), and for a best candidate that is not a
@@ -307,7 +308,8 @@ def selective_estimate(mean: float, se: float, lower: float = -math.inf, upper: 
     if se <= 0 or (math.isinf(lower) and math.isinf(upper)):
         return float(mean)
     lower, upper = min(lower, mean), max(upper, mean)
-    scale = se * (float(stats.t.isf(0.025, df) / stats.norm.isf(0.025)) if df and not math.isinf(df) else 1.0)
+    widening = float(stats.t.isf(0.025, max(df, WIDEN_DF_FLOOR)) / stats.norm.isf(0.025)) if df else 1.0
+    scale = se * widening
     bound = float(stats.norm.isf(beta / 2)) * scale
 
     def above(mu: float) -> float:  # P(X > mean | X in the selection and within the bound of mu; mu)
