@@ -13,19 +13,15 @@ resumes that trial first. Every task's log is in --logs.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
-from common.errors import UsageError
-from common.files import check_output, check_writable, write_text_atomic
-from common.log import result
 from commands import run as search_run
+from common.errors import UsageError
 from search.checks import check_shared_journal, check_slurm_time
-from search.slurm_script import batch_script, check_cluster_storage
+from search.slurm_script import check_cluster_storage, submit_array
 
 
 def build_parser() -> ArgumentParser:
@@ -55,35 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = search_run.config_from_args(args.run)
     check_cluster_storage(config)
     check_shared_journal(config.storage)
-    logs = Path(args.logs)
-    check_writable(logs, "logs", "choose another folder")
-    check_output(args.script, "script")
-    script = batch_script(config, search_run.WORKER_COMMAND, args.run, args.tasks, args.cpus_per_task, args.gpus_per_task, args.time,
-                          args.partition, logs)
-    if not args.no_submit:
-        if not shutil.which("sbatch"):
-            raise UsageError("slurm: sbatch is not on PATH; run this on the cluster's login node, or --no-submit")
-        # Slurm's own check (partition, time, resources) before anything is written
-        _sbatch(["--test-only"], script, "refused the script")
-    logs.mkdir(parents=True, exist_ok=True)
-    path = write_text_atomic(args.script, script)
-    if args.no_submit:
-        result(f"wrote {path}: submit it with sbatch {path}")
-        return 0
-    job = _sbatch(["--parsable", str(path)], None, f"refused {path}").strip().split(";")[0]
-    result(f"submitted job {job}: {args.tasks} workers of study {config.study!r} (script {path}, logs in {logs}); "
-           f"squeue -j {job} shows them, and the same command after it resumes")
-    return 0
-
-
-def _sbatch(flags: list[str], script: str | None, what: str) -> str:
-    """Run sbatch (the script on its standard input when given); its output, or a UsageError with its last
-    line."""
-    done = subprocess.run(["sbatch", *flags], input=script, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise UsageError(f"slurm: sbatch {what}: {last}")
-    return done.stdout
+    if any(flag == "--worker" or flag.startswith("--worker=") for flag in args.run):
+        raise UsageError("run: --worker is the search's own flag for the processes it starts; leave it out")
+    return submit_array(config, search_run.WORKER_COMMAND, args.run, args.tasks, args.cpus_per_task,
+                        args.gpus_per_task, args.time, args.partition, Path(args.logs), args.script,
+                        submit=not args.no_submit)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 from common.errors import UsageError
+from common.files import check_output, check_writable, write_text_atomic
+from common.log import result
 from search.config import SearchConfig
 from storage.journal import check_journal_path
 from storage.urls import STORAGE_ENV, engine_url, has_secret, journal_path
@@ -87,3 +91,37 @@ def _name(study: str) -> str:
 
 def _where(config: SearchConfig) -> str:
     return "PostgreSQL" if config.storage.startswith("postgresql") else "a journal on the shared file system"
+
+
+def submit_array(config: SearchConfig, run_command: list[str], run_flags: list[str], tasks: int, cpus_per_task: int,
+                 gpus_per_task: int, time_limit: str | None, partition: str | None, logs: Path, script_path: str,
+                 submit: bool = True) -> int:
+    """Write the batch script (``batch_script``'s arguments) to ``script_path`` and, with ``submit``, hand it to
+    sbatch; Slurm's own check (partition, time, resources) runs before anything is written. The exit code."""
+    check_writable(logs, "logs", "choose another folder")
+    check_output(script_path, "script")
+    script = batch_script(config, run_command, run_flags, tasks, cpus_per_task, gpus_per_task, time_limit,
+                          partition, logs)
+    if submit:
+        if not shutil.which("sbatch"):
+            raise UsageError("slurm: sbatch is not on PATH; run this on the cluster's login node, or --no-submit")
+        sbatch(["--test-only"], script, "refused the script")
+    logs.mkdir(parents=True, exist_ok=True)
+    path = write_text_atomic(script_path, script)
+    if not submit:
+        result(f"wrote {path}: submit it with sbatch {path}")
+        return 0
+    job = sbatch(["--parsable", str(path)], None, f"refused {path}").strip().split(";")[0]
+    result(f"submitted job {job}: {tasks} workers of study {config.study!r} (script {path}, logs in {logs}); "
+           f"squeue -j {job} shows them, and the same command after it resumes")
+    return 0
+
+
+def sbatch(flags: list[str], script: str | None, what: str) -> str:
+    """Run sbatch (the script on its standard input when given); its output, or a UsageError with its last
+    line."""
+    done = subprocess.run(["sbatch", *flags], input=script, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UsageError(f"slurm: sbatch {what}: {last}")
+    return done.stdout
