@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from common.cli import EXIT_USAGE, ArgumentParser, run_command
+from common.cli import EXIT_USAGE, run_command
 from common.log import without_passwords
 
 __all__ = ["COMMANDS", "main", "usage"]
@@ -52,11 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(without_passwords(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}"),
               file=sys.stderr)
         return EXIT_USAGE
-    ArgumentParser.invoked_as = f"shortcut-search {name}"
-    try:
-        return run_command(importlib.import_module(COMMANDS[name]).main, rest)
-    finally:
-        ArgumentParser.invoked_as = None
+    return run_command(importlib.import_module(COMMANDS[name]).main, rest)  # its parser is "shortcut-search NAME"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What every ``python -m ...`` command shares: TensorFlow's settings, exit codes, argparse helpers with ``-q`` /
+"""What every ``shortcut-search`` command shares: TensorFlow's settings, exit codes, argparse helpers with ``-q`` /
 ``-v`` (``common.log`` says what they change)."""
 from __future__ import annotations
 
@@ -21,11 +21,7 @@ EXIT_USAGE = 2
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of printing usage and exiting, so errors stay one line."""
 
-    invoked_as: str | None = None  # set by ``shortcut-search``: its subcommand replaces "python -m ..." in usage
-
     def __init__(self, *args, **kwargs):
-        if ArgumentParser.invoked_as:
-            kwargs["prog"] = ArgumentParser.invoked_as
         kwargs.setdefault("allow_abbrev", False)  # --stor would pass a check meant for --storage
         super().__init__(*args, **kwargs)
         talk = self.add_mutually_exclusive_group()
