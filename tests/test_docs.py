@@ -67,3 +67,12 @@ def test_every_python_m_module_the_docs_name_exists():
                     if not (path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()):
                         missing.append(f"{document.relative_to(ROOT)}:{number}: python -m {module}")
     assert not missing, "commands naming modules that do not exist (use shortcut-search ...):\n  " + "\n  ".join(missing)
+
+
+def test_every_test_the_docs_cite_exists():
+    # the reliability tables name the test that proves each row: a renamed test must not leave a dead citation
+    defined = {name for path in (ROOT / "tests").glob("*.py") for name in re.findall(r"def (test_\w+)", path.read_text())}
+    cited = [f"{document.relative_to(ROOT)}:{number}: {name}" for document in documents()
+             for number, line in enumerate(document.read_text().splitlines(), 1)
+             for name in re.findall(r"`(test_\w+)`", line) if name not in defined]
+    assert not cited, "the docs cite tests that do not exist (rename the citation):\n  " + "\n  ".join(cited)
