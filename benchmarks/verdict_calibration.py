@@ -44,7 +44,7 @@ import numpy as np
 from common.cli import ArgumentParser, positive_int, run_command
 from common.files import write_json_atomic
 from common.machine import cpu_info
-from search.evidence import stats
+from search.evidence import power, stats
 from search.evidence.verdict import BEATS, collapsed_runs, summarise
 
 SIGMA_D = 0.006  # 0.6 pt: a CIFAR-10 ResNet's seed-to-seed spread of a paired difference at a short budget
@@ -174,7 +174,7 @@ def power_line(studies: int, n_images: int) -> list[dict]:
     rows = []
     for top, seeds in ((1, 3), (1, 5), (3, 3), (5, 3), (5, 5), (10, 3), (10, 5)):
         arms = arms_for(top)
-        effect = stats.detectable_effect(sigma, seeds, top, top + 2)
+        effect = power.detectable_effect(sigma, seeds, top, top + 2)
         gains = np.zeros(top + 2)
         gains[2] = effect
         rng = np.random.default_rng(5000 + 10 * top + seeds)
@@ -182,7 +182,7 @@ def power_line(studies: int, n_images: int) -> list[dict]:
                        "#0") for _ in range(studies)]
         simulated = rate(runs, "planted_claimed")
         rows.append({"K": top, "S": seeds, "studies": studies, "detectable_effect_pt": round(100 * effect, 3),
-                     "predicted_power": stats.POWER, "simulated_power": round(simulated, 4),
+                     "predicted_power": power.POWER, "simulated_power": round(simulated, 4),
                      "mc_se": round(math.sqrt(simulated * (1 - simulated) / studies), 4)})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows

@@ -10,7 +10,7 @@ from scipy import stats as scipy_stats
 
 from search import records
 from search.config import SearchConfig
-from search.evidence import stats
+from search.evidence import power, stats
 from search.evidence.confirm_plan import is_current, plan_arms, runs_by_pair
 from search.confirm_loop import open_confirm_study, queue_plan, written_meanwhile
 from search.evidence.verdict import BEATS, NO_WINNER, WORSE, describe, summarise
@@ -139,12 +139,12 @@ def test_the_verdict_is_shown_by_the_worker_that_wrote_it_and_again_on_resume():
 
 
 def test_power_and_the_seeds_a_gain_needs():
-    effect = stats.detectable_effect(0.006, seeds=3, comparisons=5, arms=7)
-    assert stats.power_of(effect, 0.006, 3, 5, 7) == pytest.approx(0.8, abs=1e-3)
-    assert stats.power_of(0.01, 0.006, 3, 5, 7) > stats.power_of(0.005, 0.006, 3, 5, 7)
-    needed = stats.seeds_needed(0.01, 0.006, comparisons=5, arms=7)
-    assert stats.power_of(0.01, 0.006, needed, 5, 7) >= 0.8 > stats.power_of(0.01, 0.006, needed - 1, 5, 7)
-    low, high = stats.sigma_interval(1.0, df=3)
+    effect = power.detectable_effect(0.006, seeds=3, comparisons=5, arms=7)
+    assert power.power_of(effect, 0.006, 3, 5, 7) == pytest.approx(0.8, abs=1e-3)
+    assert power.power_of(0.01, 0.006, 3, 5, 7) > power.power_of(0.005, 0.006, 3, 5, 7)
+    needed = power.seeds_needed(0.01, 0.006, comparisons=5, arms=7)
+    assert power.power_of(0.01, 0.006, needed, 5, 7) >= 0.8 > power.power_of(0.01, 0.006, needed - 1, 5, 7)
+    low, high = power.sigma_interval(1.0, df=3)
     assert low < 1 < high and high / low > 5  # four runs say little about a spread
 
 
@@ -320,7 +320,7 @@ def test_the_outcome_is_a_str_enum_equal_to_the_stored_strings():
 
 
 def test_the_chance_line_counts_the_shared_baseline_run():
-    chance = stats.chance_best_of(30, 1.0)
+    chance = power.chance_best_of(30, 1.0)
     rng = np.random.default_rng(5)
     runs = rng.normal(0, math.sqrt(0.5), (20_000, 31))  # sigma_d = 1: each run sd 1 / sqrt 2
     best = (runs[:, 1:] - runs[:, [0]]).max(1)

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from models.schedules import Schedule, paper_preset_for, preset
 from search import records
-from search.evidence import stats
+from search.evidence import power
 from search.records import BASELINE, CONFIRM_SEED_OFFSET, INTERRUPTED, RunState, TrialKey
 
 ATTEMPTS = 3  # runs of one arm and seed that fail with an error before the stage gives up on them
@@ -48,7 +48,7 @@ def auto_seed_count(study: optuna.Study, top: int, min_effect: float) -> int:
     values = [t.value for t in records.baseline_runs(study)]
     if len(values) < 2 or np.std(values, ddof=1) <= 0:
         return 3
-    needed = stats.seeds_needed(min_effect, math.sqrt(2) * float(np.std(values, ddof=1)), top, top + 2)
+    needed = power.seeds_needed(min_effect, math.sqrt(2) * float(np.std(values, ddof=1)), top, top + 2)
     return min(max(needed or AUTO_SEEDS[1], AUTO_SEEDS[0]), AUTO_SEEDS[1])
 
 

@@ -11,7 +11,7 @@ never low; uncertain with few runs (its 95 % interval is stated).
 The chance line: every searched difference subtracts the *same* baseline run, so the N differences are correlated
 (1/2). The best of N candidates as good as the baseline reaches on average sigma_d E[max of N normals] / sqrt(2)
 (the shared run shifts them all alike; 1.45 sigma_d at N = 30), and 5 % of the time more than the one-sided
-Dunnett critical value for N comparisons with a known variance (2.75 sigma_d at N = 30) (``stats.chance_best_of``).
+Dunnett critical value for N comparisons with a known variance (2.75 sigma_d at N = 30) (``power.chance_best_of``).
 N counts every finished candidate, pruned ones included: they were part of the selection.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import optuna
 
 from search import records
-from search.evidence import stats
+from search.evidence import power
 
 
 def noise_floor(study: optuna.Study) -> dict[str, Any] | None:
@@ -43,18 +43,18 @@ def noise_floor(study: optuna.Study) -> dict[str, Any] | None:
     if verdict.get("sigma_d") and verdict.get("df"):
         source = ("the confirm stage's runs agreed to within one image: the rounding's" if
                   verdict.get("sigma_d_is_rounding") else f"measured by the confirm stage ({verdict['df']:g} df)")
-        floor.update(sigma_d=verdict["sigma_d"], sigma_d_ci95=list(stats.sigma_interval(verdict["sigma_d"],
+        floor.update(sigma_d=verdict["sigma_d"], sigma_d_ci95=list(power.sigma_interval(verdict["sigma_d"],
                                                                                          verdict["df"])),
                      source=source)
     elif floor["baseline_seed_std"] is not None:
         sigma_d = math.sqrt(2) * floor["baseline_seed_std"]
-        interval = stats.sigma_interval(sigma_d, len(runs) - 1)
+        interval = power.sigma_interval(sigma_d, len(runs) - 1)
         floor.update(sigma_d=sigma_d, sigma_d_ci95=list(interval),
                      source=f"estimated: sqrt(2) x the baseline's spread over {len(runs)} seeds, an upper bound "
                             f"(it holds the seeds' own effect)")
     else:
         return None
-    chance = stats.chance_best_of(floor["selected_from"], floor["sigma_d"])
+    chance = power.chance_best_of(floor["selected_from"], floor["sigma_d"])
     floor.update(chance_best_mean=chance["mean"], chance_best_p95=chance["p95"])
     return floor
 

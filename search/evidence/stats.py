@@ -8,9 +8,10 @@ seed's paired difference (schedule - baseline trained on the same seed).
 - ``many_to_one``: K candidates against one baseline in a randomized block design (arm x seed), one-sided and
   simultaneous (Dunnett), with a pooled variance: the confirm stage's verdict.
 - ``dunnett_cdf`` / ``dunnett_sf`` / ``dunnett_critical``: the distribution of the largest of K such comparisons.
-- ``detectable_effect`` / ``seeds_needed``: the power of that verdict.
-- ``chance_best_of`` / ``sigma_interval``: what the best of N equal schedules shows by chance, and how well a
-  spread measured on few runs is known.
+- ``claims``: the same decisions, vectorised over many simulated stages; ``selective_estimate``: a winner's
+  gain conditional on its having been declared;
+- ``rank_agreement``: how a cheap proxy ranks the arms against the target.
+The power of the verdict and what chance shows are in ``search.evidence.power``.
 
 Ties: a difference measured on n images is known only to 1/n, so no variance is taken below the rounding's,
 1 / (12 n^2) per accuracy (``resolution``); identical differences over a few seeds never read as certainty.
@@ -26,7 +27,6 @@ import numpy as np
 from scipy import optimize, special, stats
 
 ALPHA = 0.05  # the family-wise error of every claim (better, and separately worse, than the baseline)
-POWER = 0.80
 _Z_NODES, _Z_WEIGHTS = special.roots_hermitenorm(64)  # E over a standard normal: sum(w * f(z)) / sqrt(2 pi)
 _Z_WEIGHTS = _Z_WEIGHTS / math.sqrt(2 * math.pi)
 # E over W = sqrt(chi2_df / df), by its quantiles u on (0, 1), u = v^4 so that the nodes reach u ~ 1e-16 (small W,
@@ -325,104 +325,11 @@ def selective_estimate(mean: float, se: float, lower: float = -math.inf, upper: 
     return float(optimize.brentq(lambda mu: above(mu) - 0.5, low, high, xtol=1e-6 * se))
 
 
-# --- power ------------------------------------------------------------------------------------------------------
-
-POWER_STUDIES = 4000  # simulated studies behind a power figure (Monte-Carlo se of 80 %: 0.6 points)
-
-
-@functools.lru_cache(maxsize=256)
-def _null_draws(seeds: int, arms: int, comparisons: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """``many_to_one``'s test on ``POWER_STUDIES`` simulated stages with every arm as noisy (sigma_d = 1) and no
-    gain, vectorised: per study, the first candidate's noise in its mean difference and the standard error and
-    critical value the rule gives it. A gain delta then declares it when noise + delta > critical x se (the same
-    draws for every delta: power is monotone in it)."""
-    rng = np.random.default_rng(20261203)
-    values = rng.normal(0.0, math.sqrt(0.5), (POWER_STUDIES, arms, seeds))
-    decided = claims(values, comparisons, None, alpha, exact=False)
-    return decided["mean"][:, -1], decided["critical"][:, -1] * decided["se"][:, -1]
-
-
 def _df_grid(df):
     """Degrees of freedom rounded down to a grid (0.1 below 10, 1 below 100, 10 above) for cached critical
     values: a hair conservative."""
     df = np.asarray(df, float)
     return np.where(df < 10, np.floor(df * 10) / 10, np.where(df < 100, np.floor(df), np.floor(df / 10) * 10))
-
-
-def power_of(effect: float, sigma_d: float, seeds: int, comparisons: int, arms: int,
-             alpha: float = ALPHA) -> float:
-    """The chance that a candidate whose true gain is ``effect`` is declared a winner by ``many_to_one`` with
-    ``seeds`` seeds, ``comparisons`` candidates and ``arms`` arms in all (baseline and reference included), every
-    arm as noisy with the paired difference's sd ``sigma_d`` and the others as good as the baseline: simulated
-    (``POWER_STUDIES`` stages; the same df and variance rule as the test, robust path included)."""
-    if seeds < 2 or arms < 2 or sigma_d <= 0:
-        return float("nan")
-    noise, threshold = _null_draws(int(seeds), max(int(arms), 3), int(comparisons), alpha)
-    return float(np.mean(noise + effect / sigma_d > threshold))
-
-
-def detectable_effect(sigma_d: float, seeds: int, comparisons: int, arms: int, alpha: float = ALPHA,
-                      power: float = POWER) -> float:
-    """The smallest true gain the verdict declares with probability ``power`` (the minimum detectable effect), by
-    ``power_of``'s simulation: the ``power`` quantile of threshold - noise, times ``sigma_d``."""
-    if seeds < 2 or sigma_d <= 0:
-        return float("nan")
-    noise, threshold = _null_draws(int(seeds), max(int(arms), 3), int(comparisons), alpha)
-    return float(sigma_d * np.quantile(threshold - noise, power))
-
-
-def seeds_needed(effect: float, sigma_d: float, comparisons: int, arms: int, alpha: float = ALPHA,
-                 power: float = POWER, most: int = 200) -> int | None:
-    """The fewest seeds (>= 2) with which a true gain of ``effect`` is declared with probability ``power``; None
-    beyond ``most``."""
-    if effect <= 0 or sigma_d <= 0:
-        return None
-    if detectable_effect(sigma_d, most, comparisons, arms, alpha, power) > effect:
-        return None
-    low, high = 1, most  # detectable at high, not (or not tried) at low
-    while high - low > 1:
-        middle = (low + high) // 2
-        if detectable_effect(sigma_d, middle, comparisons, arms, alpha, power) <= effect:
-            high = middle
-        else:
-            low = middle
-    return max(high, 2)
-
-
-# --- chance ----------------------------------------------------------------------------------------------------
-
-def expected_best_of(n: int) -> float:
-    """E[max of n independent standard normal draws]: 0 for n = 1, 1.54 for 10, 2.51 for 100, 3.04 for 500."""
-    if n <= 1:
-        return 0.0
-    x = np.linspace(-9, 9, 6001)
-    return float(np.trapezoid(x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1), x))
-
-
-def best_of_quantile(n: int, quantile: float = 0.95) -> float:
-    """The ``quantile`` of the max of n independent standard normal draws: 1.64 for n = 1, 2.57 for 10."""
-    return float(stats.norm.ppf(quantile ** (1 / max(n, 1))))
-
-
-def chance_best_of(n: int, sigma_d: float) -> dict[str, float]:
-    """What the best of ``n`` schedules as good as the baseline shows over it by chance, each a one-seed
-    difference of sd ``sigma_d`` with the *same* baseline run: d_i = (x_i - x_0), correlated 1/2 with each other.
-    The mean of their maximum is sigma_d E[max of n] / sqrt(2) (the shared baseline run does not move the
-    maximum's mean: 1.45 sigma_d for n = 30, not 2.04), and its 95th percentile is the one-sided Dunnett critical
-    value for n comparisons with a known variance (the shared run widens the spread: 2.75 sigma_d at n = 30, against 2.95 for independent ones)."""
-    if n < 1:
-        return {"mean": 0.0, "p95": 0.0}
-    return {"mean": sigma_d * expected_best_of(n) / math.sqrt(2),
-            "p95": sigma_d * dunnett_critical(n, math.inf, 0.05)}
-
-
-def sigma_interval(sd: float, df: int, level: float = 0.95) -> tuple[float, float] | None:
-    """The ``level`` confidence interval of a standard deviation measured as ``sd`` with ``df`` degrees of freedom
-    (chi-square: from 4 runs, df 3, the true value may be 0.57 to 3.7 times the measured one); None for df < 1."""
-    if df < 1:
-        return None
-    return (sd * math.sqrt(df / stats.chi2.ppf(0.5 + level / 2, df)),
-            sd * math.sqrt(df / stats.chi2.ppf(0.5 - level / 2, df)))
 
 
 # --- does a cheap proxy rank as the target does? -----------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.log import duration
-from search.evidence import stats
+from search.evidence import power, stats
 
 
 class Outcome(StrEnum):
@@ -125,22 +125,22 @@ def summarise(arms: list[dict[str, Any]], seeds: list[int], accuracy: dict[tuple
     no_verdict = tested["seeds_used"] < 2 or tested["sigma_d"] is None
     outcome = NO_VERDICT if no_verdict else BEATS if winner else WORSE if worse else NO_WINNER
     sigma_d, arm_count = tested["sigma_d"], len(arms)
-    power = {"min_effect": min_effect, "detectable_effect": None, "detectable_effect_ci95": None,
-             "seeds_for_min_effect": None}
+    detects = {"min_effect": min_effect, "detectable_effect": None, "detectable_effect_ci95": None,
+               "seeds_for_min_effect": None}
     if sigma_d:
-        per_sigma = stats.detectable_effect(1.0, tested["seeds_used"], tested["comparisons"], arm_count)
-        interval = stats.sigma_interval(sigma_d, tested["df"]) if tested["df"] >= 1 else None
-        power.update(detectable_effect=per_sigma * sigma_d,
+        per_sigma = power.detectable_effect(1.0, tested["seeds_used"], tested["comparisons"], arm_count)
+        interval = power.sigma_interval(sigma_d, tested["df"]) if tested["df"] >= 1 else None
+        detects.update(detectable_effect=per_sigma * sigma_d,
                      detectable_effect_ci95=[per_sigma * interval[0], per_sigma * interval[1]] if interval else None,
                      seeds_for_min_effect=None if tested["floor_binds"] else
-                     stats.seeds_needed(min_effect, sigma_d, tested["comparisons"], arm_count))
+                     power.seeds_needed(min_effect, sigma_d, tested["comparisons"], arm_count))
     baseline_diverged, baseline_failed = fates(arms[0])
     verdict = {"outcome": outcome, "recommendation": winner["label"] if winner else "baseline",
                "winner": winner["label"] if winner else None, "best_candidate": best["label"] if best else None,
                "worse": worse, "method": tested["method"], "alpha": stats.ALPHA, "sigma_d": sigma_d,
                "sigma_d_is_rounding": tested["floor_binds"], "df": tested["df"],
                "robust_arms": tested["robust_arms"], "collapsed_runs": int(collapsed.sum()),
-               "comparisons": tested["comparisons"], "seeds_used": tested["seeds_used"], **power}
+               "comparisons": tested["comparisons"], "seeds_used": tested["seeds_used"], **detects}
     return {"top": top, "candidates": len(candidates), "seeds": seeds, "budget": budget,
             "resolution": resolution, "baseline_val_accuracy": rows[0], "baseline_diverged": baseline_diverged,
             "baseline_failed": baseline_failed, "arms": summary_rows,
@@ -268,7 +268,7 @@ def verdict_line(summary: dict[str, Any]) -> str:
 
 
 def power_line(summary: dict[str, Any]) -> str | None:
-    """What the stage could have detected (``stats.detectable_effect``: simulated for the test that was run, its
+    """What the stage could have detected (``power.detectable_effect``: simulated for the test that was run, its
     df and its robust path included), with the range sigma_d's 95 % interval allows, and the seeds the
     ``min_effect`` would need. When the runs agreed to within one image the noise was not measured: no seed count
     is promised from the rounding's floor."""
