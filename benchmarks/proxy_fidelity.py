@@ -6,8 +6,8 @@ Trains N schedules (the baseline, the paper's four, random draws from the search
 budget (default ResNet-8, 4000 images, 4 epochs: what a cheap search would train) and on S seeds at a target budget
 (default ResNet-20, 8000 images, 8 epochs, 2 seeds), on the fixed 45k/5k split, judged on validation. Reports
 Kendall's tau between the proxy's ranking and the target's mean over seeds, with its permutation p-value and a
-bootstrap interval over schedules, the ceiling (one target seed against the mean of the others: what a proxy as
-good as the target itself reaches), and the cost ratio (seconds of training at each budget, measured in this run).
+bootstrap interval over schedules, the reference level (one target seed against the mean of the others: what one
+more target run reaches; a reference, not a ceiling, which an equally good proxy beats about half the time), and the cost ratio (seconds of training at each budget, measured in this run).
 ``--figure FILE.html`` also draws proxy against target (and a PNG beside it when Chromium and Playwright are
 installed); ``--rows FILE.json`` reports again on the runs of an earlier output, without training.
 

@@ -329,7 +329,8 @@ def agreement_figure(summary: dict[str, Any]) -> go.Figure:
         summary.get("budget") or {}
     tau = "" if not agreement or agreement["tau"] is None else \
         f": Kendall's tau {agreement['tau']:+.2f} (p {agreement['p_value']:.2g}, {agreement['arms']} arms)" + (
-            "" if agreement["target_seed_tau"] is None else f", one seed against the others {agreement['target_seed_tau']:+.2f}")
+            "" if agreement["target_seed_tau"] is None else f", reference (one seed against the others) {agreement['target_seed_tau']:+.2f}"
+            + (f" +- {agreement['target_seed_tau_sd']:.2f}" if agreement.get("target_seed_tau_sd") is not None else ""))
     figure.update_layout(title=f"Search (ResNet-{searched.get('depth')}, {searched.get('epochs')} epochs) against "
                                f"confirm stage (ResNet-{budget.get('depth')}, {budget.get('epochs')} epochs){tau}",
                          **LAYOUT)

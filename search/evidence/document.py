@@ -21,7 +21,8 @@ from search.evidence.verdict import exported_arm
 
 NOT_CONFIRMED = "not_confirmed"
 ARM_FIELDS = ("label", "schedule_val_accuracy", "difference_mean", "difference_estimate", "bounds_raw",
-              "bounds_adjusted", "p_better", "p_worse", "pairs", "diverged", "failed", "rank_in_search")
+              "bounds_adjusted", "p_better", "p_worse", "se", "df", "robust", "pairs", "diverged", "collapsed", "failed",
+              "rank_in_search")
 
 
 def exported_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
