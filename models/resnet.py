@@ -5,10 +5,12 @@
 Depth 6n+2: a 3x3 stem of 16 filters, three stages of n blocks at 16/32/64 filters (stride 2 entering stages 2
 and 3), global average pooling and a dense layer of logits. Shortcuts are He et al.'s option A: stride-2
 subsampling plus zero-padded channels, no parameters. f_l is a Python float baked into the graph, so a scaled
-network has exactly the weights of the plain one. The learned arms add one trainable scalar per block instead
-(``LearnedScale``): ``learned`` on the shortcut (f_l from 1), ``skipinit`` on the branch F(x) (from 0).
-Weight decay 1e-4 on every parameter, BatchNorm's and the dense bias included, as in fb.resnet.torch; never on
-the learned scalars. Keras 3 API only: it runs under TensorFlow and JAX.
+network has exactly the weights of the plain one; ``variable_factors=True`` makes every block's f_l a
+non-trainable scalar variable instead (``set_shortcut_factors``), so that one compiled step trains any schedule
+(``training.reuse``); x * 1.0 is exact, so a factor of 1 computes what the plain shortcut does. The learned
+arms add one trainable scalar per block instead (``LearnedScale``): ``learned`` on the shortcut (f_l from 1),
+``skipinit`` on the branch F(x) (from 0). Weight decay 1e-4 on every parameter, BatchNorm's and the dense bias
+included, as in fb.resnet.torch; never on the learned scalars. Keras 3 API only: it runs under TensorFlow and JAX.
 """
 from __future__ import annotations
 
@@ -39,11 +41,25 @@ class ScaledShortcut(layers.Layer):
         filters: output channels; extra channels are zeros, split evenly before and after the input's.
         stride: 1 or 2; stride 2 keeps the even pixels, where the block's padded stride-2 conv is centred.
         scale: the schedule's factor f_l (> 0), a constant rather than a weight.
+        variable: hold ``scale`` in a non-trainable float32 variable (``factor``) read by the graph, so that
+            ``set_scale`` changes it without tracing again.
     """
 
-    def __init__(self, filters: int, stride: int = 1, scale: float = 1.0, **kwargs):
+    def __init__(self, filters: int, stride: int = 1, scale: float = 1.0, variable: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.filters, self.stride, self.scale = int(filters), int(stride), float(scale)
+        self.filters, self.stride, self.scale, self.variable = int(filters), int(stride), float(scale), variable
+
+    def build(self, input_shape):
+        if self.variable:
+            self.factor = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.scale),
+                                          trainable=False, name="factor")
+
+    def set_scale(self, scale: float) -> None:
+        """A new f_l: in the variable of a ``variable`` shortcut (the same graph computes it); else in the
+        attribute, which only a graph traced afterwards reads."""
+        self.scale = float(scale)
+        if self.variable:
+            self.factor.assign(self.scale)
 
     def call(self, x):
         if self.stride > 1:
@@ -51,6 +67,8 @@ class ScaledShortcut(layers.Layer):
         extra = self.filters - x.shape[-1]
         if extra:
             x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [extra // 2, extra - extra // 2]])
+        if self.variable:  # float32 to the compute dtype, as a Python float's cast goes through float32 too
+            return x * ops.cast(self.factor, x.dtype)
         return x if self.scale == 1.0 else x * ops.cast(self.scale, x.dtype)
 
     def compute_output_shape(self, input_shape):
@@ -59,7 +77,8 @@ class ScaledShortcut(layers.Layer):
         return (batch, shrink(height), shrink(width), self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "stride": self.stride, "scale": self.scale}
+        return {**super().get_config(), "filters": self.filters, "stride": self.stride, "scale": self.scale,
+                "variable": self.variable}
 
 
 @keras.saving.register_keras_serializable(package="resnet_shortcut")
@@ -132,12 +151,14 @@ def batch_norm(name: str) -> layers.BatchNormalization:
                      gamma_regularizer=keras.regularizers.L2(_L2), beta_regularizer=keras.regularizers.L2(_L2))
 
 
-def basic_block(x, filters: int, stride: int, scale: float, name: str, learned: str | None = None):
+def basic_block(x, filters: int, stride: int, scale: float, name: str, learned: str | None = None,
+                variable: bool = False):
     """One residual block: ReLU(scale * shortcut(x) + conv-BN-ReLU-conv-BN(x)); ``learned`` = ``learned`` makes
-    the shortcut's factor a trainable scalar from 1, ``skipinit`` multiplies the branch by one from 0."""
+    the shortcut's factor a trainable scalar from 1, ``skipinit`` multiplies the branch by one from 0;
+    ``variable``: the factor is a variable (``ScaledShortcut``), in every block."""
     shortcut = x
-    if stride != 1 or scale != 1.0 or x.shape[-1] != filters:
-        shortcut = ScaledShortcut(filters, stride, scale, name=f"{name}_shortcut")(x)
+    if variable or stride != 1 or scale != 1.0 or x.shape[-1] != filters:
+        shortcut = ScaledShortcut(filters, stride, scale, variable=variable, name=f"{name}_shortcut")(x)
     if learned == "learned":
         shortcut = LearnedScale(1.0, name=f"{name}_shortcut_scale")(shortcut)
     y = layers.ZeroPadding2D(1, name=f"{name}_pad")(x) if stride != 1 else x
@@ -150,19 +171,18 @@ def basic_block(x, filters: int, stride: int, scale: float, name: str, learned: 
 
 
 def build_resnet(depth: int, num_classes: int, schedule: Schedule | Sequence[float] | None = None,
-                 input_shape: tuple[int, int, int] = (32, 32, 3), name: str | None = None) -> keras.Model:
+                 input_shape: tuple[int, int, int] = (32, 32, 3), name: str | None = None,
+                 variable_factors: bool = False) -> keras.Model:
     """A CIFAR ResNet of ``depth`` = 6n+2 whose block l scales its shortcut by ``schedule.values(depth)[l-1]``.
 
     ``schedule=None`` is the baseline (every factor 1): the plain ResNet of He et al. A sequence of L raw factors
     (>= 0) is taken as is, for ablations such as f = 0 (no shortcut at all). The ``learned`` and ``skipinit``
     schedules give each block a trainable scalar (``LearnedScale``). Inputs are normalised images; outputs are
-    float32 logits, also under a mixed-precision policy.
+    float32 logits, also under a mixed-precision policy. ``variable_factors``: every block's factor is a
+    variable that ``set_shortcut_factors`` changes (one traced graph for any schedule of this family).
     """
     blocks = block_count(depth)
-    learned = schedule.family if isinstance(schedule, Schedule) and schedule.learned else None
-    factors = list(schedule.values(depth) if isinstance(schedule, Schedule) else schedule or [1.0] * blocks)
-    if len(factors) != blocks or not all(math.isfinite(f) and f >= 0 for f in factors):
-        raise UsageError(f"schedule: ResNet-{depth} needs {blocks} finite factors >= 0, got {factors}")
+    factors, learned = schedule_factors(depth, schedule)
     blocks_per_stage = blocks // 3
     inputs = keras.Input(input_shape, name="image")
     x = conv(16, 1, "stem_conv")(inputs)
@@ -171,12 +191,38 @@ def build_resnet(depth: int, num_classes: int, schedule: Schedule | Sequence[flo
         for index in range(blocks_per_stage):
             l = stage * blocks_per_stage + index  # noqa: E741 - the paper's block index (0-based here)
             stride = 2 if stage > 0 and index == 0 else 1
-            x = basic_block(x, filters, stride, factors[l], name=f"block{l + 1}", learned=learned)
+            x = basic_block(x, filters, stride, factors[l], name=f"block{l + 1}", learned=learned,
+                            variable=variable_factors)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     # float32 logits: a softmax cross-entropy in float16 loses precision and can overflow
     logits = layers.Dense(num_classes, dtype="float32", name="logits",
                           kernel_regularizer=keras.regularizers.L2(_L2), bias_regularizer=keras.regularizers.L2(_L2))(x)
     return keras.Model(inputs, logits, name=name or f"resnet{depth}")
+
+
+def schedule_factors(depth: int, schedule: Schedule | Sequence[float] | None) -> tuple[list[float], str | None]:
+    """(the factor of each block, the learned family or None) of ``schedule`` at ``depth``, checked: L finite
+    factors >= 0 (``UsageError`` otherwise)."""
+    blocks = block_count(depth)
+    learned = schedule.family if isinstance(schedule, Schedule) and schedule.learned else None
+    factors = list(schedule.values(depth) if isinstance(schedule, Schedule) else schedule or [1.0] * blocks)
+    if len(factors) != blocks or not all(math.isfinite(f) and f >= 0 for f in factors):
+        raise UsageError(f"schedule: ResNet-{depth} needs {blocks} finite factors >= 0, got {factors}")
+    return [float(f) for f in factors], learned
+
+
+def set_shortcut_factors(network: keras.Model, factors: Sequence[float]) -> None:
+    """Give a network built with ``variable_factors=True`` the factors ``factors`` (block 1 first)."""
+    shortcuts = [layer for layer in _all_layers(network) if isinstance(layer, ScaledShortcut)]
+    if len(shortcuts) != len(factors) or not all(layer.variable for layer in shortcuts):
+        raise ValueError(f"set_shortcut_factors: {len(factors)} factors for a network without a variable factor "
+                         f"in each of its blocks")
+    for layer, factor in zip(sorted(shortcuts, key=lambda layer: _block_number(layer.name)), factors):
+        layer.set_scale(factor)
+
+
+def _block_number(name: str) -> int:
+    return int(name.removeprefix("block").partition("_")[0])
 
 
 def portable_network(network: keras.Model) -> keras.Model:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ import keras
 import numpy as np
 
 from common.machine import cpu_info
-from models.resnet import build_resnet, learned_values
+from models.resnet import build_resnet, learned_values, schedule_factors
 from models.schedules import Schedule
+from training import reuse
 from training.checkpoint import CURVES, EpochCheckpoint, run_key
 from training.config import (FLOAT16_MAX, WARMUP_DEPTH, WARMUP_ITERATIONS, WARMUP_LR, EpochHook, TrainConfig,
                              auto_precision)
@@ -30,6 +32,9 @@ from training.data import Dataset
 from training.pipeline import batches, with_input_pipeline
 
 EVALUATION_BATCH = 500  # inference only: any size gives the same accuracy; larger is faster
+# a run takes the process's compiled model for its graph, re-initialised for its seed (training.reuse); False:
+# every run builds and traces its own, as before issue 29 (benchmarks.trial_overhead --no-reuse)
+REUSE_COMPILED = True
 
 
 @dataclass
@@ -121,17 +126,18 @@ def steps_per_epoch(config: TrainConfig, data: Dataset) -> int:
 
 
 def compiled_model(config: TrainConfig, schedule: Schedule | None, data: Dataset,
-                   epochs: int | None = None) -> tuple[keras.Model, str]:
+                   epochs: int | None = None, variable_factors: bool = False) -> tuple[keras.Model, str]:
     """The network behind the input pipeline, compiled with the recipe's optimizer; and its dtype policy.
 
     Seeds Keras first, so the same seed gives the same initial weights and augmentation stream.
+    ``variable_factors``: the shortcut factors are variables of the graph (``build_resnet``), for reuse.
     """
     policy, jit = resolve_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
-        network = build_resnet(config.depth, data.num_classes, schedule)
+        network = build_resnet(config.depth, data.num_classes, schedule, variable_factors=variable_factors)
         model = with_input_pipeline(network, data.mean, data.std, seed=config.seed)
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -140,6 +146,29 @@ def compiled_model(config: TrainConfig, schedule: Schedule | None, data: Dataset
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=jit, steps_per_execution=config.steps_per_execution)
     return model, policy
+
+
+def reuse_key(config: TrainConfig, schedule: Schedule, data: Dataset, epochs: int) -> tuple:
+    """What decides a run's traced graph, all but the seed and the factors: the key of ``training.reuse``."""
+    policy, jit = resolve_precision(config.precision)
+    _, learned = schedule_factors(config.depth, schedule)
+    pixels = (tuple(data.x_train.shape[1:]), str(data.x_train.dtype), data.num_classes,
+              np.asarray(data.mean, "float64").tobytes(), np.asarray(data.std, "float64").tobytes())
+    return (config.depth, pixels, config.batch_size, policy, jit, config.steps_per_execution, learned,
+            steps_per_epoch(config, data) * epochs, config.learning_rate, config.momentum)
+
+
+@contextmanager
+def lent_model(config: TrainConfig, schedule: Schedule, data: Dataset, epochs: int):
+    """(model, policy) for one run: the process's compiled model for its graph, in the state a fresh
+    ``compiled_model`` gives it (``training.reuse``), or with ``REUSE_COMPILED`` off a fresh one."""
+    if not REUSE_COMPILED:
+        yield compiled_model(config, schedule, data, epochs)
+        return
+    factors, _ = schedule_factors(config.depth, schedule)
+    build = lambda: compiled_model(config, schedule, data, epochs, variable_factors=True)[0]  # noqa: E731
+    with reuse.lend(reuse_key(config, schedule, data, epochs), build, config.seed, factors) as model:
+        yield model, resolve_precision(config.precision)[0]
 
 
 def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch: EpochHook | None = None,
@@ -151,6 +180,8 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     run stops there (``stopped_early``), and an exception it raises propagates. A NaN or infinite loss ends the run with
     ``diverged=True`` instead of raising; so does a run that learned and ends at chance level with a finite loss
     (``_mark_collapse``: its reason starts "collapsed"). ``test=True`` also measures test accuracy at the end.
+    The network is the process's compiled one for this graph when there is one (``lent_model``, ``REUSE_COMPILED``),
+    re-initialised for ``config.seed``: the same numbers as a fresh build, without tracing again.
 
     With ``checkpoint_dir`` (the run's own folder) the run saves its whole state there after every epoch
     (``training.checkpoint``) and first resumes from a state an earlier, cut-short attempt of the same run left:
@@ -168,34 +199,34 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     schedule = schedule or Schedule("constant", {"value": 1.0})
     started = time.perf_counter()
     epochs = config.epochs_for(len(data.y_train))
-    model, policy = compiled_model(config, schedule, data, epochs)
-    result = RunResult(config.depth, data.name, schedule.to_dict(), config.seed, policy, epochs)
-    checkpoint = None
-    if checkpoint_dir is not None:
-        key = run_key({**asdict(config), "precision": policy}, schedule.to_dict(), data_fingerprint(data))
-        checkpoint = EpochCheckpoint(checkpoint_dir, key)
-    recorder = _Recorder(result, on_epoch, len(data.y_train), policy, checkpoint)
-    done = recorder.resume(model) if checkpoint is not None else 0
-    has_validation = len(data.y_val) > 0
-    if done < epochs and not result.stopped_early:
-        steps = steps_per_epoch(config, data)
-        model.fit(batches(data.x_train, data.y_train, config.batch_size, shuffle_seed=config.seed,
-                          skip=done * steps),
-                  steps_per_epoch=steps, epochs=epochs, initial_epoch=done,
-                  shuffle=False,  # the stream reshuffles itself every pass
-                  validation_data=batches(data.x_val, data.y_val, EVALUATION_BATCH) if has_validation else None,
-                  callbacks=[recorder, *_tensorboard(tensorboard)], verbose=verbose)
-    if not (result.diverged or result.stopped_early) and result.epochs_run >= epochs:
-        _mark_collapse(result, data)
-    if test and not result.diverged:
-        test_batches = batches(data.x_test, data.y_test, EVALUATION_BATCH)
-        result.test_accuracy = float(model.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
-    result.learned_values = learned_values(model)
-    if save_model is not None and not (result.diverged or result.stopped_early):
-        model.save(save_model)
-    result.wall_seconds = time.perf_counter() - started
-    result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
-    result.images_per_second = recorder.images_per_second()
+    with lent_model(config, schedule, data, epochs) as (model, policy):
+        result = RunResult(config.depth, data.name, schedule.to_dict(), config.seed, policy, epochs)
+        checkpoint = None
+        if checkpoint_dir is not None:
+            key = run_key({**asdict(config), "precision": policy}, schedule.to_dict(), data_fingerprint(data))
+            checkpoint = EpochCheckpoint(checkpoint_dir, key)
+        recorder = _Recorder(result, on_epoch, len(data.y_train), policy, checkpoint)
+        done = recorder.resume(model) if checkpoint is not None else 0
+        has_validation = len(data.y_val) > 0
+        if done < epochs and not result.stopped_early:
+            steps = steps_per_epoch(config, data)
+            model.fit(batches(data.x_train, data.y_train, config.batch_size, shuffle_seed=config.seed,
+                              skip=done * steps),
+                      steps_per_epoch=steps, epochs=epochs, initial_epoch=done,
+                      shuffle=False,  # the stream reshuffles itself every pass
+                      validation_data=batches(data.x_val, data.y_val, EVALUATION_BATCH) if has_validation else None,
+                      callbacks=[recorder, *_tensorboard(tensorboard)], verbose=verbose)
+        if not (result.diverged or result.stopped_early) and result.epochs_run >= epochs:
+            _mark_collapse(result, data)
+        if test and not result.diverged:
+            test_batches = batches(data.x_test, data.y_test, EVALUATION_BATCH)
+            result.test_accuracy = float(model.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
+        result.learned_values = learned_values(model)
+        if save_model is not None and not (result.diverged or result.stopped_early):
+            model.save(save_model)
+        result.wall_seconds = time.perf_counter() - started
+        result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
+        result.images_per_second = recorder.images_per_second()
     return result
 
 
