@@ -26,7 +26,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name[:40]}.", delete=False) as handle:
         handle.write(text)
     umask = os.umask(0)
     os.umask(umask)
@@ -50,7 +50,6 @@ def check_writable(folder: Path | None, flag: str, fix: str) -> None:
 
 
 NAME_MAX = 255  # bytes of one file or folder name on Linux's, macOS's and Windows's usual file systems
-TEMPORARY_SPARE = 12  # write_text_atomic's temporary file: ".NAME." and 8 random characters
 
 
 def check_name_lengths(path: Path, flag: str, spare: int = 0) -> None:
@@ -68,7 +67,7 @@ def check_output(path: str | os.PathLike, flag: str) -> None:
     """UsageError now, rather than after the work, when a file cannot be written at ``path``: its folder cannot
     be created, or the path is a folder."""
     path = Path(path)
-    check_name_lengths(path, flag, spare=TEMPORARY_SPARE)
+    check_name_lengths(path, flag)  # (a temporary file beside it is named after 40 characters of it at most)
     if path.is_dir():
         raise UsageError(f"{flag}: {path} is a folder; name a file")
     check_writable(path.parent if str(path.parent) else Path("."), flag, "choose another path")

@@ -24,7 +24,7 @@ VERBOSITY_ENV = "SHORTCUT_SEARCH_VERBOSITY"  # -1 (-q), 0, 1.. (-v): set by comm
 RESULT = 25
 # every spelling of a password a storage URL may carry in its query string (libpq's, SQLAlchemy's, drivers');
 # ``storage.urls`` hides the same ones, so free text and URLs are scrubbed alike
-SECRET_PARAMETERS = ("password", "passwd", "pwd", "sslpassword", "secret", "token", "key")
+SECRET_PARAMETERS = ("password", "passwd", "pwd", "sslpassword", "pgpassword", "secret", "token", "key")
 HIDDEN = "***"
 logging.addLevelName(RESULT, "RESULT")
 log = logging.getLogger("shortcut_search")
@@ -59,7 +59,8 @@ def threshold() -> int:
 
 
 _USER_PART = re.compile(r"(://[^\s:/@]*:)\S*@")  # ://user:SECRET@ (up to the last @ of the word)
-_PARAMETER = re.compile(r"(?P<name>[\w%+.-]+)=(?P<value>[^&\s'\"]*)")
+_NAME = re.compile(r"(?P<name>[\w%+.-]+)=")  # every name= in the text, wherever it stands (--storage=URL?password=)
+_VALUE = re.compile(r"'[^']*'|\"[^\"]*\"|[^&\s'\"]*")  # up to the next parameter or space; a quoted one whole
 
 
 def without_passwords(text: str) -> str:
@@ -69,11 +70,16 @@ def without_passwords(text: str) -> str:
     warnings and tracebacks."""
     text = _USER_PART.sub(rf"\1{HIDDEN}@", text)
 
-    def hide(match: re.Match) -> str:
-        name = urllib.parse.unquote_plus(match["name"]).lower()
-        return f"{match['name']}={HIDDEN}" if name in SECRET_PARAMETERS else match[0]
-
-    return _PARAMETER.sub(hide, text)
+    secrets = []  # (start, end) of every secret parameter's value
+    for name in _NAME.finditer(text):
+        for start in range(name.start("name"), name.end("name")):  # --storage=...&password=: the name's tail too
+            if urllib.parse.unquote_plus(text[start:name.end("name")]).lower() in SECRET_PARAMETERS \
+                    and (start == 0 or not text[start - 1].isalnum()):
+                secrets.append((name.end(), _VALUE.match(text, name.end()).end()))
+                break
+    for start, end in reversed(secrets):
+        text = text[:start] + HIDDEN + text[end:]
+    return text
 
 
 class Scrub(logging.Filter):

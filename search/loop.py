@@ -20,6 +20,7 @@ from search import records
 from search.config import SearchConfig
 from search.confirm_loop import EnvironmentStopped, run_confirm
 from search.keep import ModelKeeper
+from search.interrupts import raise_if_interrupted
 from search.liveness import recover
 from search.progress import next_commands
 from search.objective import AfterTrial, Objective, environment_fault
@@ -126,6 +127,7 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
                 if not step():
                     break
             except Exception as error:
+                raise_if_interrupted()  # Ctrl-C or SIGTERM came meanwhile: it stops the worker, whatever failed
                 if (fault := environment_fault(error)) is None:
                     raise
                 guard.fault(fault)  # outside a trial's record (recovering, asking, telling, a callback)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import functools
 import sqlite3
 import tempfile
@@ -13,6 +12,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 
+from common.errors import ENVIRONMENT_ERRNOS, UsageError
 from models.schedules import LEARNED, Schedule, positions, preset
 from search import records
 from search.config import SearchConfig
@@ -30,12 +30,12 @@ from storage import HEARTBEAT_SECONDS
 from training.loop import RunResult, run
 
 
-# faults of the run's environment, not of the run: no space, a quota, an I/O error, a read-only or stale file
-# system, a permission changed under the run, a connection to the storage lost
-ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM,
-                                errno.ESTALE, errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.EPIPE,
-                                errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH})
 SQLITE_ENVIRONMENT = frozenset({3, 5, 8, 10, 13, 14})  # SQLite's PERM, BUSY, READONLY, IOERR, FULL, CANTOPEN
+# PostgreSQL's SQLSTATE classes of a lost or refused server (08 connection, 53 resources, 57 operator intervention,
+# 58 system error) and a permission revoked under the run (42501); a wrong database name (3D) or password (28) is
+# the user's input
+POSTGRES_ENVIRONMENT = ("08", "53", "57", "58", "42501")
+OUT_OF_MEMORY = ("MemoryError", "ResourceExhaustedError")  # the network's size never depends on the schedule
 
 
 def failure(error: Exception) -> str:
@@ -54,11 +54,11 @@ def environment_fault(error: BaseException) -> str | None:
     driver's ``OperationalError`` or ``InterfaceError``, SQLAlchemy's invalidated connection); any error whose
     message says one of these (TensorFlow's file errors)."""
     found, seen = None, set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
+    while error is not None and id(error) not in seen and not isinstance(error, UsageError):
+        seen.add(id(error))  # (a usage error raised from a fault is the user's input: ``raise ... from None``)
         if _is_environment(error):
             found = error
-        error = error.__cause__ or error.__context__
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     if found is None:
         return None
     text = str(found).strip().splitlines()[0] if str(found).strip() else ""
@@ -72,10 +72,15 @@ def _is_environment(error: BaseException) -> bool:
         return error.sqlite_errorcode & 0xFF in SQLITE_ENVIRONMENT
     if isinstance(error, sqlalchemy.exc.DisconnectionError) or getattr(error, "connection_invalidated", False):
         return True
-    if any(kind.__module__.startswith("psycopg") and kind.__name__ in ("OperationalError", "InterfaceError")
-           for kind in type(error).__mro__):
+    if any(kind.__module__.startswith("psycopg") for kind in type(error).__mro__):
+        state = getattr(error, "sqlstate", None)
+        if state is not None:
+            return state.startswith(POSTGRES_ENVIRONMENT)
+        return any(kind.__name__ in ("OperationalError", "InterfaceError") for kind in type(error).__mro__)
+    if type(error).__name__ in OUT_OF_MEMORY:
         return True
-    return any(sign in str(error) for sign in ENVIRONMENT_SIGNS)
+    text = str(error).lower()
+    return any(sign.lower() in text for sign in ENVIRONMENT_SIGNS)
 
 
 def records_its_errors(call):
@@ -174,7 +179,8 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
                     keeper.offer(trial, result.final_val_accuracy, model_file)
         except KeyboardInterrupt as interrupt:
             remember(interrupt)  # the interrupt stops this worker whoever failed the trial
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed by another meanwhile
+            # failed by another meanwhile, or the storage fails too: the interrupt goes on, never replaced
+            with contextlib.suppress(Exception):
                 TrialKey.FAIL_REASON.write(trial, INTERRUPTED)
             raise
         records.write_run(trial, result, time.perf_counter() - started)

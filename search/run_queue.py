@@ -12,7 +12,6 @@ trial running; here the fault itself goes up, and the trial is left to ``livenes
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import warnings
 from pathlib import Path
@@ -23,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import records, run_folders
 from search.liveness import TrialRunner, abandon, go_on_after_take_over, heartbeat
+from search.records import INTERRUPTED
 from search.objective import environment_fault, failure
 
 
@@ -93,8 +93,14 @@ def _run(storage: BaseStorage, study: optuna.Study, trial: optuna.Trial, objecti
                 _tell(study, trial, None, state, error)
                 raise
         except KeyboardInterrupt:
-            with contextlib.suppress(ValueError):  # another process failed it meanwhile: the interrupt goes on
+            # another process failed it meanwhile (ValueError), or the storage fails too: the interrupt goes on
+            # either way, the trial left to recover (abandon) when it could not be told
+            try:
                 study.tell(trial, state=TrialState.FAIL)
+            except ValueError:
+                pass
+            except Exception:
+                abandon(study, trial.number, INTERRUPTED)
             raise
     try:
         frozen = _tell(study, trial, value, state, error)

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import optuna
 
+from common.errors import UsageError
 from common.files import check_writable
 from common.log import log, result
 from search import records
@@ -67,8 +68,8 @@ def confirm_stage(config: SearchConfig, invoked_at: float) -> int:
 
 def stopped_by_environment(error: Exception, during: str) -> int:
     """The exit code of a command that ``error`` ended when the environment caused it (a full disk, the storage
-    lost: ``loop.environment_stop``), its one line logged; any other error is raised on."""
-    if (stop := environment_stop(error, during)) is None:
+    lost: ``loop.environment_stop``), its one line logged; any other error, a usage error above all, is raised on."""
+    if isinstance(error, UsageError) or (stop := environment_stop(error, during)) is None:
         raise error
     log.error(f"stopped: {stop}")
     return stop.exit_code

@@ -17,6 +17,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from commands import run as search_run
+from common.errors import UsageError
 from conftest import TINY
 from search.liveness import DIED, SILENT, recover
 from search.loop import EXIT_TEMPFAIL, environment_stop
@@ -59,6 +60,21 @@ def test_errors_are_told_apart_by_cause_not_by_where_they_were_raised():
     assert environment_fault(OSError(errno.ENOENT, "No such file or directory")) is None
     # outside the loop's guard (a worker opening its study on a full disk): one line and exit 75, or not ours
     assert environment_stop(full).exit_code == EXIT_TEMPFAIL and environment_stop(RuntimeError("x")) is None
+    # a usage error raised while a fault was handled is the user's input (exit 2), never a fault of the environment
+    try:
+        try:
+            raise OSError(errno.EACCES, "Permission denied")
+        except OSError:
+            raise UsageError("checkpoint-dir: cannot create /ro/x; choose another") from None
+    except UsageError as usage:
+        assert environment_fault(usage) is None and environment_stop(usage) is None
+    # PostgreSQL by SQLSTATE: a wrong database name or password is input, a permission revoked under the run and
+    # a server shutting down are the environment; so is memory running out
+    assert environment_fault(psycopg.errors.InvalidCatalogName("database \"nope\" does not exist")) is None
+    assert environment_fault(psycopg.errors.InvalidPassword("password authentication failed")) is None
+    assert environment_fault(psycopg.errors.InsufficientPrivilege("permission denied for table trials")) is not None
+    assert environment_fault(psycopg.errors.AdminShutdown("terminating connection")) is not None
+    assert environment_fault(MemoryError()) is not None
 
 
 def test_a_reference_every_attempt_of_which_the_environment_failed_is_queued_again_and_said(tmp_path, capsys):

@@ -119,6 +119,11 @@ def test_a_password_in_a_mistyped_flag_never_shows(name, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: unrecognized arguments") and "SECRET" not in err and "***" in err
     assert "SECRET" not in redacted(url) and "SECRET" not in scrub(f"failed: {url}", url)
+    # the flag and its value in one word (--storge=URL), first in the query, through the dispatcher too
+    for argv in (["export", f"--storge={url}"], [f"--storage={url}"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "SECRET" not in err and "***" in err, err
 
 
 def test_a_password_never_shows_in_warnings_log_lines_or_tracebacks(capfd):

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import ENVIRONMENT_ERRNOS
 from common.log import log
 
 STATE_FILE = "state.npz"
@@ -66,6 +67,8 @@ class EpochCheckpoint:
                 arrays = [saved[f"v{index}"] for index in range(len(variables))]
         except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as error:  # (TypeError: a
             # bare .npy, which np.load returns as an array, not an archive)
+            if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
+                raise  # the file system failed, not the file: the run is retried with its checkpoint intact
             return self._discard(f"it cannot be read ({type(error).__name__})")
         for variable, array in zip(variables, arrays):
             variable.assign(array)
