@@ -60,7 +60,7 @@ def threshold() -> int:
 
 _USER_PART = re.compile(r"(://[^\s:/@]*:)\S*@")  # ://user:SECRET@ (up to the last @ of the word)
 _NAME = re.compile(r"(?P<name>[\w%+.-]+)=")  # every name= in the text, wherever it stands (--storage=URL?password=)
-_VALUE = re.compile(r"'[^']*'|\"[^\"]*\"|[^&\s'\"]*")  # up to the next parameter or space; a quoted one whole
+_VALUE = re.compile(r"'[^']*'|\"[^\"]*\"|['\"]?[^&\s'\"]*")  # to the next parameter or space; quoted, whole
 
 
 def without_passwords(text: str) -> str:
