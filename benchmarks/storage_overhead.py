@@ -33,8 +33,8 @@ from common.errors import UsageError
 from common.machine import cpu_info, package_versions
 from search import records
 from search.config import SearchConfig
-from search.liveness import beating, optimize, record_process, recover
-from search.run_queue import run_retries
+from search.liveness import beating, record_process, recover
+from search.run_queue import run_next, run_retries
 from search.space import suggest_schedule
 from storage import open_storage
 from storage.journal import is_journal
@@ -84,7 +84,7 @@ def worker(url: str, study_name: str, trials: int, start, results) -> None:
         recover(storage, study, config.heartbeat)
         records.finished_count(study)
         run_retries(storage, study, objective, [])
-        optimize(study, objective, n_trials=1)
+        run_next(storage, study, objective, [])
     results.put((time.perf_counter() - began, writes[0], trials))
 
 

@@ -94,11 +94,9 @@ class ConfirmObjective:
     def __init__(self, config, data, keeper: ArmModelKeeper | None = None, train=None, budget=None):
         self.config, self.data, self.keeper, self.train = config, data, keeper, train or config.train
         self.budget = budget
-        self.current: int | None = None  # the trial being run, for search.liveness.optimize
 
     @records_its_errors
     def __call__(self, trial: optuna.Trial) -> float:
-        self.current = trial.number
         record_process(trial)
         key, seed = TrialKey.ARM.of(trial), records.seed_of(trial)
         if key is None:  # another worker took the last queued run between our look and our ask

@@ -25,7 +25,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -55,30 +54,11 @@ class TakenOver(Exception):
         self.number = number
 
 
-@runtime_checkable
-class TrialRunner(Protocol):
-    """An objective that says which trial it is running (``current``, None before the first), so a take-over is
-    logged with its number; any other callable runs too, and its take-over is re-raised."""
-
-    current: int | None
-
-    def __call__(self, trial: optuna.Trial) -> float: ...
-
-
-def optimize(study: optuna.Study, objective: TrialRunner, **kwargs) -> None:
-    """``study.optimize``, going on when another process failed this one's trial meanwhile: Optuna's own ``tell``
-    then raises ("Cannot tell a FAIL trial"); the trial is logged and left to its retry."""
-    try:
-        study.optimize(objective, **kwargs)
-    except ValueError as error:
-        go_on_after_take_over(error, objective.current if isinstance(objective, TrialRunner) else None)
-
-
-def go_on_after_take_over(error: ValueError, number: int | None) -> None:
+def go_on_after_take_over(error: ValueError, number: int) -> None:
     """Log that trial ``number`` was failed by another process while this one trained it, when ``error`` is the
     ``tell`` that says so ("Cannot tell a FAIL trial"); re-raise anything else, and an interrupt that came
     meanwhile (it still stops this worker)."""
-    if not str(error).startswith("Cannot tell a") or number is None:
+    if not str(error).startswith("Cannot tell a"):
         raise error
     raise_if_interrupted()
     log.warning(f"warning: trial {number} was failed by another process while this one trained it (its "
@@ -189,20 +169,8 @@ def beating(trial: optuna.Trial, interval: float):
         yield
         return
     TrialKey.HEARTBEAT_SECONDS.write(trial, interval)  # the judges go by the writer's interval
-    warned = []
-
-    def beat():
-        try:
-            TrialKey.HEARTBEAT.write(trial, round(time.time(), 1))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # failed by another process meanwhile: the run learns it at its next epoch
-        except Exception as error:  # a file server's hiccup (a stale handle, a full disk): beat again next time
-            if not warned:
-                warned.append(error)
-                log.warning(f"warning: trial {trial.number}'s heartbeat could not be written ({error}); retrying "
-                            f"every {interval:g} s")
-
-    with _every(interval, beat, f"heartbeat-{trial.number}"):
+    with _beats(lambda: TrialKey.HEARTBEAT.write(trial, round(time.time(), 1)), interval,
+                f"trial {trial.number}'s heartbeat", f"heartbeat-{trial.number}"):
         yield
 
 
@@ -214,19 +182,31 @@ def heartbeat(storage, trial_id: int):
     if not interval:
         yield
         return
+    with _beats(lambda: storage.record_heartbeat(trial_id), interval, "a heartbeat", f"heartbeat-{trial_id}"):
+        yield
+
+
+@contextlib.contextmanager
+def _beats(write, interval: float, what: str, name: str):
+    """While inside, ``write()`` every ``interval`` seconds on a thread of its own, which a failed write never
+    kills: a trial failed by another process meanwhile is left to learn it at its next epoch, and a file
+    server's hiccup or a lost connection (a stale handle, a full disk) is warned of once and tried again next
+    time."""
     warned = []
 
     def beat():
         try:
-            storage.record_heartbeat(trial_id)
-        except Exception as error:  # a connection lost, a full disk: beat again next time, never kill the thread
+            write()
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+        except Exception as error:
             if not warned:
                 warned.append(error)
-                log.warning(f"warning: a heartbeat could not be written ({type(error).__name__}: "
-                            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); retrying every "
-                            f"{interval:g} s")
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                log.warning(f"warning: {what} could not be written ({type(error).__name__}: {first}); retrying "
+                            f"every {interval:g} s")
 
-    with _every(interval, beat, f"heartbeat-{trial_id}"):
+    with _every(interval, beat, name):
         yield
 
 

@@ -22,9 +22,8 @@ from search.confirm_loop import EnvironmentStopped, run_confirm
 from search.keep import ModelKeeper
 from search.interrupts import raise_if_interrupted
 from search.liveness import recover
-from search.progress import next_commands
 from search.objective import AfterTrial, Objective, environment_fault
-from search.progress import FailureGuard, TrialReporter
+from search.progress import FailureGuard, TrialReporter, next_commands
 from search.run_queue import has_checkpoint, run_next, run_retries, waiting_retries
 from search.study import open_study
 from storage import open_storage

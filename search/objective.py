@@ -119,11 +119,9 @@ class Objective:
 
     def __init__(self, config: SearchConfig, data: Dataset, keeper: ModelKeeper | None = None):
         self.config, self.data, self.keeper = config, data, keeper
-        self.current: int | None = None  # the trial being run, for search.liveness.optimize
 
     @records_its_errors
     def __call__(self, trial: optuna.Trial) -> float:
-        self.current = trial.number
         record_process(trial)
         arm = records.preset_of(trial)
         schedule = preset(arm) if arm in LEARNED else suggest_schedule(trial, self.config.family,

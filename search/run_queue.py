@@ -15,15 +15,19 @@ from __future__ import annotations
 import gc
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search import records, run_folders
-from search.liveness import TrialRunner, abandon, go_on_after_take_over, heartbeat
-from search.records import INTERRUPTED
+from search.liveness import abandon, go_on_after_take_over, heartbeat
 from search.objective import environment_fault, failure
+from search.records import INTERRUPTED
+
+
+Objective = Callable[[optuna.Trial], float]  # what a trial runs: its value, or it raises (pruned, failed)
 
 
 def waiting_retries(study: optuna.Study) -> list[FrozenTrial]:
@@ -39,7 +43,7 @@ def has_checkpoint(root: Path | None, study: optuna.Study, trial: FrozenTrial) -
     return (run_folders.run_folder(root, study.study_name, predecessor) / "state.npz").is_file()
 
 
-def run_retries(storage: BaseStorage, study: optuna.Study, objective: TrialRunner, callbacks: list,
+def run_retries(storage: BaseStorage, study: optuna.Study, objective: Objective, callbacks: list,
                 catch: tuple = (Exception,), only=None) -> int:
     """Claim and run every waiting retry (those ``only`` accepts, when given), oldest first; the count run."""
     study_id, ran = storage.get_study_id_from_name(study.study_name), 0
@@ -57,7 +61,7 @@ def run_retries(storage: BaseStorage, study: optuna.Study, objective: TrialRunne
     return ran
 
 
-def run_next(storage: BaseStorage, study: optuna.Study, objective: TrialRunner, callbacks: list,
+def run_next(storage: BaseStorage, study: optuna.Study, objective: Objective, callbacks: list,
              catch: tuple = (Exception,)) -> None:
     """Ask Optuna for the next trial (the oldest queued, else the sampler's) and run it as ``run_claimed`` does;
     then collect garbage (a trial's graph is large)."""
@@ -70,13 +74,13 @@ def run_next(storage: BaseStorage, study: optuna.Study, objective: TrialRunner, 
         gc.collect()
 
 
-def run_claimed(storage: BaseStorage, study: optuna.Study, trial_id: int, objective: TrialRunner, callbacks: list,
+def run_claimed(storage: BaseStorage, study: optuna.Study, trial_id: int, objective: Objective, callbacks: list,
                 catch: tuple = (Exception,)) -> None:
     """Run a trial this process has set RUNNING, as ``study.optimize`` runs one."""
     _run(storage, study, optuna.Trial(study, trial_id), objective, callbacks, catch)
 
 
-def _run(storage: BaseStorage, study: optuna.Study, trial: optuna.Trial, objective: TrialRunner, callbacks: list,
+def _run(storage: BaseStorage, study: optuna.Study, trial: optuna.Trial, objective: Objective, callbacks: list,
          catch: tuple) -> None:
     """The objective on ``trial``, told, then the callbacks. An error the storage raises as the trial is told
     (a fault of the environment) goes up, the trial left to ``recover`` (``abandon``), so nothing is left

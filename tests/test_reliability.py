@@ -65,8 +65,7 @@ def test_an_interrupt_stops_the_worker_even_when_another_process_failed_its_tria
     from training.data import load_dataset
 
     from search.interrupts import tracked
-    from search.liveness import optimize
-    from search.run_queue import run_claimed
+    from search.run_queue import run_claimed, run_next
 
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(study_name="s", storage=storage)
@@ -83,9 +82,8 @@ def test_an_interrupt_stops_the_worker_even_when_another_process_failed_its_tria
                                                                precision="float32"), preset("baseline"), data,
                                             taken_over_then_interrupted)
 
-    objective.current = 0
     with tracked(), pytest.raises(KeyboardInterrupt):  # as the notebook API runs the loop, without our handler
-        optimize(study, objective, n_trials=1, catch=(Exception,))
+        run_next(storage, study, objective, [])
     study.enqueue_trial({})
     (waiting,) = study.get_trials(states=(TrialState.WAITING,))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), waiting.number)
