@@ -1,0 +1,123 @@
+"""Fused arms (training.fused): each arm of one fused run is the run ``training.loop.run`` makes alone with its
+seed and schedule: the same per-epoch curves and final weights (float32), with shared and with different seeds,
+with an arm pruned, with an arm diverged, and after a kill and a resume."""
+import numpy as np
+import pytest
+
+from common.errors import UsageError
+from models.schedules import Schedule, preset
+from training import loop, reuse
+from training.config import TrainConfig
+from training.data import load_dataset
+from training.fused import run_fused
+
+BASE, PAPER, HUGE = None, preset("paper-c10-r32"), Schedule("constant", {"value": 1e25})  # HUGE: inf by block 2
+EPOCHS = 2
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", subset=200)
+
+
+def _config(seed: int) -> TrainConfig:
+    return TrainConfig(depth=8, epochs=EPOCHS, batch_size=32, precision="float32", seed=seed)
+
+
+@pytest.fixture(scope="module")
+def alone(digits):
+    """(result, final network weights) of ``loop.run`` alone, per (schedule name, seed, stop epoch)."""
+    reuse.clear()
+    done = {}
+
+    def single(name: str, seed: int, stop_at: int | None = None):
+        if (name, seed, stop_at) not in done:
+            hook = (lambda epoch, accuracy: epoch >= stop_at) if stop_at else None
+            result = loop.run(_config(seed), {"base": BASE, "paper": PAPER, "huge": HUGE}[name], digits, on_epoch=hook)
+            (entry,) = reuse._cache.values()
+            network = reuse.network_of(entry.model)
+            weights = [np.array(v.numpy()) for v in network.weights if not v.path.endswith("/factor")]
+            done[name, seed, stop_at] = result, weights
+        return done[name, seed, stop_at]
+
+    yield single
+    reuse.clear()
+
+
+def _assert_same(fused, weights, expected):
+    result, expected_weights = expected
+    assert fused.val_accuracy == pytest.approx(result.val_accuracy, abs=1e-6)
+    assert fused.train_accuracy == pytest.approx(result.train_accuracy, abs=1e-6)
+    assert fused.train_loss == pytest.approx(result.train_loss, rel=1e-5)
+    assert (fused.epochs_run, fused.stopped_early, fused.diverged) == \
+        (result.epochs_run, result.stopped_early, result.diverged)
+    assert fused.final_val_accuracy == pytest.approx(result.final_val_accuracy, abs=1e-6)
+    assert fused.seed == result.seed and fused.schedule == result.schedule
+    assert len(weights) == len(expected_weights)
+    for mine, theirs in zip(weights, expected_weights):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_arms_of_one_seed_equal_their_separate_runs(digits, alone):
+    weights = []
+    results = run_fused(_config(3), [BASE, PAPER], digits, final_weights=weights)
+    for arm, name in enumerate(("base", "paper")):
+        _assert_same(results[arm], weights[arm], alone(name, 3))
+
+
+def test_arms_with_their_own_seeds_get_their_own_data_and_equal_their_separate_runs(digits, alone):
+    weights = []
+    results = run_fused([_config(3), _config(5), _config(5)], [BASE, PAPER, BASE], digits, final_weights=weights)
+    for arm, (name, seed) in enumerate((("base", 3), ("paper", 5), ("base", 5))):
+        _assert_same(results[arm], weights[arm], alone(name, seed))
+
+
+def test_a_pruned_arm_stops_where_it_was_pruned_and_the_others_go_on_unchanged(digits, alone):
+    seen, weights = [], []
+
+    def hook(arm, epoch, accuracy):
+        seen.append((arm, epoch))
+        return arm == 0 and epoch == 1
+
+    results = run_fused(_config(3), [BASE, PAPER], digits, on_epoch=hook, final_weights=weights)
+    assert seen == [(0, 1), (1, 1), (1, 2)]
+    _assert_same(results[0], weights[0], alone("base", 3, stop_at=1))
+    _assert_same(results[1], weights[1], alone("paper", 3))
+
+
+def test_a_diverged_arm_never_touches_the_others(digits, alone):
+    weights = []
+    results = run_fused(_config(3), [HUGE, PAPER, BASE], digits, final_weights=weights)
+    diverged, expected = results[0], alone("huge", 3)[0]
+    assert diverged.diverged and expected.diverged and diverged.epochs_run == expected.epochs_run == 1
+    assert diverged.final_val_accuracy is None and diverged.diverged_reason.startswith("training loss became")
+    _assert_same(results[1], weights[1], alone("paper", 3))
+    _assert_same(results[2], weights[2], alone("base", 3))
+
+
+def test_a_killed_fused_run_resumes_to_the_uninterrupted_result(digits, alone, tmp_path):
+    def kill(arm, epoch, accuracy):
+        if epoch == 1:
+            raise Killed
+
+    configs, schedules = [_config(3), _config(5)], [BASE, PAPER]
+    with pytest.raises(Killed):
+        run_fused(configs, schedules, digits, on_epoch=kill, checkpoint_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "state.npz").is_file()
+    weights = []
+    results = run_fused(configs, schedules, digits, checkpoint_dir=tmp_path / "run", final_weights=weights)
+    assert [r.resumed_from_epoch for r in results] == [1, 1]
+    _assert_same(results[0], weights[0], alone("base", 3))
+    _assert_same(results[1], weights[1], alone("paper", 5))
+
+
+def test_arms_must_share_their_recipe_and_a_float16_loss_scale(digits):
+    with pytest.raises(UsageError, match="only in their seed"):
+        run_fused([_config(1), TrainConfig(depth=8, epochs=1, batch_size=64, precision="float32")], [BASE, PAPER],
+                  digits)
+    with pytest.raises(UsageError, match="mixed_float16"):
+        run_fused(TrainConfig(depth=8, epochs=1, batch_size=32, precision="mixed_float16"), [BASE], digits)

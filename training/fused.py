@@ -1,0 +1,270 @@
+"""K training runs at once as one fused network (``models.fused``): ``run_fused(configs, schedules, data) ->
+[RunResult]``, one record per arm as if it had been trained alone by ``training.loop.run``.
+
+The recipe is ``training.loop``'s: SGD with momentum and its learning-rate schedule (shared: the arms differ only
+in seed and schedule), the uint8 input stream ``batches`` with normalisation and augmentation inside the step,
+validation every epoch. Arms that share a seed share one data stream and one augmentation (the search's trials);
+arms with their own seed each get their own stream and augmentation, stacked as inputs of the fused model (the
+confirm stage's seeds). Arm k starts from the initial weights ``compiled_model`` gives a single run with its seed.
+
+Per arm, per epoch: its training loss and accuracy, its validation accuracy, then ``on_epoch(arm, epoch,
+accuracy)``; True stops that arm (``stopped_early``). A NaN or infinite loss marks an arm diverged. Either way the
+arm is masked (its loss leaves the sum through ``where``: its NaN never reaches another arm) and its weights at that
+epoch are kept aside and put back at the end, so its record (test accuracy, learned values, ``final_weights``) is
+that of its single run. The run ends when no arm is left. Masked, not dropped: dropping an arm rebuilds and traces
+the fused graph again (``benchmarks.fused_speed`` measures both; see its README figures).
+
+``checkpoint_dir``: the whole fused state (every arm, the mask, the optimizer) and every arm's record after each
+epoch, in one ``training.checkpoint.EpochCheckpoint``; a killed run resumes there, replays the restored epochs
+through ``on_epoch``, and goes on on the same data streams.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+from keras import layers
+
+from common.errors import UsageError
+from models.fused import FusedArms, arm_name, build_arms, seed_groups
+from models.resnet import learned_values
+from models.schedules import Schedule
+from training import loop
+from training.checkpoint import CURVES, EpochCheckpoint, run_key
+from training.config import TrainConfig
+from training.data import Dataset
+from training.pipeline import PadCropFlip, batches
+
+__all__ = ["ArmHook", "fused_model", "run_fused"]
+
+ArmHook = Callable[[int, int, float], bool | None]  # (arm 0.., epoch 1.., validation accuracy) -> True to stop it
+_STATUS = ("diverged", "diverged_reason", "stopped_early", "epochs_run")
+
+
+def _configs(configs: TrainConfig | Sequence[TrainConfig], count: int) -> list[TrainConfig]:
+    configs = [configs] * count if isinstance(configs, TrainConfig) else list(configs)
+    if len(configs) != count:
+        raise UsageError(f"fused arms: {len(configs)} configurations for {count} schedules")
+    if any(replace(config, seed=0) != replace(configs[0], seed=0) for config in configs):
+        raise UsageError("fused arms: the arms' configurations may differ only in their seed (one shared recipe)")
+    return configs
+
+
+def fused_model(configs: Sequence[TrainConfig], schedules: Sequence[Schedule], data: Dataset,
+                epochs: int) -> tuple[FusedArms, str]:
+    """The fused arms behind one input pipeline per seed (normalisation, augmentation seeded as a single run's),
+    compiled with the recipe's optimizer; and the dtype policy."""
+    config = configs[0]
+    policy, jit = loop.resolve_precision(config.precision)
+    if policy == "mixed_float16":  # the loss scale skips every arm's step when one arm's gradient overflows
+        raise UsageError("fused arms: mixed_float16 is not supported (its loss scale couples the arms); use float32 "
+                         "or mixed_bfloat16")
+    distinct, groups = seed_groups([c.seed for c in configs])
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        arms = build_arms(config.depth, data.num_classes, schedules, [c.seed for c in configs],
+                          tuple(data.x_train.shape[1:]))
+        normalise = layers.Normalization(mean=np.asarray(data.mean), variance=np.square(data.std), name="normalise")
+        augment = [PadCropFlip(4, seed=seed, name=f"augment{group}") for group, seed in enumerate(distinct)]
+        model = FusedArms.of(arms, groups, lambda group, x: augment[group](normalise(x)))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    total_steps = loop.steps_per_epoch(config, data) * epochs
+    optimizer = keras.optimizers.SGD(loop.learning_rate_schedule(config, total_steps), momentum=config.momentum)
+    model.compile(optimizer, metrics=[["accuracy"] for _ in arms], jit_compile=jit,
+                  steps_per_execution=config.steps_per_execution)
+    return model, policy
+
+
+def _streams(data: Dataset, batch_size: int, seeds: Sequence[int], groups: Sequence[int], skip: int):
+    """Training: one shuffled stream per seed group, zipped; validation: one ordered pass for every arm."""
+    import tensorflow as tf  # tf.data, as training.pipeline.batches uses it
+
+    trains = []
+    for seed in seeds:  # tf.data's shuffle reads TensorFlow's global seed too, which a single run's seeding set
+        keras.utils.set_random_seed(seed)
+        trains.append(batches(data.x_train, data.y_train, batch_size, shuffle_seed=seed, skip=skip))
+    train = tf.data.Dataset.zip(tuple(trains)).map(
+        lambda *pairs: (tuple(pair[0] for pair in pairs), tuple(pairs[group][1] for group in groups)))
+    return train, _ordered(data.x_val, data.y_val, len(seeds), groups)
+
+
+def _ordered(images: np.ndarray, labels: np.ndarray, inputs: int, groups: Sequence[int]):
+    """One ordered pass (validation, test), the same images on every input and the same labels for every arm."""
+    return batches(images, labels, loop.EVALUATION_BATCH).map(
+        lambda x, y: (tuple(x for _ in range(inputs)), tuple(y for _ in groups)))
+
+
+def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[Schedule | None], data: Dataset,
+              on_epoch: ArmHook | None = None, test: bool = False, verbose: int = 0,
+              checkpoint_dir: str | Path | None = None, final_weights: list | None = None) -> list[loop.RunResult]:
+    """Train one arm per schedule at once (``configs``: one per arm, or one for all: equal but for the seed);
+    one ``RunResult`` per arm, as ``training.loop.run`` would have returned for it alone.
+
+    ``final_weights``: a list to receive, per arm, its network's weights (NumPy, ``network.weights`` order) at its
+    end. ``wall_seconds`` is the fused run's; ``images_per_second`` each arm's own images over the fused epochs'
+    steady training time (the aggregate is K times that).
+    """
+    schedules = [schedule or Schedule("constant", {"value": 1.0}) for schedule in schedules]
+    configs = _configs(configs, len(schedules))
+    config, started = configs[0], time.perf_counter()
+    epochs = config.epochs_for(len(data.y_train))
+    model, policy = fused_model(configs, schedules, data, epochs)
+    results = [loop.RunResult(config.depth, data.name, schedule.to_dict(), c.seed, policy, epochs)
+               for c, schedule in zip(configs, schedules)]
+    checkpoint = None
+    if checkpoint_dir is not None:
+        key = run_key("fused", [{**asdict(c), "precision": policy} for c in configs],
+                      [s.to_dict() for s in schedules], loop.data_fingerprint(data))
+        checkpoint = EpochCheckpoint(checkpoint_dir, key)
+    recorder = _FusedRecorder(results, on_epoch, len(data.y_train), checkpoint)
+    done = recorder.resume(model) if checkpoint is not None else 0
+    distinct, groups = seed_groups([c.seed for c in configs])
+    if done < epochs and recorder.any_active():
+        steps = loop.steps_per_epoch(config, data)
+        train, validation = _streams(data, config.batch_size, distinct, groups, done * steps)
+        model.fit(train, steps_per_epoch=steps, epochs=epochs, initial_epoch=done, shuffle=False,
+                  validation_data=validation if len(data.y_val) else None, callbacks=[recorder], verbose=verbose)
+    recorder.restore_kept()
+    networks = model.arms()
+    for arm, result in enumerate(results):
+        if not (result.diverged or result.stopped_early) and result.epochs_run >= epochs:
+            loop._mark_collapse(result, data)  # training.loop's rule for a collapsed run (see the report)
+    if test:
+        stream = _ordered(data.x_test, data.y_test, len(distinct), groups)
+        accuracy = model.evaluate(stream, verbose=0, return_dict=True)
+        for arm, result in enumerate(results):
+            if not result.diverged:
+                result.test_accuracy = float(accuracy[f"{arm_name(arm)}_accuracy"])
+    for arm, result in enumerate(results):
+        result.learned_values = learned_values(networks[arm])
+        result.wall_seconds = time.perf_counter() - started
+        result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
+        result.images_per_second = recorder.images_per_second()
+        if final_weights is not None:
+            final_weights.append([np.array(keras.ops.convert_to_numpy(w)) for w in networks[arm].weights])
+    return results
+
+
+class _FusedRecorder(keras.callbacks.Callback):
+    """Per arm: curves, divergence, the hook, masking and the weights kept at its end; training-only timing;
+    the fused checkpoint."""
+
+    def __init__(self, results: list[loop.RunResult], on_epoch: ArmHook | None, images_per_epoch: int,
+                 checkpoint: EpochCheckpoint | None):
+        super().__init__()
+        self.results, self.on_epoch, self.images_per_epoch = results, on_epoch, images_per_epoch
+        self.checkpoint = checkpoint
+        self.kept: dict[int, list[np.ndarray]] = {}
+        self.train_seconds: list[float] = []
+        self._epoch_start = self._last_step_end = 0.0
+
+    def any_active(self) -> bool:
+        return any(not (r.diverged or r.stopped_early) for r in self.results)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._last_step_end = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_step_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.train_seconds.append(self._last_step_end - self._epoch_start)
+        ending = []
+        for arm, result in enumerate(self.results):
+            if result.diverged or result.stopped_early:
+                continue
+            name = arm_name(arm)
+            loss = float(logs.get(f"{name}_loss", math.nan))
+            result.epochs_run = epoch + 1
+            result.train_loss.append(loss)
+            result.train_accuracy.append(float(logs.get(f"{name}_accuracy", math.nan)))
+            if not math.isfinite(loss):
+                result.diverged = True
+                result.diverged_reason = f"training loss became {loss} in epoch {epoch + 1}"
+                ending.append(arm)
+            elif f"val_{name}_accuracy" in logs:
+                result.val_accuracy.append(float(logs[f"val_{name}_accuracy"]))
+        for arm in ending:
+            self._end(arm)
+        if self.checkpoint is not None:  # before the hook, which may raise an interrupt
+            self._save_kept()  # first: an arm's kept weights never change, the state names those it holds
+            self.checkpoint.save(self.model, epoch + 1, {"arms": [self._record(r) for r in self.results],
+                                                         "kept": sorted(self.kept)})
+        for arm, result in enumerate(self.results):
+            if not (result.diverged or result.stopped_early) and len(result.val_accuracy) == epoch + 1 \
+                    and self._stop_requested(arm, epoch + 1, result.val_accuracy[-1]):
+                self._end(arm)
+        if not self.any_active():
+            self.model.stop_training = True
+
+    def _end(self, arm: int) -> None:
+        """Mask the arm and keep its weights of this epoch (training goes on for the others)."""
+        self.model.set_active(arm, False)
+        self.kept[arm] = [np.array(keras.ops.convert_to_numpy(w)) for w in self.model.arms()[arm].weights]
+
+    def restore_kept(self) -> None:
+        for arm, weights in self.kept.items():
+            for variable, value in zip(self.model.arms()[arm].weights, weights):
+                variable.assign(value)
+
+    def _stop_requested(self, arm: int, epoch: int, accuracy: float) -> bool:
+        if self.on_epoch is not None and self.on_epoch(arm, epoch, accuracy):
+            self.results[arm].stopped_early = True
+        return self.results[arm].stopped_early
+
+    @staticmethod
+    def _record(result: loop.RunResult) -> dict:
+        return {name: getattr(result, name) for name in (*CURVES, *_STATUS)}
+
+    def _kept_path(self) -> Path:
+        return self.checkpoint.folder / "kept.npz"
+
+    def _save_kept(self) -> None:
+        if self.kept:
+            arrays = {f"a{arm}_{i}": w for arm, weights in self.kept.items() for i, w in enumerate(weights)}
+            self.checkpoint.folder.mkdir(parents=True, exist_ok=True)
+            partial = self._kept_path().with_suffix(".tmp.npz")
+            np.savez(partial, **arrays)
+            partial.replace(self._kept_path())
+
+    def resume(self, model: FusedArms) -> int:
+        """Restore the checkpoint into ``model``, replay its epochs through the hook; the epochs restored."""
+        self.set_model(model)
+        record = self.checkpoint.restore(model)
+        if record is None:
+            return 0
+        done = record["epochs"]
+        if record["kept"]:
+            with np.load(self._kept_path()) as saved:
+                for arm in record["kept"]:
+                    count = len(model.arms()[arm].weights)
+                    self.kept[arm] = [saved[f"a{arm}_{i}"] for i in range(count)]
+        for arm, (result, saved) in enumerate(zip(self.results, record["arms"])):
+            for name in (*CURVES, *_STATUS):
+                setattr(result, name, list(saved[name]) if name in CURVES else saved[name])
+            result.resumed_from_epoch = done
+            if result.diverged:
+                continue
+            stopped, result.stopped_early = result.stopped_early, False
+            for epoch, accuracy in enumerate(list(result.val_accuracy), start=1):
+                if self._stop_requested(arm, epoch, accuracy):  # the pruner may now stop it earlier
+                    result.epochs_run = epoch
+                    for name in CURVES:
+                        del getattr(result, name)[epoch:]
+                    break
+            result.stopped_early = result.stopped_early or stopped
+            if result.stopped_early and arm not in self.kept:
+                self._end(arm)
+        return done
+
+    def images_per_second(self) -> float:
+        steady = self.train_seconds[1:] or self.train_seconds
+        return self.images_per_epoch * len(steady) / sum(steady) if steady and sum(steady) > 0 else 0.0
