@@ -23,9 +23,10 @@ The strategies, each at the same trainings (a search of N trials, then a stage o
   S fresh seeds; the product's verdict (``search.evidence.verdict.summarise``);
 - ``gp``: the same runs, but the K to confirm chosen by a Gaussian process (scikit-learn, RBF + white noise) fitted
   over every finished trial's realised factors, by posterior mean;
-- ``race``: the GP's top 2K raced on fresh seeds, one seed a round, the baseline beside them, halving the field
-  each round by mean paired difference; the survivor then tested against the baseline alone on seeds no round
-  used (the product's verdict at K = 1), so the final test is valid whatever the rounds chose;
+- ``race``: the product's racing confirm stage (``--confirm-budget``, ``search.evidence.race``): the GP's top 2K
+  raced on fresh seeds, one seed a round, the baseline beside them, halving the field each round by mean paired
+  difference; the survivor then tested against the baseline alone on seeds no round used (the product's verdict
+  at K = 1), so the final test is valid whatever the rounds chose;
 - ``two_seeds``: N/2 schedules each trained on two paired seeds, the baseline on both; the top K by mean paired
   difference confirmed as ``today``.
 
@@ -46,14 +47,15 @@ from typing import Sequence
 
 import numpy as np
 import optuna
-from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
 from common.cli import ArgumentParser, positive_int, run_command
 from common.files import write_json_atomic
 from common.machine import cpu_info
 from models.schedules import block_count
+from search.evidence import race
+from search.evidence.surrogate import posterior
 from search.evidence.verdict import BEATS, summarise
+from search.records import RunState
 from search.space import suggest_schedule
 
 DEPTH = 32
@@ -133,14 +135,11 @@ def search(world: World, draw, trials: int, seeds: int = 1) -> tuple[np.ndarray,
 
 
 def surrogate_ranking(values: np.ndarray, gains: np.ndarray) -> np.ndarray:
-    """Indices of the finished schedules by a Gaussian process's posterior mean, best first."""
+    """Indices of the finished schedules by the product's surrogate (``search.evidence.surrogate.posterior``: a
+    Gaussian process over the realised factors), by posterior mean, best first."""
     done = np.flatnonzero(~np.isnan(gains))
-    kernel = ConstantKernel(1.0, (1e-3, 1e3)) * RBF(0.2, (0.02, 5.0)) + WhiteKernel(1.0, (1e-3, 1e3))
-    model = GaussianProcessRegressor(kernel, normalize_y=True, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a bound reached by the kernel's fit is a fact of this study, not a fault
-        model.fit(values[done], gains[done])
-    return done[np.argsort(-model.predict(values[done]))]
+    mean, _ = posterior(values[done], gains[done], values[done])
+    return done[np.argsort(-mean, kind="stable")]
 
 
 def confirm(world: World, values: np.ndarray, chosen: Sequence[int], seeds: list[int], reference: bool = True) -> dict:
@@ -166,21 +165,24 @@ def outcome(summary: dict, world: World, values: np.ndarray) -> dict:
     return {"claimed": claimed, "truly_better": claimed and gain > TRULY_BETTER, "exported_gain": gain}
 
 
-def race(world: World, values: np.ndarray, ranking: np.ndarray, top: int, runs: int, first_seed: int) -> dict:
-    """Race the ranking's top 2K on fresh seeds, one seed a round with the baseline, halving the field by mean
-    paired difference while the stage's ``runs`` allow; then the survivor on the seeds left, never raced on."""
-    ones, field = np.ones(values.shape[1]), list(ranking[:2 * top])
-    differences = {index: [] for index in field}
-    seed, left = first_seed, runs
-    while len(field) > 1 and left - (len(field) + 1) >= 2 * 3:  # keep 3 seeds at least for the final test
-        base = world.run(ones, seed)
-        for index in field:
-            run = world.run(values[index], seed)
-            differences[index].append(-np.inf if run is None or base is None else run - base)
-        left, seed = left - len(field) - 1, seed + 1
-        field = sorted(field, key=lambda index: -np.mean(differences[index]))[:max(1, len(field) // 2)]
-    final_seeds = list(range(seed, seed + left // 2))  # the baseline and the survivor on each
-    return confirm(world, values, field[:1], final_seeds, reference=False)
+def race_stage(world: World, values: np.ndarray, ranking: np.ndarray, top: int, runs: int, first_seed: int) -> dict:
+    """The product's race (``search.evidence.race``: its layout and standing) on the ranking's top 2K within the
+    stage's ``runs``: rounds on fresh seeds, one seed a round with the baseline, the better half kept; then the
+    survivor against the baseline alone on the seeds no round used."""
+    field = [f"c{index}" for index in ranking[:race.FIELD_PER_CANDIDATE * top]]
+    sizes, final = race.layout(len(field), runs)
+    round_seeds = list(range(first_seed, first_seed + len(sizes)))
+    final_seeds = list(range(first_seed + len(sizes), first_seed + len(sizes) + final))
+    ones, results = np.ones(values.shape[1]), {}
+    while True:
+        now = race.standing(field, "baseline", round_seeds, final_seeds, results)
+        rounds = [pair for pair in now.needed if pair not in results and pair[1] in round_seeds]
+        if not rounds:
+            break
+        for key, seed in rounds:
+            accuracy = world.run(ones if key == "baseline" else values[int(key[1:])], seed)
+            results[(key, seed)] = (RunState.DONE, accuracy) if accuracy is not None else (RunState.DIVERGED, None)
+    return confirm(world, values, [int(now.survivor[1:])], final_seeds, reference=False)
 
 
 def study(rng: np.random.Generator, strategy: str, truth: Truth, noise: tuple, trials: int, top: int, seeds: int,
@@ -196,7 +198,8 @@ def study(rng: np.random.Generator, strategy: str, truth: Truth, noise: tuple, t
                 "trainings": trials + stage}
     values, gains = search(world, draw, trials)
     if strategy == "race":
-        return {**outcome(race(world, values, surrogate_ranking(values, gains), top, stage, 1), world, values),
+        return {**outcome(race_stage(world, values, surrogate_ranking(values, gains), top, stage, 1), world,
+                          values),
                 "trainings": trials + stage}
     done = np.flatnonzero(~np.isnan(gains))
     chosen = surrogate_ranking(values, gains)[:top] if strategy == "gp" else done[np.argsort(-gains[done])][:top]

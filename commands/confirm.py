@@ -35,7 +35,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--study", required=True, help="the search study to confirm")
     parser.add_argument("--top", type=positive_int, default=5, help="the search's best candidates to confirm "
                         "(default 5)")
-    add_confirm_arguments(parser, "--seeds")
+    add_confirm_arguments(parser, "--seeds", "--budget")
     add_target_arguments(parser)
     parser.add_argument("--data-dir", help="folder of the CIFAR archive, as for the search")
     parser.add_argument("--checkpoint-dir", metavar="DIR", help="where the runs keep their epoch checkpoints, as "
@@ -56,6 +56,7 @@ def confirm(args) -> int:
     quiet_optuna()
     config = confirm_config(args.storage, args.study, data_dir=args.data_dir, confirm_top=args.top,
                             confirm_seeds=args.seeds, min_effect=args.min_effect / 100,
+                            confirm_budget=args.budget,
                             checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models,
                             artifact_dir=args.artifact_dir, target_depth=args.target_depth,
                             target_epochs=args.target_epochs, target_subset=args.target_subset)

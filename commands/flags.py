@@ -64,12 +64,20 @@ def seed_count(text: str) -> int | None:
     return count
 
 
-def add_confirm_arguments(parser: ArgumentParser, seeds_flag: str) -> None:
-    """The confirm stage's seeds (``seeds_flag``: --confirm-seeds on run, --seeds on confirm) and --min-effect."""
+def add_confirm_arguments(parser: ArgumentParser, seeds_flag: str, budget_flag: str) -> None:
+    """The confirm stage's seeds (``seeds_flag``: --confirm-seeds on run, --seeds on confirm), its racing budget
+    (``budget_flag``) and --min-effect."""
     parser.add_argument(seeds_flag, type=seed_count, default=3, metavar="S",
                         help="fresh seeds per confirmed schedule, seed + 2000 + i, at least 2; auto = as many as "
                              "--min-effect needs to be found 80 %% of the time, from the baseline's spread (2 to 10; "
                              "default 3)")
+    parser.add_argument(budget_flag, type=positive_int, metavar="N",
+                        help="race instead: the surrogate's top 2K candidates (a Gaussian process over every search "
+                             "trial) on fresh seeds, one seed a round beside the baseline, the better half kept each "
+                             "round, then the survivor tested against the baseline alone on seeds no round used; N "
+                             "runs in all, at least 6 (the fixed stage's (K + 2) x S runs, 21 at K 5 x S 3, find a "
+                             "planted gain about twice as often this way: benchmarks/README.md); default: the fixed "
+                             "stage")
     parser.add_argument("--min-effect", type=float, default=1.0, metavar="PT",
                         help="the gain in points the verdict's power line is about, and auto seeds aim at "
                              "(default 1, the paper's)")

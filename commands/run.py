@@ -66,7 +66,7 @@ def build_parser() -> ArgumentParser:
                         help="after the search, re-train the top K candidates, the baseline and the paper's preset "
                              "on fresh seeds and say whether one beats the baseline (shortcut-search confirm); 0 = off "
                              "(default 5)")
-    add_confirm_arguments(parser, "--confirm-seeds")
+    add_confirm_arguments(parser, "--confirm-seeds", "--confirm-budget")
     add_target_arguments(parser)
     parser.add_argument("--checkpoint-dir", metavar="DIR",
                         help="where trials save their state after every epoch, so that a trial cut short (kill, "
@@ -109,6 +109,7 @@ def config_from(args: argparse.Namespace) -> SearchConfig:
         study=args.study, data_dir=args.data_dir, workers=workers, timeout=args.timeout,
         max_failures=args.max_failures, heartbeat=args.heartbeat, steps_per_execution=args.steps_per_execution,
         baseline_seeds=args.baseline_seeds, confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds,
+        confirm_budget=args.confirm_budget,
         checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models, artifact_dir=args.artifact_dir,
         tensorboard=args.tensorboard, min_effect=args.min_effect / 100, target_depth=args.target_depth,
         target_epochs=args.target_epochs, target_subset=args.target_subset)

@@ -26,7 +26,8 @@ from optuna.trial import TrialState
 from common.log import log, result
 from models.schedules import Schedule
 from search import records
-from search.evidence.confirm_plan import (ATTEMPTS, confirm_seeds, finished_run, outcome, plan_arms,
+from search.evidence import race, surrogate
+from search.evidence.confirm_plan import (ATTEMPTS, confirm_seeds, finished_run, outcome, plan_arms, race_plan,
                                           runs_by_pair)
 from search.evidence.verdict import describe, summarise
 from search.interrupts import raise_if_interrupted
@@ -66,14 +67,15 @@ def queue_plan(storage, confirm: optuna.Study, arms: list[dict[str, Any]], seeds
     """Queue every (arm, seed) of the plan that has no run, finished or under way (a failed one again, up to
     ``allowed[pair]`` errors in all); seed by seed, so early results already pair up. The count queued. Under the
     study's lock: workers planning at once queue each run once."""
+    return queue_pairs(storage, confirm, [(arm, seed) for seed in seeds for arm in arms], budget, allowed)
+
+
+def queue_pairs(storage, confirm: optuna.Study, wanted: list[tuple[dict[str, Any], int]], budget: dict[str, Any],
+                allowed: dict[tuple[str, int], int] | None = None) -> int:
+    """``queue_plan`` for a list of (arm, seed) pairs, in their order."""
     with study_lock(storage, confirm.study_name):
-        return _queue_plan(confirm, arms, seeds, budget, allowed)
-
-
-def _queue_plan(confirm, arms, seeds, budget, allowed) -> int:
-    pairs, queued = runs_by_pair(confirm), 0
-    for seed in seeds:
-        for arm in arms:
+        pairs, queued = runs_by_pair(confirm), 0
+        for arm, seed in wanted:
             runs = pairs.get((arm["key"], seed), [])
             state, _ = outcome(runs, (allowed or {}).get((arm["key"], seed), ATTEMPTS))
             if state == RunState.MISSING:
@@ -83,7 +85,52 @@ def _queue_plan(confirm, arms, seeds, budget, allowed) -> int:
                 else:
                     records.enqueue_confirm_run(confirm, arm, seed, budget)
                 queued += 1
-    return queued
+        return queued
+
+
+@dataclasses.dataclass
+class Stage:
+    """What the stage trains: every arm and seed it may use and, seed by seed, the pairs it wants now (the fixed
+    stage: all of them; a race: what its standing asks for, ``search.evidence.race``)."""
+
+    arms: list[dict[str, Any]]
+    seeds: list[int]
+    race: dict[str, Any] | None = None  # the race's plan (confirm_plan.race_plan)
+
+    def standing(self, states) -> race.Standing:
+        plan = self.race
+        return race.standing([arm["key"] for arm in self.arms[1:]], self.arms[0]["key"], plan["round_seeds"],
+                             plan["final_seeds"], states)
+
+    def wanted(self, states) -> list[tuple[dict[str, Any], int]]:
+        if self.race is None:
+            return [(arm, seed) for seed in self.seeds for arm in self.arms]
+        by_key = {arm["key"]: arm for arm in self.arms}
+        return [(by_key[key], seed) for key, seed in self.standing(states).needed]
+
+    def same_as(self, other: "Stage") -> bool:
+        return [arm["key"] for arm in self.arms] == [arm["key"] for arm in other.arms] and self.seeds == other.seeds
+
+
+def plan_stage(config, study: optuna.Study, storage, confirm: optuna.Study, budget: dict[str, Any]) -> Stage | None:
+    """The stage ``config`` asks for, or None when there is nothing to confirm. A race's plan is made once and
+    stored on the confirm study under its lock, so every worker races the same field (a surrogate's fit on
+    another machine could order near-ties differently); it is made again when the search has moved on."""
+    if not config.confirm_budget:
+        arms = plan_arms(study, config.confirm_top, budget)
+        if not any(arm["candidate"] for arm in arms):
+            return None
+        return Stage(arms, confirm_seeds(study, config.confirm_seeds, config.confirm_top, config.min_effect))
+    with study_lock(storage, confirm.study_name):
+        plan = StudyKey.RACE.of(confirm)
+        asked = {"top": config.confirm_top, "trainings": config.confirm_budget, "budget": budget,
+                 "fitted_on": surrogate.fitted_trials(study)}
+        if not plan or any(plan.get(key) != value for key, value in asked.items()):
+            plan = race_plan(study, config.confirm_top, config.confirm_budget, budget)
+            if plan is None:
+                return None
+            StudyKey.RACE.write(confirm, plan)
+    return Stage(plan["arms"], plan["round_seeds"] + plan["final_seeds"], plan)
 
 
 class ConfirmObjective:
@@ -154,25 +201,31 @@ def run_confirm(config, study: optuna.Study, storage, data,
     worker since is left to it."""
     started = time.time() if invoked_at is None else invoked_at
     budget = config.target(records.epochs(study))
-    arms = plan_arms(study, config.confirm_top, budget)
-    if not any(arm["candidate"] for arm in arms):
+    if not records.candidates(study):
         result(f"nothing to confirm: study {study.study_name!r} has no completed schedule besides its references "
                f"(raise --trials to search some)")
         return None
-    seeds = confirm_seeds(study, config.confirm_seeds, config.confirm_top, config.min_effect)
     confirm = open_confirm_study(storage, study)
+    stage = plan_stage(config, study, storage, confirm, budget)
+    if stage is None:
+        result(f"nothing to confirm: study {study.study_name!r} has no completed schedule besides its references")
+        return None
     used = set(StudyKey.CONFIRM_SEEDS.of(study, []))
-    if not set(seeds) <= used:
-        StudyKey.CONFIRM_SEEDS.write(study, sorted(used | set(seeds)))
+    if not set(stage.seeds) <= used:
+        StudyKey.CONFIRM_SEEDS.write(study, sorted(used | set(stage.seeds)))
     keeper = ArmModelKeeper.for_search(config, storage)
     if budget["subset"] != config.subset:  # a target on another number of images: its own data
         data = load_dataset(config.dataset, config.data_dir, budget["subset"])
     train = dataclasses.replace(config.train, depth=budget["depth"], epochs=budget["epochs"])
     objective = ConfirmObjective(config, data, keeper, train, budget)
     after = AfterTrial(config.checkpoint_root(), keeper)
-    log.info(f"confirm: {len(arms)} arms x {len(seeds)} seeds ({len(arms) * len(seeds)} runs, those done already "
-             f"reused) in study {confirm.study_name!r}, at ResNet-{budget['depth']}, {budget['epochs']} epochs"
+    where = (f"in study {confirm.study_name!r}, at ResNet-{budget['depth']}, {budget['epochs']} epochs"
              + (f", {budget['subset']} images" if budget["subset"] else ""))
+    if stage.race:
+        log.info(f"confirm: a race of {config.confirm_budget} runs {where}: {race.plan_line(stage.race)}")
+    else:
+        log.info(f"confirm: {len(stage.arms)} arms x {len(stage.seeds)} seeds ({len(stage.arms) * len(stage.seeds)} "
+                 f"runs, those done already reused) {where}")
 
     def line(_, trial) -> None:
         if trial.state == TrialState.COMPLETE:
@@ -190,7 +243,7 @@ def run_confirm(config, study: optuna.Study, storage, data,
     # each invocation gives a failing run ATTEMPTS tries more: a cause fixed since (a full disk) is not final
     errors = {pair: len([t for t in runs if t.state == TrialState.FAIL and records.fail_reason(t) != INTERRUPTED])
               for pair, runs in runs_by_pair(confirm).items()}
-    allowed = {(arm["key"], seed): errors.get((arm["key"], seed), 0) + ATTEMPTS for arm in arms for seed in seeds}
+    allowed = _allowances(stage, errors, {})
     guard = FailureGuard(getattr(config, "max_failures", 5))  # faults of the environment in a row stop the stage
     tidied = False
     while True:
@@ -199,23 +252,23 @@ def run_confirm(config, study: optuna.Study, storage, data,
         try:
             fail_dead(storage, confirm, config.heartbeat)  # a run whose worker died is queued again, not waited for
             counted = _forgiving(confirm, allowed)  # a run the environment failed is queued again, never counted
-            queue_plan(storage, confirm, arms, seeds, budget, counted)
+            queue_pairs(storage, confirm, stage.wanted(_states(confirm, stage, counted)), budget, counted)
             if not tidied:  # after the plan: a cut-short run's checkpoint stays for its retry, just queued
                 tidy(storage, confirm, config)
                 tidied = True
             if not confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                pairs = runs_by_pair(confirm)
-                states = {(arm["key"], seed): outcome(pairs.get((arm["key"], seed), []), counted[(arm["key"], seed)])
-                          for arm in arms for seed in seeds}
-                if any(state == RunState.RUNNING for state, _ in states.values()):
+                states = _states(confirm, stage, counted)
+                wanted = [states[(arm["key"], seed)][0] for arm, seed in stage.wanted(states)]
+                if RunState.RUNNING in wanted:
                     log.info("confirm: other workers are finishing the last runs")
                     return None
-                current = plan_arms(study, config.confirm_top, budget)  # the search may have moved on
-                if [arm["key"] for arm in current] == [arm["key"] for arm in arms]:
+                if RunState.MISSING in wanted:  # a race's next round, now that this one is decided
+                    continue
+                current = plan_stage(config, study, storage, confirm, budget)  # the search may have moved on
+                if current is not None and current.same_as(stage):
                     break
-                arms = current
-                allowed.update({(arm["key"], seed): allowed.get((arm["key"], seed), ATTEMPTS) for arm in arms
-                                for seed in seeds})
+                stage = current or stage
+                allowed = _allowances(stage, errors, allowed)
                 continue
             if run_retries(storage, confirm, objective, [after, line, guard]):  # interrupted runs first
                 continue
@@ -227,14 +280,10 @@ def run_confirm(config, study: optuna.Study, storage, data,
             if not guard.tripped:
                 log.warning(f"warning: the environment failed ({fault}); trying again")
                 time.sleep(1.0)
-    summary = summarise(arms, seeds, {pair: value for pair, (state, value) in states.items()
-                                      if state in (RunState.DONE, RunState.DIVERGED)},
-                        {pair for pair, (state, _) in states.items() if state == RunState.FAILED},
-                        resolution=1 / len(data.y_val) if len(data.y_val) else None, budget=budget,
-                        min_effect=config.min_effect, top=config.confirm_top)
+    summary = _summary(config, stage, states, data, budget)
     summary["search_budget"] = records.budget(study).run()
     if summary["search_budget"] != budget:  # a target: what searching cheaply saved
-        summary["cost"] = stage_cost(study, confirm, budget, len(arms) * len(seeds))
+        summary["cost"] = stage_cost(study, confirm, budget, len(stage.wanted(states)))
     with study_lock(storage, study.study_name):  # workers finishing their last runs at once: one verdict
         if written_meanwhile(records.confirmation(study), summary, started):
             log.info("confirm: another worker finished the last runs and wrote the verdict (shortcut-search report "
@@ -243,6 +292,39 @@ def run_confirm(config, study: optuna.Study, storage, data,
         summary["written_at"] = time.time()
         StudyKey.CONFIRMATION.write(study, summary)
     result(describe(summary))
+    return summary
+
+
+def _states(confirm: optuna.Study, stage: Stage, counted: dict[tuple[str, int], int]) \
+        -> dict[tuple[str, int], tuple[RunState, float | None]]:
+    """Where every (arm, seed) of ``stage`` stands (``confirm_plan.outcome``)."""
+    pairs = runs_by_pair(confirm)
+    return {(arm["key"], seed): outcome(pairs.get((arm["key"], seed), []), counted[(arm["key"], seed)])
+            for arm in stage.arms for seed in stage.seeds}
+
+
+def _allowances(stage: Stage, errors: dict, allowed: dict) -> dict[tuple[str, int], int]:
+    """The errors each (arm, seed) of ``stage`` may still have: ``ATTEMPTS`` more than it had when the command
+    started (``errors``), as already granted in ``allowed``."""
+    return {**allowed, **{(arm["key"], seed): allowed.get((arm["key"], seed), errors.get((arm["key"], seed), 0)
+                                                            + ATTEMPTS) for arm in stage.arms for seed in stage.seeds}}
+
+
+def _summary(config, stage: Stage, states, data, budget) -> dict[str, Any]:
+    """The verdict on the stage's runs: the fixed stage's over every arm and seed; a race's over its final test
+    (the survivor and the baseline on the seeds no round used), with the race's account (``race.account``)."""
+    arms, seeds = stage.arms, stage.seeds
+    if stage.race:
+        standing = stage.standing(states)
+        arms = [arm for arm in stage.arms if arm["key"] in (stage.arms[0]["key"], standing.survivor)]
+        seeds = stage.race["final_seeds"]
+    summary = summarise(arms, seeds, {pair: value for pair, (state, value) in states.items()
+                                      if state in (RunState.DONE, RunState.DIVERGED) and pair[1] in seeds},
+                        {pair for pair, (state, _) in states.items() if state == RunState.FAILED and pair[1] in seeds},
+                        resolution=1 / len(data.y_val) if len(data.y_val) else None, budget=budget,
+                        min_effect=config.min_effect, top=config.confirm_top)
+    if stage.race:
+        summary["race"] = race.account(stage.race, standing)
     return summary
 
 

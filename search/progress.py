@@ -56,11 +56,11 @@ def remaining_cost(study: optuna.Study, target: int, workers: int = 1, confirm_r
 
 def confirm_runs(config) -> float:
     """The confirm stage's work at most, in full search trials: (top K + baseline + paper preset) x seeds (fewer
-    when the paper preset is among the top K), each scaled to the target's blocks, and to its epochs and images
+    when the paper preset is among the top K), or a race's budget, each scaled to the target's blocks, and to its epochs and images
     where the flags give both sides (without ``--epochs`` every run keeps 64k iterations); 0 without a stage."""
     if not config.confirm_top:
         return 0
-    runs = (config.confirm_top + 2) * (config.confirm_seeds or 3)
+    runs = config.confirm_budget or (config.confirm_top + 2) * (config.confirm_seeds or 3)
     scale = block_count(config.target_depth or config.depth) / block_count(config.depth)
     if config.epochs is not None:
         scale *= (config.target_epochs or config.epochs) / config.epochs

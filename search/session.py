@@ -112,7 +112,8 @@ class SearchSession:
         """False when the target is reached, the confirm stage settled and no retry's checkpoint holds work."""
         config, study = self.config, self.study
         settled = not config.confirm_top or is_settled(study, config.confirm_top, config.confirm_seeds,
-                                                       config.min_effect, config.target(self.epochs))
+                                                       config.min_effect, config.target(self.epochs),
+                                                       config.confirm_budget)
         paid = any(has_checkpoint(config.checkpoint_root(), study, t) for t in waiting_retries(study))
         return not (records.finished_count(study) >= config.trials and settled and not paid)
 

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from models.schedules import Schedule, paper_preset_for, preset
 from search import records
-from search.evidence import power
+from search.evidence import power, race, surrogate
 from search.records import BASELINE, CONFIRM_SEED_OFFSET, INTERRUPTED, RunState, TrialKey
 
 ATTEMPTS = 3  # runs of one arm and seed that fail with an error before the stage gives up on them
@@ -60,23 +60,48 @@ def plan_arms(study: optuna.Study, top: int, target: dict[str, Any] | None = Non
     paper = paper_preset_for(settings["dataset"], (budget or settings)["depth"])
     searched = {records.preset_of(t): t.value for t in records.complete(study)
                 if records.is_reference(t) and not records.is_replica(t)}
-
-    def arm(label, schedule, source_trial, candidate, proxy):
-        return {"key": arm_key(schedule, budget), "label": label, "schedule": schedule,
-                "source_trial": source_trial, "candidate": candidate, "proxy": proxy,
-                "rank_in_search": records.rank_in_search(study, source_trial)}
-
-    arms = [arm(BASELINE, preset(BASELINE).to_dict(), None, False, searched.get(BASELINE)),
-            arm(paper, preset(paper).to_dict(), None, False, searched.get(paper))]
+    arms = [_arm(study, BASELINE, preset(BASELINE).to_dict(), None, False, searched.get(BASELINE), budget),
+            _arm(study, paper, preset(paper).to_dict(), None, False, searched.get(paper), budget)]
     for trial in records.candidates(study)[:top]:
-        name = records.preset_of(trial)
-        label = f"#{trial.number}" + (f" {name}" if name else "")
-        schedule = records.schedule_of(trial).to_dict()
-        if name == paper:
-            arms[1] = arm(label, schedule, trial.number, True, trial.value)
+        candidate = _candidate_arm(study, trial, budget)
+        if records.preset_of(trial) == paper:
+            arms[1] = candidate
         else:
-            arms.append(arm(label, schedule, trial.number, True, trial.value))
+            arms.append(candidate)
     return arms
+
+
+def _arm(study, label, schedule, source_trial, candidate, proxy, budget) -> dict[str, Any]:
+    return {"key": arm_key(schedule, budget), "label": label, "schedule": schedule, "source_trial": source_trial,
+            "candidate": candidate, "proxy": proxy, "rank_in_search": records.rank_in_search(study, source_trial)}
+
+
+def _candidate_arm(study, trial, budget) -> dict[str, Any]:
+    name = records.preset_of(trial)
+    return _arm(study, f"#{trial.number}" + (f" {name}" if name else ""), records.schedule_of(trial).to_dict(),
+                trial.number, True, trial.value, budget)
+
+
+def race_plan(study: optuna.Study, top: int, trainings: int, target: dict[str, Any] | None = None) \
+        -> dict[str, Any] | None:
+    """The race's plan (``search.evidence.race``): the baseline and a field of the surrogate's top 2 x ``top``
+    candidates, each with the surrogate's ``surrogate_mean`` and ``surrogate_sd``; the field's ``sizes`` per
+    round; the rounds' seeds and the final test's (the study's seed + 2000 + i: rounds first, then the final
+    test, so no final seed was raced on); ``fitted_on``, the trials the surrogate saw. None: no candidate."""
+    budget = target_budget(study, target)
+    estimates, fitted_on = surrogate.estimates(study)
+    field = estimates[:race.FIELD_PER_CANDIDATE * top]
+    if not field:
+        return None
+    sizes, final = race.layout(len(field), trainings)
+    first = records.settings(study)["seed"] + CONFIRM_SEED_OFFSET
+    trials = {t.number: t for t in records.candidates(study)}
+    arms = [_arm(study, BASELINE, preset(BASELINE).to_dict(), None, False, None, budget)]
+    arms += [{**_candidate_arm(study, trials[e.trial], budget), "surrogate_mean": e.mean, "surrogate_sd": e.sd}
+             for e in field]
+    return {"top": top, "trainings": trainings, "budget": target, "fitted_on": fitted_on, "sizes": sizes,
+            "round_seeds": [first + i for i in range(len(sizes))],
+            "final_seeds": [first + len(sizes) + i for i in range(final)], "arms": arms}
 
 
 def runs_by_pair(confirm: optuna.Study) -> dict[tuple[str, int], list[optuna.trial.FrozenTrial]]:
@@ -113,18 +138,23 @@ def outcome(runs: list[optuna.trial.FrozenTrial], failures_allowed: int = ATTEMP
 
 
 def is_settled(study: optuna.Study, top: int, count: int | None, min_effect: float,
-               target: dict[str, Any] | None = None) -> bool:
+               target: dict[str, Any] | None = None, trainings: int | None = None) -> bool:
     """Whether the study holds a confirmation of its current top ``top`` candidates on the seeds and at the
-    budget asked for."""
+    budget asked for (``trainings``: a race of that many runs, ``search.evidence.race``)."""
     summary = records.confirmation(study)
     budget = target or records.budget(study).run()
-    return bool(summary) and summary.get("top") == top and is_current(study, summary) \
-        and summary["seeds"] == confirm_seeds(study, count, top, min_effect) \
-        and {key: (summary.get("budget") or {}).get(key) for key in budget} == budget
+    if not summary or summary.get("top") != top or not is_current(study, summary) \
+            or {key: (summary.get("budget") or {}).get(key) for key in budget} != budget:
+        return False
+    if trainings is not None:
+        return (summary.get("race") or {}).get("trainings") == trainings
+    return not summary.get("race") and summary["seeds"] == confirm_seeds(study, count, top, min_effect)
 
 
 def is_current(study: optuna.Study, summary: dict[str, Any]) -> bool:
     """Whether a stored confirmation confirmed the search's current top candidates (a search extended since may
-    have new ones)."""
+    have new ones); a race's, whether its surrogate saw the search's trials as they are now."""
+    if summary.get("race"):
+        return summary["race"].get("fitted_on") == surrogate.fitted_trials(study)
     arms = plan_arms(study, summary.get("top") or summary.get("candidates") or 0, summary.get("budget"))
     return sorted(arm["source_trial"] for arm in arms if arm["candidate"]) == summary.get("candidate_trials")

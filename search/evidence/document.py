@@ -76,6 +76,8 @@ def export_document(study: optuna.Study, depth: int | None = None) -> dict[str, 
                                  "candidates": confirmation["candidates"],
                                  "baseline_val_accuracy": confirmation["baseline_val_accuracy"],
                                  **{key: arm.get(key) for key in ARM_FIELDS}}
+        if confirmation.get("race"):  # how the stage spent its runs: seeds per arm, who was dropped and why
+            extra["confirmation"]["allocation"] = confirmation["race"]
     if evaluation := records.evaluation_for(study, schedule):
         extra["evaluation"] = evaluation
     return schedule_document(schedule, depth or verdict_on["depth"], provenance=provenance, evidence=evidence,

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.log import duration
-from search.evidence import power, stats
+from search.evidence import power, race, stats
 
 
 class Outcome(StrEnum):
@@ -184,6 +184,8 @@ def describe(summary: dict[str, Any]) -> str:
              f"paired with the baseline; {verdict['method']}. Bounds are one-sided 95 %: the gain is above the "
              f"lower one (and, separately, below the upper one) with 95 % confidence; raw: the arm alone, "
              f"adjusted: all candidates at once; p: adjusted one-sided p-value of no gain over the baseline:"]
+    if summary.get("race"):
+        lines[:0] = race.lines(summary["race"])
     if summary.get("baseline_diverged") or summary.get("baseline_failed"):
         lines.append(f"  baseline: {summary['baseline_diverged']} diverged (collapsed ones included; their seeds "
                      f"are left out), {summary['baseline_failed']} failed")

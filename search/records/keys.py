@@ -73,6 +73,7 @@ class StudyKey:
     CONFIRMATION = Key[dict]("confirmation")  # the confirm stage's summary (values.ConfirmationSummary)
     TARGET = Key[dict]("target")  # the --target-* flags last given ({"depth", "epochs", "subset"}, None where not)
     PLAN = Key[dict]("plan")  # confirm study: {"top": K, "seeds": [...]}
+    RACE = Key[dict]("race")  # confirm study: the race's plan (search.evidence.confirm_plan.race_plan)
     ARMS = Key[list]("arms")  # confirm study: the arms it trains
     SOURCE_STUDY = Key[str]("source_study")  # confirm study: the search study it confirms
 
