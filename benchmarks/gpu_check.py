@@ -10,6 +10,10 @@ At most --budget seconds (default 360). In order, each part in processes of its 
     aggregate images/s (every timed image over the wall time from the first timed epoch's start to the last one's
     end; the trials start their timed epochs together) for K = 1, 2, 4, 8, and each one's peak memory.
  3. The same as 1 under JAX, when JAX sees the GPU.
+ 4. Fused arms (``training.fused``: K trials as one network, issue 29), TensorFlow, ResNet-32, batch 128 an arm:
+    aggregate images/s, compile seconds and peak memory for K = 1, 2, 4, 8 in mixed_bfloat16 and float32, XLA on
+    and off (in that order of priority), and each K's ratio to K = 1 of its setting; its own --fused-budget
+    (default 200 s; 0 skips it). Goal: >= 5x aggregate for K = 8 against one trial at a time.
 Parts that the budget leaves no time for are listed under ``skipped``. Goals on an H100-class GPU: >= 30k img/s
 for one trial and >= 100k img/s aggregate (a 182-epoch ResNet-32 trial in under 5 minutes). On a machine without
 a GPU it exits 2.
@@ -41,7 +45,9 @@ EPOCHS = 4
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 CONCURRENCY = (1, 2, 4, 8)
 STEPS_PER_EXECUTION = 16
-GOALS = {"one_trial_images_per_second": 30_000, "aggregate_images_per_second": 100_000}
+GOALS = {"one_trial_images_per_second": 30_000, "aggregate_images_per_second": 100_000, "fused_k8_ratio": 5.0}
+FUSED_KS, FUSED_STEPS = (1, 8, 4, 2), 50  # K = 1 first: the reference of each setting's ratios
+FUSED_SETTINGS = (("mixed_bfloat16", True), ("float32", True), ("mixed_bfloat16", False), ("float32", False))
 
 
 # ---------------------------------------------------------------- inside a measuring process (imports TensorFlow)
@@ -121,6 +127,39 @@ def measure_precisions() -> None:
         print(json.dumps(timed_fit(precision, steps_per_execution)), flush=True)
 
 
+def measure_fused() -> None:
+    """Part 4, in this process: one JSON line per (precision, XLA, K), printed as soon as it is measured."""
+    import keras  # TensorFlow: imported in the measuring process only
+    import numpy as np
+
+    from training.fused import fused_model, fused_streams
+    from training.loop import gpu_compute_capability
+
+    if gpu_compute_capability() is None:
+        raise UsageError(f"gpu_check: Keras's {keras.config.backend()} backend sees no GPU")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (FUSED_STEPS * BATCH, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, FUSED_STEPS * BATCH).astype(np.int32)
+    data = Dataset("synthetic", 10, images, labels, images[:0], labels[:0], images[:0], labels[:0])
+    for precision, xla in FUSED_SETTINGS:
+        for k in FUSED_KS:
+            keras.backend.clear_session()
+            _reset_peak_memory()
+            config = TrainConfig(depth=DEPTH, epochs=EPOCHS, batch_size=BATCH, precision=precision)
+            started = time.time()
+            model, policy = fused_model([config] * k, [preset(SCHEDULE)] * k, data, EPOCHS, jit_compile=xla)
+            spans: list[list[float]] = []
+            timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: spans.append([time.time()]),
+                                                   on_epoch_end=lambda epoch, logs: spans[-1].append(time.time()))
+            model.fit(fused_streams(data, BATCH, [0], [0] * k, 0)[0], steps_per_epoch=FUSED_STEPS, epochs=EPOCHS,
+                      shuffle=False, verbose=0, callbacks=[timer])
+            best = min(end - start for start, end in spans[1:])
+            print(json.dumps({"arms": k, "precision": policy, "xla": xla,
+                              "images_per_second": round(k * FUSED_STEPS * BATCH / best, 1),
+                              "compile_seconds": round(spans[0][1] - started, 1),
+                              "peak_memory_mb": _peak_memory_mb()}), flush=True)
+
+
 def _reset_peak_memory() -> None:
     import keras
 
@@ -144,12 +183,13 @@ def _child(arguments: list[str]) -> list[str]:
     return [sys.executable, "-m", "benchmarks.gpu_check", *arguments]
 
 
-def run_precisions(backend: str, budget: Budget) -> tuple[list[dict], str | None]:
-    """Part 1 (tensorflow) or 3 (jax): the records measured before the budget ran out, and why it stopped."""
+def run_precisions(backend: str, budget: Budget, part: str = "precisions") -> tuple[list[dict], str | None]:
+    """Part 1 (tensorflow) or 3 (jax), or 4 (``part`` fused): the records measured before the budget ran out, and
+    why it stopped."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_FORCE_GPU_ALLOW_GROWTH": "true",
            "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     try:
-        done = subprocess.run(_child(["--part", "precisions"]), env=env, capture_output=True, text=True,
+        done = subprocess.run(_child(["--part", part]), env=env, capture_output=True, text=True,
                               timeout=max(budget.left(), 1))
         output, problem = done.stdout, None if done.returncode == 0 else _last_line(done.stderr, done.returncode)
     except subprocess.TimeoutExpired as timeout:
@@ -211,7 +251,15 @@ def jax_sees_a_gpu() -> bool:
         return False
 
 
-def check(budget_seconds: float) -> dict:
+def fused_ratios(records: list[dict]) -> list[dict]:
+    """Each fused record with its ratio to K = 1 of the same precision and XLA setting."""
+    alone = {(r["precision"], r["xla"]): r["images_per_second"] for r in records if r["arms"] == 1}
+    reference = lambda r: alone.get((r["precision"], r["xla"]))  # noqa: E731
+    return [{**r, "ratio_to_one": round(r["images_per_second"] / reference(r), 2) if reference(r) else None}
+            for r in records]
+
+
+def check(budget_seconds: float, fused_seconds: float = 0) -> dict:
     started, budget = time.monotonic(), Budget(budget_seconds)
     report = {"gpu": gpu_description(), "cpu": cpu_info(), "versions": package_versions(),
               "model": {"depth": DEPTH, "batch_size": BATCH, "schedule": SCHEDULE, "steps_an_epoch": STEPS},
@@ -243,10 +291,19 @@ def check(budget_seconds: float) -> dict:
         report["single"] += jax_records
         if problem:
             report["skipped"].append(f"part 3 incomplete: {problem}")
+    report["fused"] = []
+    if fused_seconds > 0:
+        print("part 4: fused arms, ResNet-32, K = 1, 8, 4, 2 ...", file=sys.stderr)
+        fused, problem = run_precisions("tensorflow", Budget(fused_seconds), part="fused")
+        report["fused"] = fused_ratios(fused)
+        if problem:
+            report["skipped"].append(f"part 4 incomplete: {problem}")
     best_one = max((r["images_per_second"] for r in report["single"]), default=0.0)
     best_many = max((r.get("images_per_second", 0.0) for r in report["concurrent"]), default=0.0)
     report["goals_met"] = {"one_trial": best_one >= GOALS["one_trial_images_per_second"],
-                           "aggregate": best_many >= GOALS["aggregate_images_per_second"]}
+                           "aggregate": best_many >= GOALS["aggregate_images_per_second"],
+                           "fused_k8": any(r["arms"] == 8 and (r["ratio_to_one"] or 0) >= GOALS["fused_k8_ratio"]
+                                           for r in report["fused"])}
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 
@@ -266,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=positive_int, default=360,
                         help="seconds the whole check may take; parts that do not fit are skipped (default 360)")
     internal = {"help": argparse.SUPPRESS}  # the parts it runs in processes of their own
-    parser.add_argument("--part", choices=("precisions", "trial"), **internal)
+    parser.add_argument("--fused-budget", type=int, default=200,
+                        help="seconds for part 4, fused arms (default 200; 0 skips it)")
+    parser.add_argument("--part", choices=("precisions", "trial", "fused"), **internal)
     parser.add_argument("--precision", **internal)
     parser.add_argument("--barrier", **internal)
     parser.add_argument("--rank", type=int, default=0, **internal)
@@ -275,13 +334,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.part == "precisions":
         measure_precisions()
         return 0
+    if args.part == "fused":
+        measure_fused()
+        return 0
     if args.part == "trial":
         print(json.dumps(timed_fit(args.precision, barrier=(Path(args.barrier), args.rank, args.of))))
         return 0
 
     if not gpu_count():
         raise UsageError("gpu_check needs a GPU and nvidia-smi lists none; run it on a machine with an NVIDIA GPU")
-    report = check(args.budget)
+    report = check(args.budget, args.fused_budget)
     write_json_atomic(args.output, report)
     print(json.dumps(report))
     print(f"wrote {args.output}", file=sys.stderr)

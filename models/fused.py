@@ -64,6 +64,11 @@ def build_arms(depth: int, num_classes: int, schedules: Sequence[Schedule | Sequ
     return arms
 
 
+def tree_first(value):
+    """The one element of a one-element list or tuple, else ``value`` itself."""
+    return value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
+
+
 class FusedArms(keras.Model):
     """The K arms as one functional model: inputs one image batch per seed group, outputs each arm's logits.
 
@@ -107,6 +112,8 @@ class FusedArms(keras.Model):
         """Sum over arms of where(active, arm's loss, 0); an arm's loss as ``Trainer.compute_loss`` makes a single
         network's: its cross-entropy (mean over the batch) and its own regularisation terms, summed."""
         del x, sample_weight, training
+        if self.arm_count == 1:  # Keras hands a single output over unwrapped
+            y, y_pred = [tree_first(y)], [tree_first(y_pred)]
         total = []
         for arm, network in enumerate(self.arms()):
             parts = [self.arm_losses[arm](y[arm], y_pred[arm]),
@@ -117,5 +124,5 @@ class FusedArms(keras.Model):
         return ops.sum(total) if len(total) > 1 else total[0]
 
     @property
-    def metrics(self):
+    def metrics(self):  # noqa: D102 - the arms' losses among the model's metrics (reset every epoch)
         return [*super().metrics, *self.arm_loss_trackers]

@@ -40,7 +40,7 @@ from training.config import TrainConfig
 from training.data import Dataset
 from training.pipeline import PadCropFlip, batches
 
-__all__ = ["ArmHook", "fused_model", "run_fused"]
+__all__ = ["ArmHook", "fused_model", "fused_streams", "run_fused"]
 
 ArmHook = Callable[[int, int, float], bool | None]  # (arm 0.., epoch 1.., validation accuracy) -> True to stop it
 _STATUS = ("diverged", "diverged_reason", "stopped_early", "epochs_run")
@@ -56,11 +56,13 @@ def _configs(configs: TrainConfig | Sequence[TrainConfig], count: int) -> list[T
 
 
 def fused_model(configs: Sequence[TrainConfig], schedules: Sequence[Schedule], data: Dataset,
-                epochs: int) -> tuple[FusedArms, str]:
+                epochs: int, jit_compile: bool | None = None) -> tuple[FusedArms, str]:
     """The fused arms behind one input pipeline per seed (normalisation, augmentation seeded as a single run's),
-    compiled with the recipe's optimizer; and the dtype policy."""
+    compiled with the recipe's optimizer; and the dtype policy. ``jit_compile``: XLA on or off (default: as
+    ``training.loop`` decides, on with a GPU)."""
     config = configs[0]
     policy, jit = loop.resolve_precision(config.precision)
+    jit = jit if jit_compile is None else jit_compile
     if policy == "mixed_float16":  # the loss scale skips every arm's step when one arm's gradient overflows
         raise UsageError("fused arms: mixed_float16 is not supported (its loss scale couples the arms); use float32 "
                          "or mixed_bfloat16")
@@ -82,7 +84,7 @@ def fused_model(configs: Sequence[TrainConfig], schedules: Sequence[Schedule], d
     return model, policy
 
 
-def _streams(data: Dataset, batch_size: int, seeds: Sequence[int], groups: Sequence[int], skip: int):
+def fused_streams(data: Dataset, batch_size: int, seeds: Sequence[int], groups: Sequence[int], skip: int):
     """Training: one shuffled stream per seed group, zipped; validation: one ordered pass for every arm."""
     import tensorflow as tf  # tf.data, as training.pipeline.batches uses it
 
@@ -103,13 +105,14 @@ def _ordered(images: np.ndarray, labels: np.ndarray, inputs: int, groups: Sequen
 
 def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[Schedule | None], data: Dataset,
               on_epoch: ArmHook | None = None, test: bool = False, verbose: int = 0,
-              checkpoint_dir: str | Path | None = None, final_weights: list | None = None) -> list[loop.RunResult]:
+              checkpoint_dir: str | Path | None = None, final_weights: list | None = None,
+              callbacks: Sequence[keras.callbacks.Callback] = ()) -> list[loop.RunResult]:
     """Train one arm per schedule at once (``configs``: one per arm, or one for all: equal but for the seed);
     one ``RunResult`` per arm, as ``training.loop.run`` would have returned for it alone.
 
     ``final_weights``: a list to receive, per arm, its network's weights (NumPy, ``network.weights`` order) at its
     end. ``wall_seconds`` is the fused run's; ``images_per_second`` each arm's own images over the fused epochs'
-    steady training time (the aggregate is K times that).
+    steady training time (the aggregate is K times that). ``callbacks``: more Keras callbacks for ``fit``.
     """
     schedules = [schedule or Schedule("constant", {"value": 1.0}) for schedule in schedules]
     configs = _configs(configs, len(schedules))
@@ -128,9 +131,9 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
     distinct, groups = seed_groups([c.seed for c in configs])
     if done < epochs and recorder.any_active():
         steps = loop.steps_per_epoch(config, data)
-        train, validation = _streams(data, config.batch_size, distinct, groups, done * steps)
+        train, validation = fused_streams(data, config.batch_size, distinct, groups, done * steps)
         model.fit(train, steps_per_epoch=steps, epochs=epochs, initial_epoch=done, shuffle=False,
-                  validation_data=validation if len(data.y_val) else None, callbacks=[recorder], verbose=verbose)
+                  validation_data=validation if len(data.y_val) else None, callbacks=[recorder, *callbacks], verbose=verbose)
     recorder.restore_kept()
     networks = model.arms()
     for arm, result in enumerate(results):
@@ -141,7 +144,7 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
         accuracy = model.evaluate(stream, verbose=0, return_dict=True)
         for arm, result in enumerate(results):
             if not result.diverged:
-                result.test_accuracy = float(accuracy[f"{arm_name(arm)}_accuracy"])
+                result.test_accuracy = float(accuracy["accuracy" if len(results) == 1 else f"{arm_name(arm)}_accuracy"])
     for arm, result in enumerate(results):
         result.learned_values = learned_values(networks[arm])
         result.wall_seconds = time.perf_counter() - started
@@ -182,16 +185,17 @@ class _FusedRecorder(keras.callbacks.Callback):
             if result.diverged or result.stopped_early:
                 continue
             name = arm_name(arm)
+            accuracy = "accuracy" if len(self.results) == 1 else f"{name}_accuracy"  # one output: not prefixed
             loss = float(logs.get(f"{name}_loss", math.nan))
             result.epochs_run = epoch + 1
             result.train_loss.append(loss)
-            result.train_accuracy.append(float(logs.get(f"{name}_accuracy", math.nan)))
+            result.train_accuracy.append(float(logs.get(accuracy, math.nan)))
             if not math.isfinite(loss):
                 result.diverged = True
                 result.diverged_reason = f"training loss became {loss} in epoch {epoch + 1}"
                 ending.append(arm)
-            elif f"val_{name}_accuracy" in logs:
-                result.val_accuracy.append(float(logs[f"val_{name}_accuracy"]))
+            elif f"val_{accuracy}" in logs:
+                result.val_accuracy.append(float(logs[f"val_{accuracy}"]))
         for arm in ending:
             self._end(arm)
         if self.checkpoint is not None:  # before the hook, which may raise an interrupt
