@@ -51,16 +51,19 @@ def seed_groups(seeds: Sequence[int]) -> tuple[list[int], list[int]]:
 
 
 def build_arms(depth: int, num_classes: int, schedules: Sequence[Schedule | Sequence[float] | None],
-               seeds: Sequence[int], input_shape: tuple[int, int, int] = (32, 32, 3)) -> list[keras.Model]:
+               seeds: Sequence[int], input_shape: tuple[int, int, int] = (32, 32, 3), variable_factors: bool = False,
+               seed_with: Callable[[int], None] = keras.utils.set_random_seed) -> list[keras.Model]:
     """One ``build_resnet`` network per arm, named ``arm_name(k)``, built under the current dtype policy right
-    after ``keras.utils.set_random_seed(seeds[k])``: the initial weights of a single run with that seed."""
+    after ``seed_with(seeds[k])`` (``keras.utils.set_random_seed``): the initial weights of a single run with that
+    seed. ``variable_factors``: the shortcut factors are variables (``build_resnet``; same initial weights)."""
     if len(schedules) != len(seeds) or not seeds:
         raise UsageError(f"fused arms: one seed per schedule, got {len(seeds)} seeds for {len(schedules)} schedules")
     arms = []
     for arm, (schedule, seed) in enumerate(zip(schedules, seeds)):
         schedule_factors(depth, schedule)  # checks the factors (UsageError)
-        keras.utils.set_random_seed(int(seed))
-        arms.append(build_resnet(depth, num_classes, schedule, input_shape=input_shape, name=arm_name(arm)))
+        seed_with(int(seed))
+        arms.append(build_resnet(depth, num_classes, schedule, input_shape=input_shape, name=arm_name(arm),
+                                 variable_factors=variable_factors))
     return arms
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from common.errors import UsageError
 from models.schedules import Schedule, preset
-from training import loop, reuse
+from training import fused, loop, reuse
 from training.config import TrainConfig
 from training.data import load_dataset
 from training.fused import run_fused
@@ -32,6 +32,7 @@ def _config(seed: int) -> TrainConfig:
 def alone(digits):
     """(result, final network weights) of ``loop.run`` alone, per (schedule name, seed, stop epoch)."""
     reuse.clear()
+    fused.clear()
     done = {}
 
     def single(name: str, seed: int, stop_at: int | None = None):
@@ -46,6 +47,7 @@ def alone(digits):
 
     yield single
     reuse.clear()
+    fused.clear()
 
 
 def _assert_same(fused, weights, expected):
@@ -89,7 +91,7 @@ def test_a_pruned_arm_stops_where_it_was_pruned_and_the_others_go_on_unchanged(d
     _assert_same(results[1], weights[1], alone("paper", 3))
 
 
-def test_a_diverged_arm_never_touches_the_others(digits, alone):
+def test_a_diverged_arm_never_touches_the_others_nor_the_next_run_on_the_same_compiled_model(digits, alone):
     weights = []
     results = run_fused(_config(3), [HUGE, PAPER, BASE], digits, final_weights=weights)
     diverged, expected = results[0], alone("huge", 3)[0]
@@ -97,6 +99,12 @@ def test_a_diverged_arm_never_touches_the_others(digits, alone):
     assert diverged.final_val_accuracy is None and diverged.diverged_reason.startswith("training loss became")
     _assert_same(results[1], weights[1], alone("paper", 3))
     _assert_same(results[2], weights[2], alone("base", 3))
+    cached = dict(fused._cache)
+    weights = []  # the same graph (fixed factors, 3 arms of one seed): the model with a NaN arm, re-initialised
+    results = run_fused(_config(5), [PAPER, BASE, PAPER], digits, final_weights=weights)
+    assert dict(fused._cache) == cached
+    for arm, name in enumerate(("paper", "base", "paper")):
+        _assert_same(results[arm], weights[arm], alone(name, 5))
 
 
 def test_a_killed_fused_run_resumes_to_the_uninterrupted_result(digits, alone, tmp_path):

@@ -21,7 +21,10 @@ through ``on_epoch``, and goes on on the same data streams.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -34,16 +37,22 @@ from common.errors import UsageError
 from models.fused import FusedArms, arm_name, build_arms, seed_groups
 from models.resnet import learned_values
 from models.schedules import Schedule
-from training import loop
+from training import loop, reuse
 from training.checkpoint import CURVES, EpochCheckpoint, run_key
 from training.config import TrainConfig
 from training.data import Dataset
 from training.pipeline import PadCropFlip, batches
 
-__all__ = ["ArmHook", "fused_model", "fused_streams", "run_fused"]
+__all__ = ["ArmHook", "REUSE_FUSED", "clear", "fused_model", "fused_streams", "lent_fused", "run_fused"]
 
 ArmHook = Callable[[int, int, float], bool | None]  # (arm 0.., epoch 1.., validation accuracy) -> True to stop it
 _STATUS = ("diverged", "diverged_reason", "stopped_early", "epochs_run")
+# run_fused takes the process's compiled fused model for its graph, re-initialised (``lent_fused``), as
+# training.loop does for single runs; False: every fused run builds and traces its own
+REUSE_FUSED = True
+CACHE_SIZE = 2  # compiled fused models a process keeps (least recently used goes first)
+_cache: OrderedDict = OrderedDict()
+_lock = threading.Lock()
 
 
 def _configs(configs: TrainConfig | Sequence[TrainConfig], count: int) -> list[TrainConfig]:
@@ -56,10 +65,10 @@ def _configs(configs: TrainConfig | Sequence[TrainConfig], count: int) -> list[T
 
 
 def fused_model(configs: Sequence[TrainConfig], schedules: Sequence[Schedule], data: Dataset,
-                epochs: int, jit_compile: bool | None = None) -> tuple[FusedArms, str]:
+                epochs: int, jit_compile: bool | None = None, variable_factors: bool = False) -> tuple[FusedArms, str]:
     """The fused arms behind one input pipeline per seed (normalisation, augmentation seeded as a single run's),
     compiled with the recipe's optimizer; and the dtype policy. ``jit_compile``: XLA on or off (default: as
-    ``training.loop`` decides, on with a GPU)."""
+    ``training.loop`` decides, on with a GPU); ``variable_factors``: the arms' factors are variables (reuse)."""
     config = configs[0]
     policy, jit = loop.resolve_precision(config.precision)
     jit = jit if jit_compile is None else jit_compile
@@ -71,7 +80,7 @@ def fused_model(configs: Sequence[TrainConfig], schedules: Sequence[Schedule], d
     keras.config.set_dtype_policy(policy)
     try:
         arms = build_arms(config.depth, data.num_classes, schedules, [c.seed for c in configs],
-                          tuple(data.x_train.shape[1:]))
+                          tuple(data.x_train.shape[1:]), variable_factors=variable_factors)
         normalise = layers.Normalization(mean=np.asarray(data.mean), variance=np.square(data.std), name="normalise")
         augment = [PadCropFlip(4, seed=seed, name=f"augment{group}") for group, seed in enumerate(distinct)]
         model = FusedArms.of(arms, groups, lambda group, x: augment[group](normalise(x)))
@@ -90,7 +99,7 @@ def fused_streams(data: Dataset, batch_size: int, seeds: Sequence[int], groups: 
 
     trains = []
     for seed in seeds:  # tf.data's shuffle reads TensorFlow's global seed too, which a single run's seeding set
-        keras.utils.set_random_seed(seed)
+        reuse.seed_keeping_kernels(seed)
         trains.append(batches(data.x_train, data.y_train, batch_size, shuffle_seed=seed, skip=skip))
     train = tf.data.Dataset.zip(tuple(trains)).map(
         lambda *pairs: (tuple(pair[0] for pair in pairs), tuple(pairs[group][1] for group in groups)))
@@ -101,6 +110,80 @@ def _ordered(images: np.ndarray, labels: np.ndarray, inputs: int, groups: Sequen
     """One ordered pass (validation, test), the same images on every input and the same labels for every arm."""
     return batches(images, labels, loop.EVALUATION_BATCH).map(
         lambda x, y: (tuple(x for _ in range(inputs)), tuple(y for _ in groups)))
+
+
+class _Entry:
+    def __init__(self, model: FusedArms):
+        self.model, self.busy = model, True
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        self.optimizer_start = [np.array(variable.numpy()) for variable in model.optimizer.variables]
+
+
+def clear() -> None:
+    """Forget every compiled fused model of this process."""
+    with _lock:
+        _cache.clear()
+
+
+@contextmanager
+def lent_fused(configs: Sequence[TrainConfig], schedules: Sequence[Schedule], data: Dataset, epochs: int,
+               jit_compile: bool | None = None):
+    """(model, policy): the process's compiled fused model for this graph (``training.loop.reuse_key`` of every
+    arm, the seed groups), put into the state a fresh ``fused_model`` gives it, or with ``REUSE_FUSED`` off (or
+    the cached one busy) a fresh one. Re-initialising builds each arm's network again under its seed (no
+    tracing: about 0.15 s a ResNet-8, 0.35 s a ResNet-32 on 2 CPU cores) and copies its variables in."""
+    _, groups = seed_groups([c.seed for c in configs])
+    key = (tuple(loop.reuse_key(c, s, data, epochs) for c, s in zip(configs, schedules)), tuple(groups), jit_compile)
+    with _lock:
+        entry = _cache.get(key) if REUSE_FUSED else None
+        lent = entry is not None and not entry.busy
+        if lent:
+            entry.busy = True
+            _cache.move_to_end(key)
+    if lent:
+        try:
+            _reinitialise(entry, configs, schedules, data)
+        except BaseException:
+            with _lock:
+                _cache.pop(key, None)
+            raise
+    else:
+        entry = _Entry(fused_model(configs, schedules, data, epochs, jit_compile, variable_factors=True)[0])
+        with _lock:
+            if REUSE_FUSED and key not in _cache:
+                _cache[key] = entry
+                while len(_cache) > CACHE_SIZE:
+                    _cache.popitem(last=False)
+    try:
+        yield entry.model, loop.resolve_precision(configs[0].precision)[0]
+    finally:
+        entry.busy = False
+
+
+def _reinitialise(entry: _Entry, configs: Sequence[TrainConfig], schedules: Sequence[Schedule],
+                  data: Dataset) -> None:
+    model, config = entry.model, configs[0]
+    distinct, _ = seed_groups([c.seed for c in configs])
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(loop.resolve_precision(config.precision)[0])
+    try:  # the very draws of a fresh build, Python's generator left where a build leaves it
+        fresh = build_arms(config.depth, data.num_classes, schedules, [c.seed for c in configs],
+                           tuple(data.x_train.shape[1:]), variable_factors=True, seed_with=reuse.seed_keeping_kernels)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    for arm, new in zip(model.arms(), fresh):
+        if [v.shape for v in arm.weights] != [v.shape for v in new.weights]:
+            raise RuntimeError("fused reuse: a cached arm's variables differ from a fresh build's")
+        for variable, value in zip(arm.weights, new.weights):
+            variable.assign(value)
+    for group, seed in enumerate(distinct):
+        augment = model.get_layer(f"augment{group}")
+        augment.seed = seed
+        augment.seed_generator.state.assign(keras.random.SeedGenerator(seed).state.value)
+    model.active.assign(np.ones(model.arm_count, "float32"))
+    for variable, value in zip(model.optimizer.variables, entry.optimizer_start):
+        variable.assign(value)
 
 
 def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[Schedule | None], data: Dataset,
@@ -118,41 +201,44 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
     configs = _configs(configs, len(schedules))
     config, started = configs[0], time.perf_counter()
     epochs = config.epochs_for(len(data.y_train))
-    model, policy = fused_model(configs, schedules, data, epochs)
-    results = [loop.RunResult(config.depth, data.name, schedule.to_dict(), c.seed, policy, epochs)
-               for c, schedule in zip(configs, schedules)]
-    checkpoint = None
-    if checkpoint_dir is not None:
-        key = run_key("fused", [{**asdict(c), "precision": policy} for c in configs],
-                      [s.to_dict() for s in schedules], loop.data_fingerprint(data))
-        checkpoint = EpochCheckpoint(checkpoint_dir, key)
-    recorder = _FusedRecorder(results, on_epoch, len(data.y_train), checkpoint)
-    done = recorder.resume(model) if checkpoint is not None else 0
-    distinct, groups = seed_groups([c.seed for c in configs])
-    if done < epochs and recorder.any_active():
-        steps = loop.steps_per_epoch(config, data)
-        train, validation = fused_streams(data, config.batch_size, distinct, groups, done * steps)
-        model.fit(train, steps_per_epoch=steps, epochs=epochs, initial_epoch=done, shuffle=False,
-                  validation_data=validation if len(data.y_val) else None, callbacks=[recorder, *callbacks], verbose=verbose)
-    recorder.restore_kept()
-    networks = model.arms()
-    for arm, result in enumerate(results):
-        if not (result.diverged or result.stopped_early) and result.epochs_run >= epochs:
-            loop._mark_collapse(result, data)  # training.loop's rule for a collapsed run (see the report)
-    if test:
-        stream = _ordered(data.x_test, data.y_test, len(distinct), groups)
-        accuracy = model.evaluate(stream, verbose=0, return_dict=True)
+    with lent_fused(configs, schedules, data, epochs) as (model, policy):
+        results = [loop.RunResult(config.depth, data.name, schedule.to_dict(), c.seed, policy, epochs)
+                   for c, schedule in zip(configs, schedules)]
+        checkpoint = None
+        if checkpoint_dir is not None:
+            key = run_key("fused", [{**asdict(c), "precision": policy} for c in configs],
+                          [s.to_dict() for s in schedules], loop.data_fingerprint(data))
+            checkpoint = EpochCheckpoint(checkpoint_dir, key)
+        recorder = _FusedRecorder(results, on_epoch, len(data.y_train), checkpoint)
+        done = recorder.resume(model) if checkpoint is not None else 0
+        distinct, groups = seed_groups([c.seed for c in configs])
+        if done < epochs and recorder.any_active():
+            steps = loop.steps_per_epoch(config, data)
+            train, validation = fused_streams(data, config.batch_size, distinct, groups, done * steps)
+            model.fit(train, steps_per_epoch=steps, epochs=epochs, initial_epoch=done, shuffle=False,
+                      validation_data=validation if len(data.y_val) else None, callbacks=[recorder, *callbacks],
+                      verbose=verbose)
+        recorder.restore_kept()
+        networks = model.arms()
         for arm, result in enumerate(results):
-            if not result.diverged:
-                result.test_accuracy = float(accuracy["accuracy" if len(results) == 1 else f"{arm_name(arm)}_accuracy"])
-    for arm, result in enumerate(results):
-        result.learned_values = learned_values(networks[arm])
-        result.wall_seconds = time.perf_counter() - started
-        result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
-        result.images_per_second = recorder.images_per_second()
-        if final_weights is not None:
-            final_weights.append([np.array(keras.ops.convert_to_numpy(w)) for w in networks[arm].weights])
-    return results
+            if not (result.diverged or result.stopped_early) and result.epochs_run >= epochs:
+                loop._mark_collapse(result, data)  # training.loop's rule for a collapsed run (see the report)
+        if test:
+            stream = _ordered(data.x_test, data.y_test, len(distinct), groups)
+            accuracy = model.evaluate(stream, verbose=0, return_dict=True)
+            for arm, result in enumerate(results):
+                if not result.diverged:
+                    name = "accuracy" if len(results) == 1 else f"{arm_name(arm)}_accuracy"
+                    result.test_accuracy = float(accuracy[name])
+        for arm, result in enumerate(results):
+            result.learned_values = learned_values(networks[arm])
+            result.wall_seconds = time.perf_counter() - started
+            result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
+            result.images_per_second = recorder.images_per_second()
+            if final_weights is not None:
+                final_weights.append([np.array(keras.ops.convert_to_numpy(w)) for w in networks[arm].weights
+                                      if not w.path.endswith("/factor")])  # the factors: schedule, not weights
+        return results
 
 
 class _FusedRecorder(keras.callbacks.Callback):
