@@ -3,7 +3,7 @@ the search's one-trial-at-a-time worker) and, with --processes, K concurrent wor
 
     nice -n 10 python -m benchmarks.fused_speed --cases digits8 cifar20 cifar32 --ks 1 2 4 8 --epochs 2
 
-Cases: digits8 (ResNet-8 on scikit-learn's digits, the README's main job: batch 32, its whole training split),
+Cases: digits8 (ResNet-8 on scikit-learn's digits, as the README's main job: batch 32, its whole training split),
 cifar20 and cifar32 (ResNet-20/-32 on random CIFAR-shaped uint8 images, 10 classes, batch 128, --images training
 images, 500 validation images). Every run is float32 with its own schedule (the baseline, the paper's presets, then
 constants), all arms of one seed (the search's case).
@@ -11,8 +11,9 @@ constants), all arms of one seed (the search's case).
 Per case and K: steady images/s (training steps of the epochs after the first, which traces: the aggregate of the
 K arms for fused, one run's for sequential, since runs one after another never overlap; the sum of the processes'
 for processes), whole-run images/s (K x epochs x training images over the wall time of everything: building,
-tracing, validation; sequential runs reuse the worker's compiled step after a warm-up run, as a search worker
-does, while a fused run builds and traces its own graph), and the ratios fused / sequential. Then masking against
+tracing, validation), and the ratios fused / sequential. A worker reuses its compiled step: the sequential runs
+follow a warm-up run; the fused figures are of a cold run (it builds and traces the fused graph) and of a warm one
+right after it (``training.fused.lent_fused``); the whole-run ratio is the warm one's. Then masking against
 dropping a pruned arm: a masked arm costs its share of a fused epoch for every epoch left, dropping it costs a new
 trace (first epoch minus a steady one); the break-even is their ratio in epochs. Prints the CPU (model, cores, ISA
 flags), a markdown table, and with --output the JSON.
@@ -28,16 +29,19 @@ import time
 from typing import Sequence
 
 from common.cli import ArgumentParser, positive_int, run_command
+import numpy as np
+
 from common.machine import cpu_info, prepare_tensorflow
+from models.schedules import Schedule, preset
+from training.config import TrainConfig
+from training.data import Dataset, load_dataset
 
 CASES = {"digits8": (8, "digits", 32), "cifar20": (20, "random", 128), "cifar32": (32, "random", 128)}
 SCHEDULES = ("baseline", "paper-c10-r32", "paper-c10-r56", "constant-0.8", "constant-1.2", "constant-0.9",
              "constant-1.1", "constant-0.7")
 
 
-def schedule_named(name: str):
-    from models.schedules import Schedule, preset
-
+def schedule_named(name: str) -> Schedule | None:
     if name == "baseline":
         return None
     if name.startswith("constant-"):
@@ -47,10 +51,6 @@ def schedule_named(name: str):
 
 def dataset(kind: str, images: int):
     """The case's data: digits, or random CIFAR-shaped uint8 images (the same for every run of a case)."""
-    import numpy as np
-
-    from training.data import Dataset, load_dataset
-
     if kind == "digits":
         return load_dataset("digits")
     rng = np.random.default_rng(0)
@@ -59,14 +59,12 @@ def dataset(kind: str, images: int):
     return Dataset("random", 10, pixels(images), labels(images), pixels(500), labels(500), pixels(10), labels(10))
 
 
-def _config(depth: int, epochs: int, batch: int, seed: int = 0):
-    from training.config import TrainConfig
-
+def _config(depth: int, epochs: int, batch: int, seed: int = 0) -> TrainConfig:
     return TrainConfig(depth=depth, epochs=epochs, batch_size=batch, precision="float32", seed=seed)
 
 
 def fused(depth: int, data, batch: int, epochs: int, k: int) -> dict:
-    import keras
+    import keras  # TensorFlow: imported where it is measured, so that --help stays fast
 
     from training.fused import run_fused
 
@@ -86,23 +84,27 @@ def fused(depth: int, data, batch: int, epochs: int, k: int) -> dict:
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(self.end - self.start)
 
-    times = EpochTimes()
-    started = time.perf_counter()
-    results = run_fused(_config(depth, epochs, batch), [schedule_named(n) for n in SCHEDULES[:k]], data,
-                        callbacks=[times])
-    wall = time.perf_counter() - started
-    seconds = times.seconds
-    return {"steady": results[0].images_per_second * k, "whole": k * epochs * len(data.y_train) / wall,
-            "wall": wall, "first_epoch_extra": seconds[0] - min(seconds[1:]) if len(seconds) > 1 else None}
+    walls, steady, seconds = [], [], []
+    for seed in (0, 1):  # cold: builds and traces its graph; warm: the worker's compiled fused model, re-initialised
+        times = EpochTimes()
+        started = time.perf_counter()
+        results = run_fused(_config(depth, epochs, batch, seed), [schedule_named(n) for n in SCHEDULES[:k]], data,
+                            callbacks=[times])
+        walls.append(time.perf_counter() - started)
+        steady.append(results[0].images_per_second * k)
+        seconds.append(times.seconds)
+    images = k * epochs * len(data.y_train)
+    return {"steady": max(steady), "whole": images / walls[1], "whole_cold": images / walls[0], "wall": walls[1],
+            "first_epoch_extra": seconds[0][0] - min(seconds[0][1:]) if len(seconds[0]) > 1 else None}
 
 
 def sequential(depth: int, data, batch: int, epochs: int, k: int) -> dict:
-    from training import loop
+    from training import loop  # starts TensorFlow (Keras)
 
     loop.run(_config(depth, epochs, batch), None, data)  # warm-up: the worker has traced its step
     walls, steady = [], []
     for index in range(k):
-        result = loop.run(_config(depth, epochs, batch), schedule_named(SCHEDULES[index]), data)
+        result = loop.run(_config(depth, epochs, batch, 1), schedule_named(SCHEDULES[index]), data)
         walls.append(result.wall_seconds)
         steady.append(result.images_per_second)
     train = len(data.y_train)
@@ -112,7 +114,7 @@ def sequential(depth: int, data, batch: int, epochs: int, k: int) -> dict:
 def _child(job: tuple) -> tuple[float, float]:
     depth, kind, images, batch, epochs, index = job
     prepare_tensorflow()
-    from training import loop
+    from training import loop  # starts TensorFlow (Keras), in the spawned process
 
     result = loop.run(_config(depth, epochs, batch), schedule_named(SCHEDULES[index]), dataset(kind, images))
     return result.images_per_second, result.wall_seconds
@@ -136,7 +138,8 @@ def measure(cases: Sequence[str], ks: Sequence[int], epochs: int, images: int, w
         data = dataset(kind, images)
         for k in ks:
             row = {"case": case, "depth": depth, "batch": batch, "k": k, "train_images": len(data.y_train),
-                   "fused": fused(depth, data, batch, epochs, k), "sequential": sequential(depth, data, batch, epochs, k)}
+                   "fused": fused(depth, data, batch, epochs, k),
+                   "sequential": sequential(depth, data, batch, epochs, k)}
             if with_processes:
                 row["processes"] = processes(depth, kind, images, batch, epochs, k, len(data.y_train))
             for what in ("steady", "whole"):
@@ -169,15 +172,17 @@ def table(report: dict) -> str:
     cpu = report["cpu"]
     lines = [f"CPU: {cpu['model']}, {cpu['cores']} cores, ISA {' '.join(cpu['isa'])}; load average "
              f"{' '.join(f'{v:.1f}' for v in report['load_average'])}; {report['epochs']} epochs; {report['date']}",
-             "", "| case | K | fused img/s (steady) | sequential img/s (steady) | ratio | fused img/s (whole) | "
-             "sequential img/s (whole) | ratio | processes img/s (steady / whole) |", "|---|---|---|---|---|---|---|---|---|"]
+             "", "| case | K | fused img/s (steady) | sequential img/s (steady) | ratio | fused img/s (whole, cold / "
+             "warm) | sequential img/s (whole) | ratio (warm) | processes img/s (steady / whole) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         f, s, p = row["fused"], row["sequential"], row.get("processes")
         spawned = f"{p['steady']:.0f} / {p['whole']:.0f}" if p else "-"
-        lines.append(f"| {row['case']} | {row['k']} | {f['steady']:.0f} | {s['steady']:.0f} | {row['steady_ratio']:.2f}x "
-                     f"| {f['whole']:.0f} | {s['whole']:.0f} | {row['whole_ratio']:.2f}x | "
-                     f"{spawned} |")
-    lines += ["", "| case | K | masked arm s/epoch | drop (retrace) s | dropping pays after |", "|---|---|---|---|---|"]
+        lines.append(f"| {row['case']} | {row['k']} | {f['steady']:.0f} | {s['steady']:.0f} | "
+                     f"{row['steady_ratio']:.2f}x | {f['whole_cold']:.0f} / {f['whole']:.0f} | {s['whole']:.0f} | "
+                     f"{row['whole_ratio']:.2f}x | {spawned} |")
+    lines += ["", "| case | K | masked arm s/epoch | drop (retrace) s | dropping pays after |",
+              "|---|---|---|---|---|"]
     for m in report["masking"]:
         even = f"{m['break_even_epochs']:.1f} epochs" if m["break_even_epochs"] else "-"
         drop = f"{m['drop_seconds']:.2f}" if m["drop_seconds"] is not None else "-"
