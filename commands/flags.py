@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from common.cli import ArgumentParser, positive_int
-from search.config import MAX_SEED
+from search.config import CONFIRM_BUDGETS, MAX_SEED, MIN_RACE
 from storage.artifacts import ARTIFACT_FOLDER
 from storage.urls import DEFAULT_URL, STORAGE_ENV, default_url
 from training.config import PRECISIONS
@@ -64,6 +64,20 @@ def seed_count(text: str) -> int | None:
     return count
 
 
+def confirm_budget(text: str) -> int | str:
+    """--confirm-budget: a number of runs (at least 6), ``auto`` or ``fixed``."""
+    if text in CONFIRM_BUDGETS:
+        return text
+    try:
+        runs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number of runs, auto or fixed; got {text!r}") from None
+    if runs < MIN_RACE:
+        raise argparse.ArgumentTypeError(f"at least {MIN_RACE} runs (the final test alone: the survivor and the "
+                                         f"baseline on {MIN_RACE // 2} seeds), got {runs}")
+    return runs
+
+
 def add_confirm_arguments(parser: ArgumentParser, seeds_flag: str, budget_flag: str) -> None:
     """The confirm stage's seeds (``seeds_flag``: --confirm-seeds on run, --seeds on confirm), its racing budget
     (``budget_flag``) and --min-effect."""
@@ -71,13 +85,14 @@ def add_confirm_arguments(parser: ArgumentParser, seeds_flag: str, budget_flag: 
                         help="fresh seeds per confirmed schedule, seed + 2000 + i, at least 2; auto = as many as "
                              "--min-effect needs to be found 80 %% of the time, from the baseline's spread (2 to 10; "
                              "default 3)")
-    parser.add_argument(budget_flag, type=positive_int, metavar="N",
-                        help="race instead: the surrogate's top 2K candidates (a Gaussian process over every search "
-                             "trial) on fresh seeds, one seed a round beside the baseline, the better half kept each "
-                             "round, then the survivor tested against the baseline alone on seeds no round used; N "
-                             "runs in all, at least 6 (the fixed stage's (K + 2) x S runs, 21 at K 5 x S 3, find a "
-                             "planted gain about twice as often this way: benchmarks/README.md); default: the fixed "
-                             "stage")
+    parser.add_argument(budget_flag, type=confirm_budget, default="auto", metavar="N",
+                        help="the stage races: a field of the surrogate's top 2K candidates (a Gaussian process over "
+                             "every search trial's factors) on fresh seeds, one seed a round beside the baseline, the "
+                             "better half kept each round, then the leader against the baseline alone on seeds no "
+                             "round used; N runs in all, at least 6; auto = the fixed stage's (K + 2) x S runs (21 at "
+                             "K 5 x S 3), where the race finds a planted gain about twice as often "
+                             "(benchmarks/README.md); fixed = every candidate, the baseline and the paper's preset on "
+                             "the same S seeds (default auto)")
     parser.add_argument("--min-effect", type=float, default=1.0, metavar="PT",
                         help="the gain in points the verdict's power line is about, and auto seeds aim at "
                              "(default 1, the paper's)")

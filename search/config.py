@@ -28,6 +28,7 @@ VARIABLE_FAMILIES = ("any", "spline", "steps")
 # shortcut-search evaluate draw from ranges of their own, so no accuracy that judges a schedule comes from the weights it
 # was selected on. All are recorded on the study.
 MIN_RACE = 6  # search.evidence.race.MIN_TRAININGS: the final test alone, 3 seeds
+CONFIRM_BUDGETS = ("auto", "fixed")  # --confirm-budget's words; otherwise a number of runs
 MAX_SEED_RANGE = 1000  # seeds of one kind (replicas, confirm runs) a study may use
 CHECKPOINT_FOLDER = "search-checkpoints"  # beside a SQLite study, else in the working folder
 MAX_HEARTBEAT = 86_400  # seconds
@@ -68,7 +69,9 @@ class SearchConfig:
     confirm_top: int = 5
     confirm_seeds: int | None = 3  # None: auto, as many as min_effect needs (search.evidence.confirm_plan)
     min_effect: float = 0.01  # the gain (a fraction: 0.01 = 1 pt) the power line and auto seeds are about
-    confirm_budget: int | None = None  # runs of a racing confirm stage (search.evidence.race); None: the fixed one
+    # the confirm stage: a race of this many runs (search.evidence.race), "auto" (as many as the fixed stage's
+    # (K + 2) x S), or "fixed" (every candidate on the same S seeds)
+    confirm_budget: int | str = "auto"
     checkpoint_dir: str | None = None
     keep_models: int = 5
     artifact_dir: str | None = None
@@ -107,10 +110,11 @@ class SearchConfig:
         if self.baseline_seeds > CONFIRM_SEED_OFFSET - BASELINE_SEED_OFFSET:
             raise UsageError(f"baseline-seeds: at most {CONFIRM_SEED_OFFSET - BASELINE_SEED_OFFSET}, got "
                              f"{self.baseline_seeds}")
-        if self.confirm_budget is not None and not MIN_RACE <= self.confirm_budget <= 2 * MAX_SEED_RANGE:
+        if self.confirm_budget not in CONFIRM_BUDGETS and not (
+                isinstance(self.confirm_budget, int) and MIN_RACE <= self.confirm_budget <= 2 * MAX_SEED_RANGE):
             raise UsageError(f"confirm-budget: {MIN_RACE} to {2 * MAX_SEED_RANGE} runs (the final test alone needs "
-                             f"{MIN_RACE}: the survivor and the baseline on {MIN_RACE // 2} seeds), got "
-                             f"{self.confirm_budget}")
+                             f"{MIN_RACE}: the survivor and the baseline on {MIN_RACE // 2} seeds), auto or fixed; "
+                             f"got {self.confirm_budget!r}")
         if not (math.isfinite(self.min_effect) and 0 < self.min_effect < 1):
             raise UsageError(f"min-effect: a gain in points between 0 and 100, got {100 * self.min_effect:g}")
         for name in ("workers", "max_failures", "heartbeat"):

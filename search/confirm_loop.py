@@ -28,7 +28,8 @@ from models.schedules import Schedule
 from search import records
 from search.evidence import race, surrogate
 from search.evidence.confirm_plan import (ATTEMPTS, confirm_seeds, finished_run, outcome, plan_arms, race_plan,
-                                          runs_by_pair)
+                                          race_runs, runs_by_pair)
+from search.evidence.stats import rank_agreement
 from search.evidence.verdict import describe, summarise
 from search.interrupts import raise_if_interrupted
 from search.keep import ArmModelKeeper
@@ -116,17 +117,18 @@ def plan_stage(config, study: optuna.Study, storage, confirm: optuna.Study, budg
     """The stage ``config`` asks for, or None when there is nothing to confirm. A race's plan is made once and
     stored on the confirm study under its lock, so every worker races the same field (a surrogate's fit on
     another machine could order near-ties differently); it is made again when the search has moved on."""
-    if not config.confirm_budget:
+    trainings = race_runs(study, config.confirm_budget, config.confirm_top, config.confirm_seeds, config.min_effect)
+    if trainings is None:
         arms = plan_arms(study, config.confirm_top, budget)
         if not any(arm["candidate"] for arm in arms):
             return None
         return Stage(arms, confirm_seeds(study, config.confirm_seeds, config.confirm_top, config.min_effect))
     with study_lock(storage, confirm.study_name):
         plan = StudyKey.RACE.of(confirm)
-        asked = {"top": config.confirm_top, "trainings": config.confirm_budget, "budget": budget,
+        asked = {"top": config.confirm_top, "trainings": trainings, "budget": budget,
                  "fitted_on": surrogate.fitted_trials(study)}
         if not plan or any(plan.get(key) != value for key, value in asked.items()):
-            plan = race_plan(study, config.confirm_top, config.confirm_budget, budget)
+            plan = race_plan(study, config.confirm_top, trainings, budget)
             if plan is None:
                 return None
             StudyKey.RACE.write(confirm, plan)
@@ -222,7 +224,7 @@ def run_confirm(config, study: optuna.Study, storage, data,
     where = (f"in study {confirm.study_name!r}, at ResNet-{budget['depth']}, {budget['epochs']} epochs"
              + (f", {budget['subset']} images" if budget["subset"] else ""))
     if stage.race:
-        log.info(f"confirm: a race of {config.confirm_budget} runs {where}: {race.plan_line(stage.race)}")
+        log.info(f"confirm: a race of {stage.race['trainings']} runs {where}: {race.plan_line(stage.race)}")
     else:
         log.info(f"confirm: {len(stage.arms)} arms x {len(stage.seeds)} seeds ({len(stage.arms) * len(stage.seeds)} "
                  f"runs, those done already reused) {where}")
@@ -312,7 +314,8 @@ def _allowances(stage: Stage, errors: dict, allowed: dict) -> dict[tuple[str, in
 
 def _summary(config, stage: Stage, states, data, budget) -> dict[str, Any]:
     """The verdict on the stage's runs: the fixed stage's over every arm and seed; a race's over its final test
-    (the survivor and the baseline on the seeds no round used), with the race's account (``race.account``)."""
+    (the survivor and the baseline on the seeds no round used), with the race's account (``race.account``) and
+    the search's ranking's agreement with its first round (one seed, every arm of the field: no reference level)."""
     arms, seeds = stage.arms, stage.seeds
     if stage.race:
         standing = stage.standing(states)
@@ -325,6 +328,11 @@ def _summary(config, stage: Stage, states, data, budget) -> dict[str, Any]:
                         min_effect=config.min_effect, top=config.confirm_top)
     if stage.race:
         summary["race"] = race.account(stage.race, standing)
+        if stage.race["round_seeds"]:  # the search's ranking against the first round, where the whole field ran
+            first = stage.race["round_seeds"][0]
+            ran = [arm for arm in stage.arms[1:] if states[(arm["key"], first)][0] == RunState.DONE]
+            summary["proxy_agreement"] = rank_agreement([arm["proxy"] for arm in ran],
+                                                        [[states[(arm["key"], first)][1]] for arm in ran])
     return summary
 
 

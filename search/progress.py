@@ -60,7 +60,8 @@ def confirm_runs(config) -> float:
     where the flags give both sides (without ``--epochs`` every run keeps 64k iterations); 0 without a stage."""
     if not config.confirm_top:
         return 0
-    runs = config.confirm_budget or (config.confirm_top + 2) * (config.confirm_seeds or 3)
+    runs = config.confirm_budget if isinstance(config.confirm_budget, int) else \
+        (config.confirm_top + 2) * (config.confirm_seeds or 3)
     scale = block_count(config.target_depth or config.depth) / block_count(config.depth)
     if config.epochs is not None:
         scale *= (config.target_epochs or config.epochs) / config.epochs

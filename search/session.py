@@ -13,7 +13,7 @@ from common.files import check_writable
 from common.log import log, result
 from search import records
 from search.config import SearchConfig
-from search.evidence.confirm_plan import is_settled
+from search.evidence.confirm_plan import is_settled, race_runs
 from search.confirm_loop import run_confirm
 from search.loop import Publisher, environment_stop, run_search
 from search.run_queue import has_checkpoint, waiting_retries
@@ -111,9 +111,10 @@ class SearchSession:
     def has_work(self) -> bool:
         """False when the target is reached, the confirm stage settled and no retry's checkpoint holds work."""
         config, study = self.config, self.study
+        trainings = race_runs(study, config.confirm_budget, config.confirm_top, config.confirm_seeds,
+                              config.min_effect)
         settled = not config.confirm_top or is_settled(study, config.confirm_top, config.confirm_seeds,
-                                                       config.min_effect, config.target(self.epochs),
-                                                       config.confirm_budget)
+                                                       config.min_effect, config.target(self.epochs), trainings)
         paid = any(has_checkpoint(config.checkpoint_root(), study, t) for t in waiting_retries(study))
         return not (records.finished_count(study) >= config.trials and settled and not paid)
 

@@ -68,7 +68,8 @@ def test_a_job_array_of_two_tasks_searches_one_journal_and_confirms_once(tmp_pat
     assert len(points) == len(set(points))  # no two trials of the same parameters and seed
     confirm = optuna.load_study(study_name="digits-resnet8.confirm", storage=open_storage(url, create=False))
     done = [(t.user_attrs["arm"], t.user_attrs["seed"]) for t in confirm.trials if t.state == TrialState.COMPLETE]
-    assert len(done) == len(set(done)) == 6  # 3 arms x 2 seeds, each run once by one task
+    assert len(done) == len(set(done)) == 6  # the race's (1 + 2) x 2 runs, each once by one of the two tasks
+    assert study.user_attrs["confirmation"]["race"]["spent"] == 6  # one plan, shared through the journal
     assert study.user_attrs["confirmation"]["verdict"]["outcome"]
     assert len({line.split()[1] for line in logs.splitlines() if line.startswith("confirm ")}) >= 1
 

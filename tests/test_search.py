@@ -265,7 +265,7 @@ def test_a_confirm_stage_at_a_target_budget_killed_midway_resumes_and_exports_it
     assert search_run.main([*TINY, "--epochs", "3", "--trials", "4", "--baseline-seeds", "1", "--storage", url]) == 0
     # searched at ResNet-8 for 3 epochs, confirmed at ResNet-14 for 2: a cheap proxy, the target where it matters
     target = ["--target-depth", "14", "--target-epochs", "2"]
-    argv = ["--storage", url, "--study", "digits-resnet8", "--top", "2", "--seeds", "2", *target]
+    argv = ["--storage", url, "--study", "digits-resnet8", "--top", "2", "--seeds", "2", "--budget", "fixed", *target]
     stage = subprocess.Popen([sys.executable, "-m", "commands.confirm", *argv], cwd=Path(__file__).parents[1],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -303,7 +303,8 @@ def test_a_confirm_stage_at_a_target_budget_killed_midway_resumes_and_exports_it
     assert summary["proxy_agreement"]["arms"] == 3 and "search_at_target_seconds" in summary["cost"]
     assert set(search_study.user_attrs["confirm_seeds"]) == {2000, 2001}
     assert run_command(search_run.main, [*TINY, "--epochs", "3", "--trials", "4", "--baseline-seeds", "1",
-                                         "--confirm-top", "2", "--confirm-seeds", "2", *target, "--storage", url]) == 0
+                                         "--confirm-top", "2", "--confirm-seeds", "2", "--confirm-budget", "fixed",
+                                         *target, "--storage", url]) == 0
     assert len(load(url, "digits-resnet8.confirm").get_trials()) == len(runs)  # nothing to re-plan or re-run
     out = tmp_path / "best.json"
     assert export.main(["--storage", url, "--output", str(out)]) == 0
@@ -448,6 +449,7 @@ def _contents(url):
     (["--dataset", "cifar10", "--data-dir", "{tmp}/corrupt"], "not a readable tar.gz"),
     (["--checkpoint-dir", "{tmp}/garbage.db/checkpoints"], "checkpoint-dir: cannot create"),
     (["--confirm-seeds", "1"], "confirm-seeds"),  # one seed would be another single-run best of K
+    (["--confirm-budget", "5"], "confirm-budget"),  # the race's final test alone needs 6 runs
     (["--min-effect", "0"], "min-effect"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(one_trial_study, tmp_path, capsys,

@@ -44,6 +44,16 @@ def confirm_seeds(study: optuna.Study, count: int | None, top: int, min_effect: 
     return [records.settings(study)["seed"] + CONFIRM_SEED_OFFSET + i for i in range(count)]
 
 
+def race_runs(study: optuna.Study, budget: int | str, top: int, count: int | None, min_effect: float) -> int | None:
+    """The runs a race may spend (``--confirm-budget``): ``budget`` itself, or for ``auto`` the fixed stage's
+    (top + 2) x its seeds (``confirm_seeds``); None for ``fixed`` (no race)."""
+    if budget == "fixed":
+        return None
+    if budget == "auto":
+        return (top + 2) * len(confirm_seeds(study, count, top, min_effect))
+    return int(budget)
+
+
 def auto_seed_count(study: optuna.Study, top: int, min_effect: float) -> int:
     values = [t.value for t in records.baseline_runs(study)]
     if len(values) < 2 or np.std(values, ddof=1) <= 0:

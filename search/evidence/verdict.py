@@ -234,7 +234,8 @@ def agreement_line(summary: dict[str, Any]) -> str | None:
         f"{agreement['target_seed_tau']:+.2f}{spread} (what a proxy as good as one stage run reaches on average; " \
         f"not a ceiling)"
     test = "exact permutation test; few arms, few values" if agreement["arms"] <= 7 else "permutation test"
-    return (f"agreement: the search's ranking{where} and the stage's mean over seeds, Kendall's tau {tau} over "
+    against = "the race's first round (one seed)" if agreement.get("seeds") == 1 else "the stage's mean over seeds"
+    return (f"agreement: the search's ranking{where} and {against}, Kendall's tau {tau} over "
             f"{agreement['arms']} arms ({test}){reference}")
 
 
