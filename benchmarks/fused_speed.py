@@ -12,8 +12,10 @@ Per case and K: steady images/s (training steps of the epochs after the first, w
 K arms for fused, one run's for sequential, since runs one after another never overlap; the sum of the processes'
 for processes), whole-run images/s (K x epochs x training images over the wall time of everything: building,
 tracing, validation), and the ratios fused / sequential. A worker reuses its compiled step: the sequential runs
-follow a warm-up run; the fused figures are of a cold run (it builds and traces the fused graph) and of a warm one
-right after it (``training.fused.lent_fused``); the whole-run ratio is the warm one's. Then masking against
+follow a warm-up run; fused has a cold run (it builds and traces the fused graph) and warm ones on the worker's
+compiled fused model (``training.fused.lent_fused``); the whole-run ratio is the warm runs'. After the cold run,
+--rounds rounds alternate a warm fused run and K sequential runs; the best of each counts, so that a busy
+neighbour on a shared machine, which only ever slows a measurement, biases neither side. Then masking against
 dropping a pruned arm: a masked arm costs its share of a fused epoch for every epoch left, dropping it costs a new
 trace (first epoch minus a steady one); the break-even is their ratio in epochs. Prints the CPU (model, cores, ISA
 flags), a markdown table, and with --output the JSON.
@@ -63,7 +65,8 @@ def _config(depth: int, epochs: int, batch: int, seed: int = 0) -> TrainConfig:
     return TrainConfig(depth=depth, epochs=epochs, batch_size=batch, precision="float32", seed=seed)
 
 
-def fused(depth: int, data, batch: int, epochs: int, k: int) -> dict:
+def fused_run(depth: int, data, batch: int, epochs: int, k: int, seed: int) -> dict:
+    """One fused run of K arms: its steady aggregate images/s, wall seconds and each epoch's training seconds."""
     import keras  # TensorFlow: imported where it is measured, so that --help stays fast
 
     from training.fused import run_fused
@@ -84,31 +87,43 @@ def fused(depth: int, data, batch: int, epochs: int, k: int) -> dict:
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(self.end - self.start)
 
-    walls, steady, seconds = [], [], []
-    for seed in (0, 1):  # cold: builds and traces its graph; warm: the worker's compiled fused model, re-initialised
-        times = EpochTimes()
-        started = time.perf_counter()
-        results = run_fused(_config(depth, epochs, batch, seed), [schedule_named(n) for n in SCHEDULES[:k]], data,
-                            callbacks=[times])
-        walls.append(time.perf_counter() - started)
-        steady.append(results[0].images_per_second * k)
-        seconds.append(times.seconds)
-    images = k * epochs * len(data.y_train)
-    return {"steady": max(steady), "whole": images / walls[1], "whole_cold": images / walls[0], "wall": walls[1],
-            "first_epoch_extra": seconds[0][0] - min(seconds[0][1:]) if len(seconds[0]) > 1 else None}
+    times = EpochTimes()
+    started = time.perf_counter()
+    results = run_fused(_config(depth, epochs, batch, seed), [schedule_named(n) for n in SCHEDULES[:k]], data,
+                        callbacks=[times])
+    return {"steady": results[0].images_per_second * k, "wall": time.perf_counter() - started,
+            "epochs": times.seconds}
 
 
-def sequential(depth: int, data, batch: int, epochs: int, k: int) -> dict:
+def sequential_runs(depth: int, data, batch: int, epochs: int, k: int, seed: int) -> dict:
+    """K runs one after another (the worker's compiled step reused): one run's steady images/s and the walls."""
     from training import loop  # starts TensorFlow (Keras)
 
-    loop.run(_config(depth, epochs, batch), None, data)  # warm-up: the worker has traced its step
     walls, steady = [], []
     for index in range(k):
-        result = loop.run(_config(depth, epochs, batch, 1), schedule_named(SCHEDULES[index]), data)
+        result = loop.run(_config(depth, epochs, batch, seed), schedule_named(SCHEDULES[index]), data)
         walls.append(result.wall_seconds)
         steady.append(result.images_per_second)
-    train = len(data.y_train)
-    return {"steady": k / sum(1 / s for s in steady), "whole": k * epochs * train / sum(walls), "wall": sum(walls)}
+    return {"steady": k / sum(1 / s for s in steady), "wall": sum(walls)}
+
+
+def compare(depth: int, data, batch: int, epochs: int, k: int, rounds: int) -> dict:
+    """Fused against sequential for one K: a cold fused run (it traces), a warm-up single run, then ``rounds``
+    alternating warm fused and sequential measurements; the best of each counts (a busy neighbour only slows)."""
+    from training import loop  # starts TensorFlow (Keras)
+
+    images = k * epochs * len(data.y_train)
+    cold = fused_run(depth, data, batch, epochs, k, 0)
+    loop.run(_config(depth, epochs, batch), None, data)  # warm-up: the worker has traced its single step
+    warm, alone = [], []
+    for index in range(rounds):
+        warm.append(fused_run(depth, data, batch, epochs, k, 1 + index))
+        alone.append(sequential_runs(depth, data, batch, epochs, k, 1 + index))
+    seconds = cold["epochs"]
+    return {"fused": {"steady": max(r["steady"] for r in (cold, *warm)),
+                      "whole": images / min(r["wall"] for r in warm), "whole_cold": images / cold["wall"],
+                      "first_epoch_extra": seconds[0] - min(seconds[1:]) if len(seconds) > 1 else None},
+            "sequential": {"steady": max(r["steady"] for r in alone), "whole": images / min(r["wall"] for r in alone)}}
 
 
 def _child(job: tuple) -> tuple[float, float]:
@@ -128,7 +143,8 @@ def processes(depth: int, kind: str, images: int, batch: int, epochs: int, k: in
     return {"steady": sum(speed for speed, _ in runs), "whole": k * epochs * train / wall, "wall": wall}
 
 
-def measure(cases: Sequence[str], ks: Sequence[int], epochs: int, images: int, with_processes: bool) -> dict:
+def measure(cases: Sequence[str], ks: Sequence[int], epochs: int, images: int, with_processes: bool,
+            rounds: int = 2) -> dict:
     prepare_tensorflow()
     import keras  # noqa: F401 - starts TensorFlow
 
@@ -138,15 +154,14 @@ def measure(cases: Sequence[str], ks: Sequence[int], epochs: int, images: int, w
         data = dataset(kind, images)
         for k in ks:
             row = {"case": case, "depth": depth, "batch": batch, "k": k, "train_images": len(data.y_train),
-                   "fused": fused(depth, data, batch, epochs, k),
-                   "sequential": sequential(depth, data, batch, epochs, k)}
+                   **compare(depth, data, batch, epochs, k, rounds)}
             if with_processes:
                 row["processes"] = processes(depth, kind, images, batch, epochs, k, len(data.y_train))
             for what in ("steady", "whole"):
                 row[f"{what}_ratio"] = row["fused"][what] / row["sequential"][what]
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    return {"rows": rows, "masking": masking(rows), "epochs": epochs, "cpu": cpu_info(),
+    return {"rows": rows, "masking": masking(rows), "epochs": epochs, "rounds": rounds, "cpu": cpu_info(),
             "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d")}
 
 
@@ -171,7 +186,8 @@ def masking(rows: list[dict]) -> list[dict]:
 def table(report: dict) -> str:
     cpu = report["cpu"]
     lines = [f"CPU: {cpu['model']}, {cpu['cores']} cores, ISA {' '.join(cpu['isa'])}; load average "
-             f"{' '.join(f'{v:.1f}' for v in report['load_average'])}; {report['epochs']} epochs; {report['date']}",
+             f"{' '.join(f'{v:.1f}' for v in report['load_average'])}; {report['epochs']} epochs, best of "
+             f"{report['rounds']} rounds; {report['date']}",
              "", "| case | K | fused img/s (steady) | sequential img/s (steady) | ratio | fused img/s (whole, cold / "
              "warm) | sequential img/s (whole) | ratio (warm) | processes img/s (steady / whole) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -202,13 +218,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="epochs of every run (default 2: the first traces, the rest are steady)")
     parser.add_argument("--images", type=positive_int, default=1280,
                         help="training images of the random CIFAR-shaped cases (default 1280: 10 steps of 128)")
+    parser.add_argument("--rounds", type=positive_int, default=2,
+                        help="alternating warm fused and sequential measurements per K; the best counts (default 2)")
     parser.add_argument("--processes", action="store_true", help="also K concurrent worker processes (spawned)")
     parser.add_argument("--output", help="also write the JSON report here")
     args = parser.parse_args(argv)
     if max(args.ks) > len(SCHEDULES):
         parser.error(f"--ks: at most {len(SCHEDULES)} arms")
     print(f"cpu: {json.dumps(cpu_info())}", flush=True)
-    report = measure(args.cases, args.ks, args.epochs, args.images, args.processes)
+    report = measure(args.cases, args.ks, args.epochs, args.images, args.processes, args.rounds)
     if args.output:
         with open(args.output, "w") as file:
             json.dump(report, file, indent=1)
