@@ -44,6 +44,9 @@ from storage.attributes import study_lock
 from training.data import load_dataset
 
 
+RACE_POLL_SECONDS = 1.0  # a race's worker waits this long for the others' runs of a round before it looks again
+
+
 class EnvironmentStopped(Exception):
     """The environment failed the confirm stage ``--max-failures`` times in a row (no space, the storage lost):
     the stage stops, its study intact; the message is the line to show."""
@@ -108,6 +111,12 @@ class Stage:
             return [(arm, seed) for seed in self.seeds for arm in self.arms]
         by_key = {arm["key"]: arm for arm in self.arms}
         return [(by_key[key], seed) for key, seed in self.standing(states).needed]
+
+    def racing_on(self, states) -> bool:
+        """Whether a race has a round under way: its next round or its final test is still to be asked for."""
+        return self.race is not None and any(
+            states[(arm["key"], seed)][0] == RunState.RUNNING for arm, seed in self.wanted(states)
+            if seed in self.race["round_seeds"])
 
     def same_as(self, other: "Stage") -> bool:
         return [arm["key"] for arm in self.arms] == [arm["key"] for arm in other.arms] and self.seeds == other.seeds
@@ -262,12 +271,16 @@ def run_confirm(config, study: optuna.Study, storage, data,
                 states = _states(confirm, stage, counted)
                 wanted = [states[(arm["key"], seed)][0] for arm, seed in stage.wanted(states)]
                 if RunState.RUNNING in wanted:
+                    if stage.racing_on(states):  # a round under way: its next round or final test follows
+                        time.sleep(RACE_POLL_SECONDS)
+                        continue
                     log.info("confirm: other workers are finishing the last runs")
                     return None
                 if RunState.MISSING in wanted:  # a race's next round, now that this one is decided
                     continue
                 current = plan_stage(config, study, storage, confirm, budget)  # the search may have moved on
                 if current is not None and current.same_as(stage):
+                    stage = current  # the same arms and seeds; a race's plan as stored now (what it was fitted on)
                     break
                 stage = current or stage
                 allowed = _allowances(stage, errors, allowed)
@@ -307,9 +320,12 @@ def _states(confirm: optuna.Study, stage: Stage, counted: dict[tuple[str, int], 
 
 def _allowances(stage: Stage, errors: dict, allowed: dict) -> dict[tuple[str, int], int]:
     """The errors each (arm, seed) of ``stage`` may still have: ``ATTEMPTS`` more than it had when the command
-    started (``errors``), as already granted in ``allowed``."""
-    return {**allowed, **{(arm["key"], seed): allowed.get((arm["key"], seed), errors.get((arm["key"], seed), 0)
-                                                            + ATTEMPTS) for arm in stage.arms for seed in stage.seeds}}
+    started (``errors``), as already granted in ``allowed``. A race's round runs have ``ATTEMPTS`` in all,
+    whatever the invocation: the rounds decide who goes on, so their outcome must not change with a re-run."""
+    rounds = set(stage.race["round_seeds"]) if stage.race else set()
+    return {**allowed, **{(arm["key"], seed): ATTEMPTS if seed in rounds else
+                          allowed.get((arm["key"], seed), errors.get((arm["key"], seed), 0) + ATTEMPTS)
+                          for arm in stage.arms for seed in stage.seeds}}
 
 
 def _summary(config, stage: Stage, states, data, budget) -> dict[str, Any]:

@@ -48,11 +48,24 @@ def test_the_standing_drops_the_worse_half_and_a_broken_arm_and_tests_the_leader
     assert race.standing(field, "base", rounds, final, results).decided
 
 
-def test_a_broken_baseline_leaves_its_round_unranked_and_ties_keep_the_surrogates_order():
+def test_a_broken_arm_never_survives_and_a_broken_baseline_still_ranks_its_round():
+    # the baseline broke on the round's seed: the field's median stands in, so the better arm still goes on
     results = {("base", 1): (DIVERGED, None), ("a", 1): (DONE, 0.4), ("b", 1): (DONE, 0.9)}
     now = race.standing(["a", "b"], "base", [1], [2, 3, 4], results)
-    assert now.survivor == "a" and now.means == {"a": None, "b": None}  # no pair: the surrogate's pick stands
-    assert set(now.dropped) == {"b"}
+    assert now.survivor == "b" and set(now.dropped) == {"a"}
+    # an arm that broke on that same seed is out, never kept for its surrogate rank
+    results = {("base", 1): (DIVERGED, None), ("a", 1): (DIVERGED, None), ("b", 1): (DONE, 0.85)}
+    assert race.standing(["a", "b"], "base", [1], [2, 3, 4], results).survivor == "b"
+    # every arm broke: no survivor, no final test, and the account says why
+    results = {("base", 1): (DONE, 0.8), ("a", 1): (DIVERGED, None), ("b", 1): (FAILED, None)}
+    now = race.standing(["a", "b"], "base", [1], [2, 3, 4], results)
+    assert now.survivor is None and now.decided and now.needed == [("base", 1), ("a", 1), ("b", 1)]
+    plan = {"arms": [{"key": "base"}] + [{"key": k, "label": k, "source_trial": 1} for k in "ab"], "sizes": [2],
+            "trainings": 9, "round_seeds": [1], "final_seeds": [2, 3, 4], "fitted_on": []}
+    assert "every arm" in race.account(plan, now)["stopped_by"]
+    # ties keep the surrogate's order; no round: the surrogate's first pick goes straight to the final test
+    tied = {("base", 1): (DONE, 0.8), ("a", 1): (DONE, 0.8), ("b", 1): (DONE, 0.8)}
+    assert race.standing(["b", "a"], "base", [1], [2, 3, 4], tied).survivor == "b"
     no_rounds = race.standing(["a", "b"], "base", [], [2, 3, 4], {})
     assert no_rounds.survivor == "a" and no_rounds.needed == [(k, s) for s in (2, 3, 4) for k in ("base", "a")]
 
@@ -70,8 +83,11 @@ def test_the_surrogate_trusts_a_candidate_its_neighbours_vouch_for_over_a_lone_l
         study.add_trial(_trial(0.80 - 0.05 * (level - 1.3) ** 2 + rng.normal(0, 0.002), [level] * 3))
     lucky = 0.80 + 0.01  # far from the good region, its own value the study's best
     study.add_trial(_trial(lucky, [0.55] * 3))
+    learned = {"family": "learned", "params": {}}  # its factors are only where its trainable scalars started
+    study.add_trial(create_trial(value=0.40, user_attrs={"preset": "learned", "schedule": learned,
+                                                         "values": [1.3] * 3}))
     estimates, fitted_on = surrogate.estimates(study)
-    assert len(fitted_on) == 41 and max(t.value for t in study.trials) == lucky
+    assert len(fitted_on) == 41 and 41 not in fitted_on and max(t.value for t in study.trials) == lucky
     ranked = [e.trial for e in estimates]
     assert ranked.index(40) > 10  # the raw ranking's first is not among the surrogate's top 10
     best = study.trials[ranked[0]]

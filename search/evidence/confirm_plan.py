@@ -110,6 +110,7 @@ def race_plan(study: optuna.Study, top: int, trainings: int, target: dict[str, A
     arms += [{**_candidate_arm(study, trials[e.trial], budget), "surrogate_mean": e.mean, "surrogate_sd": e.sd}
              for e in field]
     return {"top": top, "trainings": trainings, "budget": target, "fitted_on": fitted_on, "sizes": sizes,
+            "surrogate": len(fitted_on) >= surrogate.MIN_TRIALS,
             "round_seeds": [first + i for i in range(len(sizes))],
             "final_seeds": [first + len(sizes) + i for i in range(final)], "arms": arms}
 

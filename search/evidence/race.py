@@ -70,7 +70,12 @@ def standing(field_keys: Sequence[str], baseline: str, round_seeds: Sequence[int
              results: Mapping[tuple[str, int], tuple[RunState, float | None]]) -> Standing:
     """The race's standing: ``field_keys`` in the surrogate's order, ``round_seeds[r]`` the seed of round r (as
     many as ``layout`` gives rounds), ``results[(key, seed)]`` each pair's (state, accuracy) as
-    ``confirm_plan.outcome`` reads it (absent: not run yet)."""
+    ``confirm_plan.outcome`` reads it (absent: not run yet).
+
+    An arm with a run that diverged or failed is out for good: it is dropped at once (never kept for its
+    surrogate rank), and when every arm of the field has broken there is no survivor and no final test. A round
+    whose baseline broke still ranks its arms: on one seed, differences to the field's median rank them as
+    differences to the baseline would."""
     now = Standing()
     current = list(field_keys[:1]) if not round_seeds else list(field_keys)
     differences: dict[str, list[float]] = {key: [] for key in current}
@@ -80,27 +85,33 @@ def standing(field_keys: Sequence[str], baseline: str, round_seeds: Sequence[int
         now.fields.append(list(current))
         if not all(results.get(pair, (RunState.MISSING, None))[0] in FINISHED for pair in pairs):
             return now
+        values = {key: results[(key, seed)][1] for key in current}
         base = results[(baseline, seed)][1]
+        if base is None:  # no pair on this seed: the field's own median stands in for the baseline
+            healthy = [value for value in values.values() if value is not None]
+            base = float(np.median(healthy)) if healthy else None
         for key in current:
-            value = results[(key, seed)][1]
-            # an arm that broke (diverged, failed) is out; a baseline that broke leaves the round unranked
-            differences[key].append(math.nan if base is None else -math.inf if value is None else value - base)
+            differences[key].append(-math.inf if values[key] is None else math.nan if base is None
+                                    else values[key] - base)
         means = {key: _mean(differences[key]) for key in current}
         now.means.update(means)
         order = sorted(current, key=lambda key: -means[key] if means[key] is not None else math.inf)
-        keep = order[:max(1, len(current) // 2)]
-        for key in order[len(keep):]:
-            mean = means[key]
-            reason = "a run diverged or failed" if mean == -math.inf else \
+        broken = [key for key in order if means[key] == -math.inf]
+        healthy = [key for key in order if key not in broken]
+        keep = healthy[:max(1, len(current) // 2)]
+        for key in order:
+            if key in keep:
+                continue
+            reason = "a run diverged or failed" if key in broken else \
                 f"behind the better half after {number} round{'s' * (number > 1)}"
-            now.dropped[key] = {"round": number, "mean_difference": _finite(mean),
-                                "reason": reason}
+            now.dropped[key] = {"round": number, "mean_difference": _finite(means[key]), "reason": reason}
         current = keep  # by mean difference, ties in the surrogate's order
     now.survivor = current[0] if current else None
     for key in current[1:]:  # the budget stopped the race with more than one left: the leader goes on
         now.dropped[key] = {"round": len(round_seeds), "mean_difference": _finite(now.means.get(key)),
-                            "reason": "kept, but behind the leader when the budget ended the rounds"}
-    if now.survivor is None:
+                            "reason": "kept to the end, behind the leader"}
+    if now.survivor is None:  # every arm broke: nothing to test
+        now.decided = True
         return now
     final = [(key, seed) for seed in final_seeds for key in (baseline, now.survivor)]
     now.needed += final
@@ -122,23 +133,27 @@ def _mean(values: list[float]) -> float | None:
 
 def account(plan: dict, now: Standing) -> dict:
     """What the race did, for the verdict's summary (``summary["race"]``), the terminal, the note, the report and
-    the export: its budget and the runs it spent, the seeds of its rounds and of its final test, why it stopped,
-    and per arm of the field the surrogate's estimate, the search's own value, the rounds it ran, its mean paired
-    difference in them, and whether (and why) it was dropped."""
+    the export: its budget and the (arm, seed) runs it asked for (``spent``), the seeds of its rounds and of its
+    final test, why it stopped, whether a surrogate was fitted, and per arm of the field the surrogate's estimate,
+    the search's own value, the rounds it ran, its mean paired difference in them, and whether (and why) it was
+    dropped."""
     field = []
     for arm in plan["arms"][1:]:
         key, rounds = arm["key"], sum(arm["key"] in keys for keys in now.fields)
-        mean = now.means.get(key)
         dropped = now.dropped.get(key) or (None if rounds or key == now.survivor else
                                            {"round": 0, "mean_difference": None,
                                             "reason": "not raced: the budget left only the final test"})
         field.append({"label": arm["label"], "source_trial": arm["source_trial"],
                       "surrogate_mean": arm.get("surrogate_mean"), "surrogate_sd": arm.get("surrogate_sd"),
                       "search_value": arm.get("proxy"), "rounds": rounds,
-                      "mean_difference": _finite(mean), "dropped": dropped,
+                      "mean_difference": _finite(now.means.get(key)), "dropped": dropped,
                       "final_test": key == now.survivor})
     sizes = plan["sizes"]
-    if not sizes:
+    if now.survivor is None and now.decided:
+        stopped = "every arm of the field diverged or failed: no final test"
+    elif len(plan["arms"]) == 2:
+        stopped = "a field of one: nothing to race"
+    elif not sizes:
         stopped = "the budget left only the final test: the surrogate's first pick went straight to it"
     elif max(1, sizes[-1] // 2) == 1:
         stopped = "the field was down to one"
@@ -147,36 +162,43 @@ def account(plan: dict, now: Standing) -> dict:
     survivor = next((arm["label"] for arm in plan["arms"] if arm["key"] == now.survivor), None)
     return {"trainings": plan["trainings"], "spent": len(now.needed), "sizes": sizes,
             "round_seeds": plan["round_seeds"], "final_seeds": plan["final_seeds"], "fitted_on": plan["fitted_on"],
-            "survivor": survivor, "stopped_by": stopped, "field": field}
+            "surrogate": plan.get("surrogate", True), "survivor": survivor, "stopped_by": stopped, "field": field}
 
 
 def plan_line(plan: dict) -> str:
     """The race's plan in one line, for the stage's first log line."""
-    rounds = len(plan["sizes"])
-    return (f"a field of {len(plan['arms']) - 1} by the surrogate (a Gaussian process over "
-            f"{len(plan['fitted_on'])} search trials), {rounds} round{'s' * (rounds != 1)} "
-            f"({', '.join(map(str, plan['sizes'])) or 'none'} candidates, one seed each, the baseline beside), "
-            f"then the survivor against the baseline on {len(plan['final_seeds'])} seeds no round used")
+    rounds, size = len(plan["sizes"]), len(plan["arms"]) - 1
+    picked = (f"by the surrogate (a Gaussian process over {len(plan['fitted_on'])} search trials)"
+              if plan.get("surrogate", True) else "by the search's own values (too few trials for a surrogate)")
+    raced = (f"{rounds} round{'s' * (rounds != 1)} of {', '.join(map(str, plan['sizes']))} candidates, one seed "
+             f"each, the baseline beside, then the leader" if rounds else "no round, the first")
+    return (f"a field of {size} {picked}; {raced} against the baseline on {len(plan['final_seeds'])} seeds no "
+            f"round used")
 
 
 def lines(race: dict) -> list[str]:
     """The terminal's account of a race (``account``): its allocation, then one line per arm of the field."""
     rounds = len(race["round_seeds"])
-    said = [f"race: {race['spent']} of {race['trainings']} runs; {rounds} round{'s' * (rounds != 1)} on seeds "
-            f"{race['round_seeds']}, the final test on {len(race['final_seeds'])} fresh seeds "
-            f"{race['final_seeds']}; stopped by {race['stopped_by']}. Surrogate: the Gaussian process's mean "
-            f"accuracy +- sd; search: the trial's own single-seed value; race: mean paired difference in the rounds:"]
+    surrogate = race.get("surrogate", True)
+    said = [f"race: {race['spent']} of {race['trainings']} runs; {rounds} round{'s' * (rounds != 1)}"
+            + (f" on seeds {race['round_seeds']}" if rounds else "")
+            + f", the final test on {len(race['final_seeds'])} fresh seeds {race['final_seeds']}; stopped: "
+            f"{race['stopped_by']}. " + ("Surrogate: the Gaussian process's mean accuracy +- sd; " if surrogate
+                                         else "Too few trials for a surrogate: the search's own ranking; ")
+            + "search: the trial's own single-seed value; race: mean paired difference in the rounds:"]
     for arm in race["field"]:
         text = f"  {arm['label']:<24}"
-        if arm["surrogate_mean"] is not None:
-            text += f" surrogate {100 * arm['surrogate_mean']:.2f} +- {100 * (arm['surrogate_sd'] or 0):.2f} %"
+        if surrogate and arm["surrogate_mean"] is not None:
+            text += f" surrogate {100 * arm['surrogate_mean']:.2f} +- {100 * (arm['surrogate_sd'] or 0):.2f} %,"
         if arm["search_value"] is not None:
-            text += f", search {100 * arm['search_value']:.2f} %"
+            text += f" search {100 * arm['search_value']:.2f} %"
         if arm["mean_difference"] is not None:
             text += f", race {100 * arm['mean_difference']:+.2f} pt over {arm['rounds']} round" + \
                     "s" * (arm["rounds"] != 1)
         if arm["final_test"]:
             text += ": to the final test"
+        elif arm["dropped"] and arm["dropped"]["reason"].startswith("kept"):
+            text += f": {arm['dropped']['reason']}"
         elif arm["dropped"]:
             text += f": dropped ({arm['dropped']['reason']})"
         said.append(text)

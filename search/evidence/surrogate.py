@@ -8,7 +8,7 @@ benchmarks/search_power.py measured the pick alone to find a planted +2 sigma_d 
 
 The model: scikit-learn's ``GaussianProcessRegressor``, a constant times an isotropic RBF over the factors plus a
 ``WhiteKernel`` (each trial's seed noise, fitted), targets normalised; fitted on every completed search trial
-(the references too: the baseline is a point of the space), its kernel's hyperparameters by maximum likelihood.
+(the baseline and the paper's schedules too, not the learned arms), its kernel's hyperparameters by maximum likelihood.
 Deterministic for the same trials (``random_state`` 0). Units: the trials' metric, a validation accuracy in
 [0, 1]; ``sd`` is the posterior standard deviation of the *mean* accuracy at a schedule (the white noise left
 out).
@@ -47,13 +47,16 @@ def fitted_trials(study: optuna.Study) -> list[int]:
 
 
 def _points(study: optuna.Study) -> list:
-    return [t for t in records.complete(study) if TrialKey.VALUES.of(t) and t.value is not None]
+    """The trials that are points of the space: not the learned arms, whose recorded factors are only where their
+    trainable scalars started."""
+    return [t for t in records.complete(study) if TrialKey.VALUES.of(t) and t.value is not None
+            and not records.is_learned_arm(t)]
 
 
 def estimates(study: optuna.Study) -> tuple[list[Estimate], list[int]]:
     """The study's candidates (``records.candidates``) by the surrogate's posterior mean, best first (ties: the raw
     ranking's order), and the trial numbers it was fitted on. Fewer than ``MIN_TRIALS`` trials with factors: the
-    raw ranking, each candidate's mean its own value and sd None-like (0)."""
+    raw ranking, each candidate's mean its own value and sd 0 (``fitted`` says which)."""
     candidates = [t for t in records.candidates(study) if TrialKey.VALUES.of(t)]
     points = _points(study)
     fitted_on = sorted(t.number for t in points)
