@@ -11,7 +11,9 @@ from training.config import TrainConfig
 from training.data import load_dataset
 from training.fused import run_fused
 
-BASE, PAPER, HUGE = None, preset("paper-c10-r32"), Schedule("constant", {"value": 1e25})  # HUGE: inf by block 2
+BASE, PAPER, LEARNED = None, preset("paper-c10-r32"), preset("learned")
+HUGE = Schedule("constant", {"value": 1e25})  # activations overflow to inf by block 2: a NaN loss
+SCHEDULES = {"base": BASE, "paper": PAPER, "learned": LEARNED, "huge": HUGE}
 EPOCHS = 2
 
 
@@ -38,8 +40,8 @@ def alone(digits):
     def single(name: str, seed: int, stop_at: int | None = None):
         if (name, seed, stop_at) not in done:
             hook = (lambda epoch, accuracy: epoch >= stop_at) if stop_at else None
-            result = loop.run(_config(seed), {"base": BASE, "paper": PAPER, "huge": HUGE}[name], digits, on_epoch=hook)
-            (entry,) = reuse._cache.values()
+            result = loop.run(_config(seed), SCHEDULES[name], digits, on_epoch=hook, test=True)
+            entry = list(reuse._cache.values())[-1]  # the model this run was lent (the most recently used)
             network = reuse.network_of(entry.model)
             weights = [np.array(v.numpy()) for v in network.weights if not v.path.endswith("/factor")]
             done[name, seed, stop_at] = result, weights
@@ -59,6 +61,9 @@ def _assert_same(fused, weights, expected):
         (result.epochs_run, result.stopped_early, result.diverged)
     assert fused.final_val_accuracy == pytest.approx(result.final_val_accuracy, abs=1e-6)
     assert fused.seed == result.seed and fused.schedule == result.schedule
+    if fused.test_accuracy is not None:
+        assert fused.test_accuracy == pytest.approx(result.test_accuracy, abs=1e-6)
+    assert fused.learned_values == pytest.approx(result.learned_values, rel=1e-5)
     assert len(weights) == len(expected_weights)
     for mine, theirs in zip(weights, expected_weights):
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
@@ -66,15 +71,17 @@ def _assert_same(fused, weights, expected):
 
 def test_arms_of_one_seed_equal_their_separate_runs(digits, alone):
     weights = []
-    results = run_fused(_config(3), [BASE, PAPER], digits, final_weights=weights)
+    results = run_fused(_config(3), [BASE, PAPER], digits, final_weights=weights, test=True)
+    assert all(result.test_accuracy is not None for result in results)
     for arm, name in enumerate(("base", "paper")):
         _assert_same(results[arm], weights[arm], alone(name, 3))
 
 
 def test_arms_with_their_own_seeds_get_their_own_data_and_equal_their_separate_runs(digits, alone):
     weights = []
-    results = run_fused([_config(3), _config(5), _config(5)], [BASE, PAPER, BASE], digits, final_weights=weights)
-    for arm, (name, seed) in enumerate((("base", 3), ("paper", 5), ("base", 5))):
+    results = run_fused([_config(3), _config(5), _config(5)], [BASE, PAPER, LEARNED], digits, final_weights=weights)
+    assert results[2].learned_values is not None  # a learned arm: its scalars trained in the fused graph too
+    for arm, (name, seed) in enumerate((("base", 3), ("paper", 5), ("learned", 5))):
         _assert_same(results[arm], weights[arm], alone(name, seed))
 
 

@@ -11,8 +11,14 @@ Per arm, per epoch: its training loss and accuracy, its validation accuracy, the
 accuracy)``; True stops that arm (``stopped_early``). A NaN or infinite loss marks an arm diverged. Either way the
 arm is masked (its loss leaves the sum through ``where``: its NaN never reaches another arm) and its weights at that
 epoch are kept aside and put back at the end, so its record (test accuracy, learned values, ``final_weights``) is
-that of its single run. The run ends when no arm is left. Masked, not dropped: dropping an arm rebuilds and traces
-the fused graph again (``benchmarks.fused_speed`` measures both; see its README figures).
+that of its single run. The run ends when no arm is left. Masked, not dropped: dropping an arm means a fused graph
+of the arms left, traced (on a GPU, compiled by XLA) before the next step; a masked arm costs its share of every
+epoch left. On this CPU (``benchmarks.fused_speed``) the two break even after about one epoch of ResNet-8 on digits,
+but fusion does not pay on this CPU at all; on a GPU a masked arm's kernels are tiny next to an XLA compile, so
+masking is the choice until ``benchmarks.gpu_check`` says otherwise.
+
+A process keeps its compiled fused models (``lent_fused``, as ``training.reuse`` keeps single ones): a fused run on a
+graph traced before rebuilds each arm's network under its seed (no tracing) and copies its variables in.
 
 ``checkpoint_dir``: the whole fused state (every arm, the mask, the optimizer) and every arm's record after each
 epoch, in one ``training.checkpoint.EpochCheckpoint``; a killed run resumes there, replays the restored epochs
@@ -21,6 +27,7 @@ through ``on_epoch``, and goes on on the same data streams.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -322,7 +329,10 @@ class _FusedRecorder(keras.callbacks.Callback):
             arrays = {f"a{arm}_{i}": w for arm, weights in self.kept.items() for i, w in enumerate(weights)}
             self.checkpoint.folder.mkdir(parents=True, exist_ok=True)
             partial = self._kept_path().with_suffix(".tmp.npz")
-            np.savez(partial, **arrays)
+            with open(partial, "wb") as file:  # whole and on disk before it replaces the previous one
+                np.savez(file, **arrays)
+                file.flush()
+                os.fsync(file.fileno())
             partial.replace(self._kept_path())
 
     def resume(self, model: FusedArms) -> int:
