@@ -1,6 +1,7 @@
 """Fused arms (training.fused): each arm of one fused run is the run ``training.loop.run`` makes alone with its
 seed and schedule: the same per-epoch curves and final weights (float32), with shared and with different seeds,
 with an arm pruned, with an arm diverged, and after a kill and a resume."""
+import keras
 import numpy as np
 import pytest
 
@@ -69,10 +70,16 @@ def _assert_same(fused, weights, expected):
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
 
 
-def test_arms_of_one_seed_equal_their_separate_runs(digits, alone):
+def test_arms_of_one_seed_equal_their_separate_runs(digits, alone, tmp_path):
     weights = []
-    results = run_fused(_config(3), [BASE, PAPER], digits, final_weights=weights, test=True)
+    results = run_fused(_config(3), [BASE, PAPER], digits, final_weights=weights, test=True,
+                        save_models=[None, tmp_path / "paper.keras"])
     assert all(result.test_accuracy is not None for result in results)
+    saved = keras.saving.load_model(tmp_path / "paper.keras", compile=False)  # uint8 images in, logits out
+    network = reuse.network_of(saved)
+    for mine, saved_weight in zip(weights[1], [v for v in network.weights if not v.path.endswith("/factor")],
+                                  strict=True):
+        np.testing.assert_array_equal(mine, np.array(saved_weight))
     for arm, name in enumerate(("base", "paper")):
         _assert_same(results[arm], weights[arm], alone(name, 3))
 

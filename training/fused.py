@@ -11,11 +11,14 @@ Per arm, per epoch: its training loss and accuracy, its validation accuracy, the
 accuracy)``; True stops that arm (``stopped_early``). A NaN or infinite loss marks an arm diverged. Either way the
 arm is masked (its loss leaves the sum through ``where``: its NaN never reaches another arm) and its weights at that
 epoch are kept aside and put back at the end, so its record (test accuracy, learned values, ``final_weights``) is
-that of its single run. The run ends when no arm is left. Masked, not dropped: dropping an arm means a fused graph
-of the arms left, traced (on a GPU, compiled by XLA) before the next step; a masked arm costs its share of every
-epoch left. On this CPU (``benchmarks.fused_speed``) the two break even after about one epoch of ResNet-8 on digits,
-but fusion does not pay on this CPU at all; on a GPU a masked arm's kernels are tiny next to an XLA compile, so
-masking is the choice until ``benchmarks.gpu_check`` says otherwise.
+that of its single run. The run ends when no arm is left. Masked, not dropped (yet): dropping means a fused graph
+of the arms left, traced (compiled by XLA on a GPU) before the next step; a masked arm costs its share of every step
+left. Measured on the 2-core CPU (``benchmarks.fused_speed``, 2026-12-03): a trace costs 1.4-20 s (K and depth), a
+masked arm what training it alone costs (about 4 ms an image for ResNet-32): they break even after 1-10 epochs of
+512-1293 images, well under one epoch of CIFAR's 45k-image split. So dropping pays for long runs, masking only for
+the tiny trials; but fusion itself does not pay on this CPU (same figures), and on a GPU the masked arm's share and
+the XLA compile are ``benchmarks.gpu_check``'s to measure. The follow-up: drop when the epochs left times the arm's
+measured epoch share exceed the measured trace time.
 
 A process keeps its compiled fused models (``lent_fused``, as ``training.reuse`` keeps single ones): a fused run on a
 graph traced before rebuilds each arm's network under its seed (no tracing) and copies its variables in.
@@ -48,7 +51,7 @@ from training import loop, reuse
 from training.checkpoint import CURVES, EpochCheckpoint, run_key
 from training.config import TrainConfig
 from training.data import Dataset
-from training.pipeline import PadCropFlip, batches
+from training.pipeline import PadCropFlip, batches, with_input_pipeline
 
 __all__ = ["ArmHook", "REUSE_FUSED", "clear", "fused_model", "fused_streams", "lent_fused", "run_fused"]
 
@@ -196,13 +199,16 @@ def _reinitialise(entry: _Entry, configs: Sequence[TrainConfig], schedules: Sequ
 def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[Schedule | None], data: Dataset,
               on_epoch: ArmHook | None = None, test: bool = False, verbose: int = 0,
               checkpoint_dir: str | Path | None = None, final_weights: list | None = None,
-              callbacks: Sequence[keras.callbacks.Callback] = ()) -> list[loop.RunResult]:
+              callbacks: Sequence[keras.callbacks.Callback] = (),
+              save_models: Sequence[str | Path | None] | None = None) -> list[loop.RunResult]:
     """Train one arm per schedule at once (``configs``: one per arm, or one for all: equal but for the seed);
     one ``RunResult`` per arm, as ``training.loop.run`` would have returned for it alone.
 
     ``final_weights``: a list to receive, per arm, its network's weights (NumPy, ``network.weights`` order) at its
     end. ``wall_seconds`` is the fused run's; ``images_per_second`` each arm's own images over the fused epochs'
     steady training time (the aggregate is K times that). ``callbacks``: more Keras callbacks for ``fit``.
+    ``save_models``: per arm, where an arm that trained to its end saves its network behind its input pipeline
+    (a ``.keras`` file as ``training.loop.run``'s ``save_model``, without the optimizer's state), or None.
     """
     schedules = [schedule or Schedule("constant", {"value": 1.0}) for schedule in schedules]
     configs = _configs(configs, len(schedules))
@@ -242,6 +248,9 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
             result.wall_seconds = time.perf_counter() - started
             result.final_val_accuracy = result.val_accuracy[-1] if result.val_accuracy and not result.diverged else None
             result.images_per_second = recorder.images_per_second()
+            path = save_models[arm] if save_models is not None else None
+            if path is not None and not (result.diverged or result.stopped_early):
+                with_input_pipeline(networks[arm], data.mean, data.std, seed=configs[arm].seed).save(path)
             if final_weights is not None:
                 final_weights.append([np.array(keras.ops.convert_to_numpy(w)) for w in networks[arm].weights
                                       if not w.path.endswith("/factor")])  # the factors: schedule, not weights
