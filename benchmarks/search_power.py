@@ -24,7 +24,7 @@ The strategies, each at the same trainings (a search of N trials, then a stage o
   S fresh seeds; the product's verdict (``search.evidence.verdict.summarise``);
 - ``gp``: the same runs, but the K to confirm chosen by a Gaussian process (scikit-learn, RBF + white noise) fitted
   over every finished trial's realised factors, by posterior mean;
-- ``race``: the product's racing confirm stage (``--confirm-budget``, ``search.evidence.race``): the GP's top 2K
+- ``race``: the product's racing confirm stage (``--confirm-budget``, ``search.evidence.race``): the GP's top 2 (``race.FIELD``)
   raced on fresh seeds, one seed a round, the baseline beside them, halving the field each round by mean paired
   difference; the survivor then tested against the baseline alone on seeds no round used (the product's verdict
   at K = 1), so the final test is valid whatever the rounds chose;
@@ -168,10 +168,10 @@ def outcome(summary: dict, world: World, values: np.ndarray) -> dict:
 
 
 def race_stage(world: World, values: np.ndarray, ranking: np.ndarray, top: int, runs: int, first_seed: int) -> dict:
-    """The product's race (``search.evidence.race``: its layout and standing) on the ranking's top 2K within the
+    """The product's race (``search.evidence.race``: its layout and standing) on the ranking's top ``race.FIELD`` within the
     stage's ``runs``: rounds on fresh seeds, one seed a round with the baseline, the better half kept; then the
     survivor against the baseline alone on the seeds no round used."""
-    field = [f"c{index}" for index in ranking[:race.FIELD_PER_CANDIDATE * top]]
+    field = [f"c{index}" for index in ranking[:race.FIELD]]
     sizes, final = race.layout(len(field), runs)
     round_seeds = list(range(first_seed, first_seed + len(sizes)))
     final_seeds = list(range(first_seed + len(sizes), first_seed + len(sizes) + final))

@@ -3,11 +3,13 @@
     shortcut-search confirm --storage sqlite:///search.db --study cifar10-resnet32 --top 5 --seeds 3
 
 A search picks its best schedule from single runs on one seed: the best of N is high partly by chance. This stage
-trains the top K candidates, the baseline and the study's paper preset again with S seeds of their own (the
-study's seed + 2000 + i: disjoint from the search's and the baseline replicas'), on the same split and budget,
-judged on validation and paired by seed with the baseline. The verdict is one-sided and simultaneous over the K
-candidates (Dunnett, variance pooled over arms and seeds): a candidate beats the baseline when its adjusted 95 %
-lower bound is above zero; otherwise the baseline stays the recommendation. ``shortcut-search run`` runs this stage after
+trains candidates again on seeds of their own (the study's seed + 2000 + i: disjoint from the search's and the
+baseline replicas'), on the same split and budget, judged on validation and paired by seed with the baseline. By
+default it races (``--budget``, default ``auto``: (K + 2) x S runs): the surrogate's top candidates raced one seed
+a round, then the leader tested against the baseline alone on seeds no round used; ``--budget fixed`` trains the
+top K, the baseline and the paper's preset on S seeds each. The verdict is one-sided and simultaneous over the
+candidates tested (Dunnett, variance pooled over arms and seeds): a candidate beats the baseline when its adjusted
+95 % lower bound is above zero; otherwise the baseline stays the recommendation. ``shortcut-search run`` runs this stage after
 its search (``--confirm-top``, ``--confirm-seeds``).
 
 The runs are trials of a study of their own, ``<study>.confirm``, in the same storage: resumable (kill it and
@@ -33,8 +35,8 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="shortcut-search confirm", description=__doc__.split("\n\n")[0])
     add_storage_argument(parser)
     parser.add_argument("--study", required=True, help="the search study to confirm")
-    parser.add_argument("--top", type=positive_int, default=5, help="the search's best candidates to confirm "
-                        "(default 5)")
+    parser.add_argument("--top", type=positive_int, default=5, metavar="K", help="the fixed stage confirms the "
+                        "search's best K candidates; an auto race spends (K + 2) x S runs (default 5)")
     add_confirm_arguments(parser, "--seeds", "--budget")
     add_target_arguments(parser)
     parser.add_argument("--data-dir", help="folder of the CIFAR archive, as for the search")

@@ -82,11 +82,12 @@ def add_confirm_arguments(parser: ArgumentParser, seeds_flag: str, budget_flag: 
     """The confirm stage's seeds (``seeds_flag``: --confirm-seeds on run, --seeds on confirm), its racing budget
     (``budget_flag``) and --min-effect."""
     parser.add_argument(seeds_flag, type=seed_count, default=3, metavar="S",
-                        help="fresh seeds per confirmed schedule, seed + 2000 + i, at least 2; auto = as many as "
+                        help="the fixed stage's fresh seeds per confirmed schedule (seed + 2000 + i), and what an "
+                             "auto race's budget is sized by, (K + 2) x S runs; at least 2; auto = as many as "
                              "--min-effect needs to be found 80 %% of the time, from the baseline's spread (2 to 10; "
                              "default 3)")
     parser.add_argument(budget_flag, type=confirm_budget, default="auto", metavar="N",
-                        help="the stage races: a field of the surrogate's top 2K candidates (a Gaussian process over "
+                        help="the stage races: a field of the surrogate's top 2 candidates (a Gaussian process over "
                              "every search trial's factors) on fresh seeds, one seed a round beside the baseline, the "
                              "better half kept each round, then the leader against the baseline alone on seeds no "
                              "round used; N runs in all, at least 6; auto = the fixed stage's (K + 2) x S runs (21 at "

@@ -63,9 +63,10 @@ def build_parser() -> ArgumentParser:
                              "estimates the study's noise, sigma_d, until the confirm stage measures it; they count "
                              "as trials (default 3)")
     parser.add_argument("--confirm-top", type=int, default=5, metavar="K",
-                        help="after the search, re-train the top K candidates, the baseline and the paper's preset "
-                             "on fresh seeds and say whether one beats the baseline (shortcut-search confirm); 0 = off "
-                             "(default 5)")
+                        help="after the search, confirm on fresh seeds and say whether a candidate beats the "
+                             "baseline (shortcut-search confirm): a race of (K + 2) x S runs by default, or with "
+                             "--confirm-budget fixed the top K, the baseline and the paper's preset on S seeds each; "
+                             "0 = off (default 5)")
     add_confirm_arguments(parser, "--confirm-seeds", "--confirm-budget")
     add_target_arguments(parser)
     parser.add_argument("--checkpoint-dir", metavar="DIR",

@@ -305,6 +305,27 @@ def verdict_figure(summary: dict[str, Any]) -> go.Figure:
     return figure
 
 
+def race_figure(summary: dict[str, Any]) -> go.Figure:
+    """A racing confirm stage's field: per arm, the surrogate's estimate of its accuracy (the Gaussian process over
+    every search trial, mean +- one sd) beside the trial's own single-seed value; the leader sent to the final test
+    in the title with its seeds."""
+    race = summary["race"]
+    field = race["field"]
+    figure = go.Figure()
+    labels = [arm["label"] + (" (final test)" if arm["final_test"] else "") for arm in field]
+    if race.get("surrogate", True):
+        figure.add_trace(go.Scatter(x=labels, y=[100 * (arm["surrogate_mean"] or 0) for arm in field],
+                                    mode="markers", name="surrogate: mean +- sd", marker=dict(size=11),
+                                    error_y=dict(type="data", array=[100 * (arm["surrogate_sd"] or 0)
+                                                                     for arm in field])))
+    figure.add_trace(go.Scatter(x=labels, y=[None if arm["search_value"] is None else 100 * arm["search_value"]
+                                             for arm in field], mode="markers", name="search: its own seed",
+                                marker=dict(symbol="x", size=9)))
+    return _finish(figure, f"Race: {race['survivor'] or 'no survivor'} tested on {len(race['final_seeds'])} fresh "
+                           f"seeds ({race['spent']} of {race['trainings']} runs; stopped: {race['stopped_by']})",
+                   "arm of the field (#trial)")
+
+
 def agreement_figure(summary: dict[str, Any]) -> go.Figure:
     """Did the search's ranking foretell the confirm stage's? Each arm's search value (its one run at the search's
     budget) against its mean over the stage's seeds at the stage's budget, the seeds' spread as a bar; Kendall's

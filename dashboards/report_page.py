@@ -27,6 +27,8 @@ def report_figures(study: optuna.Study) -> list:
              figures.importance_figure(study), optuna.visualization.plot_timeline(study)]
     if confirmation := records.confirmation(study):
         built += [figures.verdict_figure(confirmation), figures.agreement_figure(confirmation)]
+        if confirmation.get("race"):
+            built.append(figures.race_figure(confirmation))
     built += [figures.evaluation_figure(record) for record in records.evaluations(study)]
     built.append(figures.top_trials_table(study))
     return built

@@ -94,13 +94,13 @@ def _candidate_arm(study, trial, budget) -> dict[str, Any]:
 
 def race_plan(study: optuna.Study, top: int, trainings: int, target: dict[str, Any] | None = None) \
         -> dict[str, Any] | None:
-    """The race's plan (``search.evidence.race``): the baseline and a field of the surrogate's top 2 x ``top``
+    """The race's plan (``search.evidence.race``): the baseline and a field of the surrogate's top ``race.FIELD``
     candidates, each with the surrogate's ``surrogate_mean`` and ``surrogate_sd``; the field's ``sizes`` per
     round; the rounds' seeds and the final test's (the study's seed + 2000 + i: rounds first, then the final
     test, so no final seed was raced on); ``fitted_on``, the trials the surrogate saw. None: no candidate."""
     budget = target_budget(study, target)
     estimates, fitted_on = surrogate.estimates(study)
-    field = estimates[:race.FIELD_PER_CANDIDATE * top]
+    field = estimates[:race.FIELD]
     if not field:
         return None
     sizes, final = race.layout(len(field), trainings)
