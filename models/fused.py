@@ -9,16 +9,18 @@ their own seed read their own input (the confirm stage's case). Its loss is the 
 single network's loss (mean cross-entropy plus the arm's own weight decay), so the gradient of arm k's weights is
 exactly that of its single run: nothing but the scalar sum crosses between arms.
 
-Why K sub-networks in one graph, not grouped convolutions over a stacked channel axis or ops over a stacked arm
+Why K sub-networks in one graph, not grouped convolutions over a stacked channel axis nor ops over a stacked arm
 axis: (1) equivalence by construction: arm k runs the very kernels, shapes and reduction order of its single run,
-so the fused result equals the separate runs bitwise on a CPU (tests/test_fused.py; a grouped convolution uses
-other kernels and only matches to floating-point order); (2) measured here (TF 2.21, oneDNN, 2-core Xeon): a grouped 3x3 convolution of K = 4 arms x 32 channels at
-batch 128, 16x16, took 1423 ms forward and backward against 15.6 ms for the four separate convolutions (its
-gradient falls back to a generic kernel), and Keras 3 has no batched per-arm convolution for a stacked arm axis;
-(3) on a
-CPU the cost a fused step saves is the per-step host overhead (Python, the executor, tf.data), which one graph of K
-sub-networks saves as well, and TensorFlow's executor runs the arms' independent ops in parallel. On a GPU, XLA
-fuses the same graph; whether grouped kernels would be faster there is for ``benchmarks.gpu_check`` to say.
+so a fused arm equals its separate run bitwise on this CPU (tests/test_fused.py; a grouped convolution computes with
+other kernels and could only match to floating-point order); (2) measured here (TF 2.21 with oneDNN, 2-core Xeon):
+one grouped 3x3 convolution for K = 4 arms of 32 channels (batch 128, 16x16) took 1423 ms forward and backward,
+the four arms' separate convolutions 15.6 ms (the grouped gradient falls back to a generic kernel), and Keras 3 has
+no per-arm batched convolution for a stacked arm axis; (3) what fusion saves is per-step host work (Python, the
+executor's dispatch, tf.data), which one graph of K sub-networks saves as well, and the executor may run the arms'
+independent ops at once. On this CPU there is little of it to save: the step is compute-bound (ResNet-8 on
+digits trained 790-1040 images/s at batch 32 and 920 at batch 128, one run alone), and K fused arms trained
+0.84-1.18x the images/s of K runs in a row (``benchmarks.fused_speed``). On a GPU, XLA compiles the same graph; whether grouped kernels would beat it there is
+``benchmarks.gpu_check``'s question (part 4 measures this model).
 
 Masking: ``active`` is a non-trainable vector (1 per arm); an arm whose entry is 0 adds ``where(active, loss, 0)``
 = exactly 0 to the total, never 0 * its loss (a diverged arm's loss is NaN, and 0 * NaN = NaN). Its own gradient
