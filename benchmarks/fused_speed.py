@@ -10,8 +10,8 @@ constants), all arms of one seed (the search's case).
 
 Per case and K: steady images/s (training steps of the epochs after the first, which traces: the aggregate of the
 K arms for fused, one run's for sequential, since runs one after another never overlap; the sum of the processes'
-for processes, an upper bound: their steady epochs need not overlap), whole-run images/s (K x epochs x training images over the wall time of everything: building,
-tracing, validation), and the ratios fused / sequential. A worker reuses its compiled step: the sequential runs
+for processes, an upper bound: their steady epochs need not overlap), whole-run images/s (K x epochs x training
+images over the wall time of everything: building, tracing, validation), and the ratios fused / sequential. A worker reuses its compiled step: the sequential runs
 follow a warm-up run; fused has a cold run (it builds and traces the fused graph) and warm ones on the worker's
 compiled fused model (``training.fused.lent_fused``); the whole-run ratio is the warm runs'. After the cold run,
 --rounds rounds alternate a warm fused run and K sequential runs; the best of each counts, so that a busy

@@ -19,8 +19,8 @@ no per-arm batched convolution for a stacked arm axis; (3) what fusion saves is 
 executor's dispatch, tf.data), which one graph of K sub-networks saves as well, and the executor may run the arms'
 independent ops at once. On this CPU there is little of it to save: the step is compute-bound (ResNet-8 on
 digits trained 790-1040 images/s at batch 32 and 920 at batch 128, one run alone), and K fused arms trained
-0.84-1.18x the images/s of K runs in a row (``benchmarks.fused_speed``). On a GPU, XLA compiles the same graph; whether grouped kernels would beat it there is
-``benchmarks.gpu_check``'s question (part 4 measures this model).
+0.84-1.18x the images/s of K runs in a row (``benchmarks.fused_speed``). On a GPU, XLA compiles the same graph;
+whether grouped kernels would beat it there is ``benchmarks.gpu_check``'s question (part 4 measures this model).
 
 Masking: ``active`` is a non-trainable vector (1 per arm); an arm whose entry is 0 adds ``where(active, loss, 0)``
 = exactly 0 to the total, never 0 * its loss (a diverged arm's loss is NaN, and 0 * NaN = NaN). Its own gradient
