@@ -8,17 +8,17 @@ cifar20 and cifar32 (ResNet-20/-32 on random CIFAR-shaped uint8 images, 10 class
 images, 500 validation images). Every run is float32 with its own schedule (the baseline, the paper's presets, then
 constants), all arms of one seed (the search's case).
 
-Per case and K: steady images/s (training steps of the epochs after the first, which traces: the aggregate of the
-K arms for fused, one run's for sequential, since runs one after another never overlap; the sum of the processes'
-for processes, an upper bound: their steady epochs need not overlap), whole-run images/s (K x epochs x training
-images over the wall time of everything: building, tracing, validation), and the ratios fused / sequential. A worker reuses its compiled step: the sequential runs
-follow a warm-up run; fused has a cold run (it builds and traces the fused graph) and warm ones on the worker's
-compiled fused model (``training.fused.lent_fused``); the whole-run ratio is the warm runs'. After the cold run,
---rounds rounds alternate a warm fused run and K sequential runs; the best of each counts, so that a busy
-neighbour on a shared machine, which only ever slows a measurement, biases neither side. Then masking against
-dropping a pruned arm: a masked arm costs its share of a fused epoch for every epoch left, dropping it costs a new
-trace (first epoch minus a steady one); the break-even is their ratio in epochs. Prints the CPU (model, cores, ISA
-flags), a markdown table, and with --output the JSON.
+Per case and K: steady images/s (training steps of the epochs after the first, which traces: the aggregate of the K
+arms for fused, one run's for sequential, since runs one after another never overlap; the sum of the processes' for
+processes, an upper bound: their steady epochs need not overlap), whole-run images/s (K x epochs x training images
+over the wall time of everything: building, tracing, validation), and the ratios fused / sequential. A worker reuses
+its compiled step: the sequential runs follow a warm-up run; fused has a cold run (it builds and traces the fused
+graph) and warm ones on the worker's compiled fused model (``training.fused.lent_fused``); the whole-run ratio is
+the warm runs'. After the cold run, --rounds rounds alternate a warm fused run and K sequential runs; the best of
+each counts, so that a busy neighbour on a shared machine, which only ever slows a measurement, biases neither side.
+Then masking against dropping a pruned arm: a masked arm costs its share of a fused epoch for every epoch left,
+dropping it costs a new trace (first epoch minus a steady one); the break-even is their ratio in epochs. Prints the
+CPU (model, cores, ISA flags), a markdown table, and with --output the JSON.
 """
 from __future__ import annotations
 
