@@ -143,3 +143,18 @@ def test_arms_must_share_their_recipe_and_a_float16_loss_scale(digits):
                   digits)
     with pytest.raises(UsageError, match="mixed_float16"):
         run_fused(TrainConfig(depth=8, epochs=1, batch_size=32, precision="mixed_float16"), [BASE], digits)
+
+
+def test_a_killed_run_resumes_a_pruned_arm_with_its_weights_of_the_epoch_it_stopped(digits, alone, tmp_path):
+    def prune_then_kill(arm, epoch, accuracy):
+        if arm == 0 and epoch == 2:
+            raise Killed
+        return arm == 1 and epoch == 1
+
+    with pytest.raises(Killed):
+        run_fused(_config(3), [BASE, PAPER], digits, on_epoch=prune_then_kill, checkpoint_dir=tmp_path / "run")
+    weights = []
+    results = run_fused(_config(3), [BASE, PAPER], digits, checkpoint_dir=tmp_path / "run", final_weights=weights,
+                        on_epoch=lambda arm, epoch, accuracy: arm == 1 and epoch == 1)
+    _assert_same(results[0], weights[0], alone("base", 3))
+    _assert_same(results[1], weights[1], alone("paper", 3, stop_at=1))
