@@ -137,7 +137,7 @@ def test_a_killed_fused_run_resumes_to_the_uninterrupted_result(digits, alone, t
     _assert_same(results[1], weights[1], alone("paper", 5))
 
 
-def test_arms_must_share_their_recipe_and_a_float16_loss_scale(digits):
+def test_arms_that_differ_in_more_than_their_seed_or_train_in_mixed_float16_are_refused(digits):
     with pytest.raises(UsageError, match="only in their seed"):
         run_fused([_config(1), TrainConfig(depth=8, epochs=1, batch_size=64, precision="float32")], [BASE, PAPER],
                   digits)
