@@ -30,11 +30,11 @@ import sys
 import time
 from typing import Sequence
 
-from common.cli import ArgumentParser, positive_int, run_command
 import numpy as np
 
+from benchmarks.trial_overhead import schedule_named
+from common.cli import ArgumentParser, positive_int, run_command
 from common.machine import cpu_info, prepare_tensorflow
-from models.schedules import Schedule, preset
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
 
@@ -43,12 +43,6 @@ SCHEDULES = ("baseline", "paper-c10-r32", "paper-c10-r56", "constant-0.8", "cons
              "constant-1.1", "constant-0.7")
 
 
-def schedule_named(name: str) -> Schedule | None:
-    if name == "baseline":
-        return None
-    if name.startswith("constant-"):
-        return Schedule("constant", {"value": float(name.removeprefix("constant-"))})
-    return preset(name)
 
 
 def dataset(kind: str, images: int):

@@ -288,15 +288,15 @@ def test_a_collapsed_candidate_never_wins_and_leaves_the_other_tests_intact():
 def test_a_run_that_learned_and_ends_at_chance_is_marked_diverged():
     from types import SimpleNamespace
 
-    from training.loop import RunResult, _mark_collapse, chance_floor
+    from training.loop import RunResult, mark_collapse, chance_floor
 
     data = SimpleNamespace(y_val=np.arange(5000) % 10, num_classes=10)
     assert 0.10 < chance_floor(data) < 0.12  # CIFAR-10's 5000 validation images
     collapsed = RunResult(8, "cifar10", {}, 0, "float32", 3, val_accuracy=[0.40, 0.62, 0.10])
-    _mark_collapse(collapsed, data)
+    mark_collapse(collapsed, data)
     assert collapsed.diverged and collapsed.diverged_reason.startswith("collapsed")
     never = RunResult(8, "cifar10", {}, 0, "float32", 3, val_accuracy=[0.10, 0.11, 0.10])
-    _mark_collapse(never, data)  # a budget too short to learn is not a collapse
+    mark_collapse(never, data)  # a budget too short to learn is not a collapse
     assert not never.diverged
 
 

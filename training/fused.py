@@ -235,7 +235,7 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
         networks = model.arms()
         for arm, result in enumerate(results):
             if not (result.diverged or result.stopped_early) and result.epochs_run >= epochs:
-                loop._mark_collapse(result, data)  # training.loop's rule for a collapsed run (see the report)
+                loop.mark_collapse(result, data)  # training.loop's rule for a collapsed run
         if test:
             stream = _ordered(data.x_test, data.y_test, len(distinct), groups)
             accuracy = model.evaluate(stream, verbose=0, return_dict=True)
@@ -257,7 +257,7 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
         return results
 
 
-class _FusedRecorder(keras.callbacks.Callback):
+class _FusedRecorder(loop.EpochTimer):
     """Per arm: curves, divergence, the hook, masking and the weights kept at its end; training-only timing;
     the fused checkpoint."""
 
@@ -267,21 +267,13 @@ class _FusedRecorder(keras.callbacks.Callback):
         self.results, self.on_epoch, self.images_per_epoch = results, on_epoch, images_per_epoch
         self.checkpoint = checkpoint
         self.kept: dict[int, list[np.ndarray]] = {}
-        self.train_seconds: list[float] = []
-        self._epoch_start = self._last_step_end = 0.0
 
     def any_active(self) -> bool:
         return any(not (r.diverged or r.stopped_early) for r in self.results)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = self._last_step_end = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._last_step_end = time.perf_counter()
-
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        self.train_seconds.append(self._last_step_end - self._epoch_start)
+        self.end_epoch_timing()
         ending = []
         for arm, result in enumerate(self.results):
             if result.diverged or result.stopped_early:
@@ -375,5 +367,4 @@ class _FusedRecorder(keras.callbacks.Callback):
         return done
 
     def images_per_second(self) -> float:
-        steady = self.train_seconds[1:] or self.train_seconds
-        return self.images_per_epoch * len(steady) / sum(steady) if steady and sum(steady) > 0 else 0.0
+        return self.steady_images_per_second(self.images_per_epoch)

@@ -179,7 +179,7 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
     ``on_epoch(epoch, val_accuracy)`` is called after each epoch with validation data; when it returns True the
     run stops there (``stopped_early``), and an exception it raises propagates. A NaN or infinite loss ends the run with
     ``diverged=True`` instead of raising; so does a run that learned and ends at chance level with a finite loss
-    (``_mark_collapse``: its reason starts "collapsed"). ``test=True`` also measures test accuracy at the end.
+    (``mark_collapse``: its reason starts "collapsed"). ``test=True`` also measures test accuracy at the end.
     The network is the process's compiled one for this graph when there is one (``lent_model``, ``REUSE_COMPILED``),
     re-initialised for ``config.seed``: the same numbers as a fresh build, without tracing again.
 
@@ -217,7 +217,7 @@ def run(config: TrainConfig, schedule: Schedule | None, data: Dataset, on_epoch:
                       validation_data=batches(data.x_val, data.y_val, EVALUATION_BATCH) if has_validation else None,
                       callbacks=[recorder, *_tensorboard(tensorboard)], verbose=verbose)
         if not (result.diverged or result.stopped_early) and result.epochs_run >= epochs:
-            _mark_collapse(result, data)
+            mark_collapse(result, data)
         if test and not result.diverged:
             test_batches = batches(data.x_test, data.y_test, EVALUATION_BATCH)
             result.test_accuracy = float(model.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
@@ -247,7 +247,7 @@ def chance_floor(data: Dataset) -> float:
     return max(majority, guess)
 
 
-def _mark_collapse(result: RunResult, data: Dataset) -> None:
+def mark_collapse(result: RunResult, data: Dataset) -> None:
     """A run that learned (an epoch's validation accuracy above ``chance_floor``) and ends at or below it collapsed
     with a finite loss: marked diverged, with a reason starting "collapsed", so that every consumer of a diverged
     run (the search's pruning and ranking, the confirm stage's verdict, evaluate) treats it as one. A run that
@@ -277,14 +277,12 @@ def data_fingerprint(data: Dataset) -> list:
     return [data.summary(), *(zlib.crc32(labels.tobytes()) for labels in (data.y_train, data.y_val))]
 
 
-class _Recorder(keras.callbacks.Callback):
-    """Keras callback: per-epoch curves, training-only timing, divergence check, and the caller's hook."""
+class EpochTimer(keras.callbacks.Callback):
+    """Keras callback: each epoch's training seconds (``train_seconds``), up to its last step (validation is not
+    training); a subclass calls ``end_epoch_timing`` first thing in its ``on_epoch_end``."""
 
-    def __init__(self, result: RunResult, on_epoch: EpochHook | None, images_per_epoch: int, policy: str,
-                 checkpoint: EpochCheckpoint | None = None):
+    def __init__(self):
         super().__init__()
-        self.result, self.on_epoch, self.images_per_epoch, self.policy = result, on_epoch, images_per_epoch, policy
-        self.checkpoint = checkpoint
         self.train_seconds: list[float] = []
         self._epoch_start = self._last_step_end = 0.0
 
@@ -292,12 +290,29 @@ class _Recorder(keras.callbacks.Callback):
         self._epoch_start = self._last_step_end = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        # the epoch's training time ends with its last step, before validation starts
         self._last_step_end = time.perf_counter()
+
+    def end_epoch_timing(self) -> None:
+        self.train_seconds.append(self._last_step_end - self._epoch_start)
+
+    def steady_images_per_second(self, images_per_epoch: int) -> float:
+        """Training images a second over the epochs after the first (which pays for tracing and compiling)."""
+        steady = self.train_seconds[1:] or self.train_seconds
+        return images_per_epoch * len(steady) / sum(steady) if steady and sum(steady) > 0 else 0.0
+
+
+class _Recorder(EpochTimer):
+    """Keras callback: per-epoch curves, training-only timing, divergence check, and the caller's hook."""
+
+    def __init__(self, result: RunResult, on_epoch: EpochHook | None, images_per_epoch: int, policy: str,
+                 checkpoint: EpochCheckpoint | None = None):
+        super().__init__()
+        self.result, self.on_epoch, self.images_per_epoch, self.policy = result, on_epoch, images_per_epoch, policy
+        self.checkpoint = checkpoint
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        self.train_seconds.append(self._last_step_end - self._epoch_start)
+        self.end_epoch_timing()
         loss = float(logs.get("loss", math.nan))
         self.result.epochs_run = epoch + 1
         self.result.train_loss.append(loss)
@@ -348,5 +363,4 @@ class _Recorder(keras.callbacks.Callback):
                 f"than the schedule's; rerun with --precision mixed_bfloat16 or float32 to tell")
 
     def images_per_second(self) -> float:
-        steady = self.train_seconds[1:] or self.train_seconds  # the first epoch pays for tracing and compiling
-        return self.images_per_epoch * len(steady) / sum(steady) if steady and sum(steady) > 0 else 0.0
+        return self.steady_images_per_second(self.images_per_epoch)
