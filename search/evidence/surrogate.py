@@ -7,8 +7,9 @@ benchmarks/search_power.py measured the pick alone to find a planted +2 sigma_d 
 23 % for the raw top K, at the same trainings (cpu-cifar noise, 300 studies a cell; benchmarks/README.md).
 
 The model: scikit-learn's ``GaussianProcessRegressor``, a constant times an isotropic RBF over the factors plus a
-``WhiteKernel`` (each trial's seed noise, fitted), targets normalised; fitted on every completed search trial
-(the baseline and the paper's schedules too, not the learned arms), its kernel's hyperparameters by maximum likelihood.
+``WhiteKernel`` (each trial's run noise, fitted), targets normalised; fitted on every completed search trial on
+the search's seed (the baseline and the paper's schedules too; not the learned arms, nor the baseline's replicas
+on other seeds), its kernel's hyperparameters by maximum likelihood.
 Deterministic for the same trials (``random_state`` 0). Units: the trials' metric, a validation accuracy in
 [0, 1]; ``sd`` is the posterior standard deviation of the *mean* accuracy at a schedule (the white noise left
 out).
@@ -47,10 +48,11 @@ def fitted_trials(study: optuna.Study) -> list[int]:
 
 
 def _points(study: optuna.Study) -> list:
-    """The trials that are points of the space: not the learned arms, whose recorded factors are only where their
-    trainable scalars started."""
+    """The trials that are points of the space, on the search's seed: not the learned arms (their recorded
+    factors are only where their trainable scalars started), nor the baseline's replicas (other seeds: their
+    seed effects are not the schedule's)."""
     return [t for t in records.complete(study) if TrialKey.VALUES.of(t) and t.value is not None
-            and not records.is_learned_arm(t)]
+            and not records.is_learned_arm(t) and not records.is_replica(t)]
 
 
 def estimates(study: optuna.Study) -> tuple[list[Estimate], list[int]]:
