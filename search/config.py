@@ -12,6 +12,7 @@ from typing import Any
 
 from common.errors import UsageError
 from models.schedules import FACTOR_BOUNDS, block_count
+from search.evidence import race
 from search.pruning import PRUNERS
 from search.records import BASELINE_SEED_OFFSET, CONFIRM_SEED_OFFSET, CONFIRM_SUFFIX, is_confirm_study
 from search.space import FAMILY_CHOICES
@@ -27,7 +28,7 @@ VARIABLE_FAMILIES = ("any", "spline", "steps")
 # Seeds. Selection (every search trial) uses --seed; the baseline's noise floor, the confirm stage and
 # shortcut-search evaluate draw from ranges of their own, so no accuracy that judges a schedule comes from the weights it
 # was selected on. All are recorded on the study.
-MIN_RACE = 6  # search.evidence.race.MIN_TRAININGS: the final test alone, 3 seeds
+MIN_RACE, MAX_RACE = race.MIN_TRAININGS, race.MAX_TRAININGS  # --confirm-budget's bounds
 CONFIRM_BUDGETS = ("auto", "fixed")  # --confirm-budget's words; otherwise a number of runs
 MAX_SEED_RANGE = 1000  # seeds of one kind (replicas, confirm runs) a study may use
 CHECKPOINT_FOLDER = "search-checkpoints"  # beside a SQLite study, else in the working folder
@@ -111,8 +112,8 @@ class SearchConfig:
             raise UsageError(f"baseline-seeds: at most {CONFIRM_SEED_OFFSET - BASELINE_SEED_OFFSET}, got "
                              f"{self.baseline_seeds}")
         if self.confirm_budget not in CONFIRM_BUDGETS and not (
-                isinstance(self.confirm_budget, int) and MIN_RACE <= self.confirm_budget <= 2 * MAX_SEED_RANGE):
-            raise UsageError(f"confirm-budget: {MIN_RACE} to {2 * MAX_SEED_RANGE} runs (the final test alone needs "
+                isinstance(self.confirm_budget, int) and MIN_RACE <= self.confirm_budget <= MAX_RACE):
+            raise UsageError(f"confirm-budget: {MIN_RACE} to {MAX_RACE} runs (the final test alone needs "
                              f"{MIN_RACE}: the survivor and the baseline on {MIN_RACE // 2} seeds), auto or fixed; "
                              f"got {self.confirm_budget!r}")
         if not (math.isfinite(self.min_effect) and 0 < self.min_effect < 1):

@@ -29,7 +29,6 @@ from search import records
 from search.evidence import race, surrogate
 from search.evidence.confirm_plan import (ATTEMPTS, confirm_seeds, finished_run, outcome, plan_arms, race_plan,
                                           race_runs, runs_by_pair)
-from search.evidence.stats import rank_agreement
 from search.evidence.verdict import describe, summarise
 from search.interrupts import raise_if_interrupted
 from search.keep import ArmModelKeeper
@@ -37,14 +36,13 @@ from search.liveness import fail_dead, record_process
 from search.objective import AfterTrial, environment_fault, records_its_errors, train_trial
 from search.progress import FailureGuard
 from search.run_queue import run_next, run_retries
-from search.records import INTERRUPTED, RunState, StudyKey, TrialKey
-from search.records.trials import from_environment
+from search.records import RunState, StudyKey, TrialKey
 from search.study import tidy
 from storage.attributes import study_lock
 from training.data import load_dataset
 
 
-RACE_POLL_SECONDS = 1.0  # a race's worker waits this long for the others' runs of a round before it looks again
+RACE_POLL_SECONDS = 2.0  # a race's worker waits this long for the others' runs of a round before it looks again
 
 
 class EnvironmentStopped(Exception):
@@ -119,7 +117,24 @@ class Stage:
             if seed in self.race["round_seeds"])
 
     def same_as(self, other: "Stage") -> bool:
-        return [arm["key"] for arm in self.arms] == [arm["key"] for arm in other.arms] and self.seeds == other.seeds
+        split = lambda stage: (stage.race or {}).get("round_seeds")  # noqa: E731 - a race's rounds and final test
+        return [arm["key"] for arm in self.arms] == [arm["key"] for arm in other.arms] and self.seeds == other.seeds \
+            and split(self) == split(other)
+
+
+def await_search(storage, study: optuna.Study, heartbeat: float | None) -> None:
+    """Wait for the search trials running now to finish (a dead worker's are failed), so that a race's
+    surrogate, fitted once for every worker, sees them: a trial finishing after the plan would re-plan the race
+    while other workers train the old one's runs. Trials started meanwhile are not waited for."""
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if running:
+        log.info(f"confirm: waiting for {len(running)} search trial{'s' * (len(running) > 1)} still running, so "
+                 f"the race's surrogate sees {'them' if len(running) > 1 else 'it'}")
+    while running:
+        fail_dead(storage, study, heartbeat)
+        running &= {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        if running:
+            time.sleep(RACE_POLL_SECONDS)
 
 
 def plan_stage(config, study: optuna.Study, storage, confirm: optuna.Study, budget: dict[str, Any]) -> Stage | None:
@@ -217,6 +232,8 @@ def run_confirm(config, study: optuna.Study, storage, data,
                f"(raise --trials to search some)")
         return None
     confirm = open_confirm_study(storage, study)
+    if race_runs(study, config.confirm_budget, config.confirm_top, config.confirm_seeds, config.min_effect):
+        await_search(storage, study, config.heartbeat)
     stage = plan_stage(config, study, storage, confirm, budget)
     if stage is None:
         result(f"nothing to confirm: study {study.study_name!r} has no completed schedule besides its references")
@@ -252,17 +269,17 @@ def run_confirm(config, study: optuna.Study, storage, data,
         log.info(f"confirm {TrialKey.LABEL.of(trial)} seed {records.seed_of(trial)}: {said}")
 
     # each invocation gives a failing run ATTEMPTS tries more: a cause fixed since (a full disk) is not final
-    errors = {pair: len([t for t in runs if t.state == TrialState.FAIL and records.fail_reason(t) != INTERRUPTED])
+    errors = {pair: len([t for t in runs if t.state == TrialState.FAIL and not records.cut_short(t)])
               for pair, runs in runs_by_pair(confirm).items()}
     allowed = _allowances(stage, errors, {})
     guard = FailureGuard(getattr(config, "max_failures", 5))  # faults of the environment in a row stop the stage
-    tidied = False
+    tidied = waiting = False
     while True:
         if guard.tripped and guard.from_environment:
             raise EnvironmentStopped(guard.message())
         try:
             fail_dead(storage, confirm, config.heartbeat)  # a run whose worker died is queued again, not waited for
-            counted = _forgiving(confirm, allowed)  # a run the environment failed is queued again, never counted
+            counted = allowed  # a run cut short from outside (its worker died, a full disk) never counts
             queue_pairs(storage, confirm, stage.wanted(_states(confirm, stage, counted)), budget, counted)
             if not tidied:  # after the plan: a cut-short run's checkpoint stays for its retry, just queued
                 tidy(storage, confirm, config)
@@ -272,6 +289,10 @@ def run_confirm(config, study: optuna.Study, storage, data,
                 wanted = [states[(arm["key"], seed)][0] for arm, seed in stage.wanted(states)]
                 if RunState.RUNNING in wanted:
                     if stage.racing_on(states):  # a round under way: its next round or final test follows
+                        if not waiting:
+                            log.info("confirm: waiting for other workers' runs of this round; the next round "
+                                     "or the final test follows")
+                            waiting = True
                         time.sleep(RACE_POLL_SECONDS)
                         continue
                     log.info("confirm: other workers are finishing the last runs")
@@ -330,8 +351,7 @@ def _allowances(stage: Stage, errors: dict, allowed: dict) -> dict[tuple[str, in
 
 def _summary(config, stage: Stage, states, data, budget) -> dict[str, Any]:
     """The verdict on the stage's runs: the fixed stage's over every arm and seed; a race's over its final test
-    (the survivor and the baseline on the seeds no round used), with the race's account (``race.account``) and
-    the search's ranking's agreement with its first round (one seed, every arm of the field: no reference level)."""
+    (the survivor and the baseline on the seeds no round used), with the race's account (``race.account``)."""
     arms, seeds = stage.arms, stage.seeds
     if stage.race:
         standing = stage.standing(states)
@@ -344,20 +364,7 @@ def _summary(config, stage: Stage, states, data, budget) -> dict[str, Any]:
                         min_effect=config.min_effect, top=config.confirm_top)
     if stage.race:
         summary["race"] = race.account(stage.race, standing)
-        if stage.race["round_seeds"]:  # the search's ranking against the first round, where the whole field ran
-            first = stage.race["round_seeds"][0]
-            ran = [arm for arm in stage.arms[1:] if states[(arm["key"], first)][0] == RunState.DONE]
-            summary["proxy_agreement"] = rank_agreement([arm["proxy"] for arm in ran],
-                                                        [[states[(arm["key"], first)][1]] for arm in ran])
     return summary
-
-
-def _forgiving(confirm: optuna.Study, allowed: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
-    """``allowed`` with each (arm, seed)'s runs that the environment failed added: they are interruptions (a full
-    disk, the storage lost), not attempts of the run."""
-    pairs = runs_by_pair(confirm)
-    return {pair: count + len([t for t in pairs.get(pair, []) if t.state == TrialState.FAIL
-                               and from_environment(records.fail_reason(t))]) for pair, count in allowed.items()}
 
 
 # what makes two verdicts the same: the plan and every arm's runs and figures

@@ -32,14 +32,12 @@ from optuna.trial import FrozenTrial, TrialState
 from common.log import log, without_experimental_warnings
 from search import records
 from search.interrupts import raise_if_interrupted
-from search.records import INTERRUPTED, TrialKey
+from search.records import DIED, INTERRUPTED, SILENT, TrialKey, cut_short
 from search.records.keys import ENVIRONMENT
 from search.records.trials import from_environment
 from storage import MAX_RETRY, optuna_heartbeat, stalled_within
 from storage.attributes import study_lock
 
-DIED = "its worker died"  # the start of the fail reason of a trial cleared here
-SILENT = "its heartbeat stopped"  # the start of the fail reason of a trial failed by ``fail_silent_trials``
 # trials this process stopped running but could not record as failed (the storage failed as it told them):
 # (study name, trial number) -> the fail reason ``recover`` writes once the storage answers again
 _abandoned: dict[tuple[str, int], str] = {}
@@ -289,16 +287,6 @@ def fail_dead(storage, study: optuna.Study, interval: float | None) -> None:
         _fail_unstarted(storage, study, every)
     if interval:
         fail_silent_trials(storage, study, interval)
-
-
-def cut_short(trial: FrozenTrial) -> bool:
-    """A failed trial whose run was stopped from outside, not one that failed on its own: interrupted (Ctrl-C,
-    SIGTERM), its worker died, its heartbeat stopped, the environment failed it (no space, an I/O error, the
-    storage lost: ``records.from_environment``), or no reason at all (Optuna's stale-trial check writes none, and
-    neither does a kill before the reason was written; an error of the run writes one)."""
-    reason = records.fail_reason(trial)
-    return trial.state == TrialState.FAIL and (reason is None or reason == INTERRUPTED
-                                               or reason.startswith((DIED, SILENT)) or from_environment(reason))
 
 
 def abandon(study: optuna.Study, number: int, reason: str) -> None:

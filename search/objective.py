@@ -85,7 +85,7 @@ def _is_environment(error: BaseException) -> bool:
 
 def records_its_errors(call):
     """An objective's ``__call__``, with any error it raises recorded as the trial's fail reason (one the run
-    wrote stays): a failed trial without a reason reads as cut short from outside (``liveness.cut_short``) and
+    wrote stays): a failed trial without a reason reads as cut short from outside (``records.cut_short``) and
     would be run again."""
     @functools.wraps(call)
     def recorded(self, trial: optuna.Trial) -> float:

@@ -108,19 +108,24 @@ def test_five_faults_of_the_environment_in_a_row_stop_with_their_own_line():
                                       "is full); the study is intact")
 
 
-def test_a_confirm_run_the_environment_failed_is_never_counted_as_an_attempt():
-    from search.confirm_loop import _forgiving
+def test_a_confirm_run_cut_short_from_outside_is_never_counted_as_an_attempt():
     from search.evidence.confirm_plan import outcome
     from search.records import RunState
 
     confirm = optuna.create_study()
     for reason in ("environment fault: OSError: [Errno 28] No space left on device",
-                   "OSError: [Errno 5] Input/output error", "ValueError: shapes", "ValueError: shapes"):
+                   "OSError: [Errno 5] Input/output error", f"{DIED} (pid 7 on vm)", f"{SILENT} for 600 s", None,
+                   "interrupted", "ValueError: shapes", "ValueError: shapes"):
         confirm.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={
-            "arm": "a", "seed": 1, "fail_reason": reason}))
-    counted = _forgiving(confirm, {("a", 1): 3})
-    assert counted == {("a", 1): 5}  # two faults of the environment forgiven, two errors of the run left
-    assert outcome(confirm.trials, counted[("a", 1)])[0] == RunState.MISSING  # so it is queued again
+            "arm": "a", "seed": 1, **({"fail_reason": reason} if reason else {})}))
+    # six cut short from outside (the environment, a dead or silent worker, Optuna's stale check, Ctrl-C), two
+    # errors of the run: with three attempts allowed it is queued again
+    assert outcome(confirm.trials, 3)[0] == RunState.MISSING
+    assert outcome(confirm.trials, 2)[0] == RunState.FAILED
+    for _ in range(2):  # deaths past MAX_RETRY (3) count: a run that kills its worker each time is not retried forever
+        confirm.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={
+            "arm": "a", "seed": 1, "fail_reason": f"{DIED} (pid 8 on vm)"}))
+    assert outcome(confirm.trials, 3)[0] == RunState.FAILED
 
 
 def test_a_storage_that_fails_as_a_trial_is_told_leaves_nothing_running_and_no_optuna_assertion(tmp_path):

@@ -52,7 +52,10 @@ def test_a_broken_arm_never_survives_and_a_broken_baseline_still_ranks_its_round
     # the baseline broke on the round's seed: the field's median stands in, so the better arm still goes on
     results = {("base", 1): (DIVERGED, None), ("a", 1): (DONE, 0.4), ("b", 1): (DONE, 0.9)}
     now = race.standing(["a", "b"], "base", [1], [2, 3, 4], results)
-    assert now.survivor == "b" and set(now.dropped) == {"a"}
+    assert now.survivor == "b" and set(now.dropped) == {"a"} and now.unpaired == [1]
+    plan = {"arms": [{"key": "base"}] + [{"key": k, "label": k, "source_trial": 1} for k in "ab"], "sizes": [2],
+            "trainings": 9, "round_seeds": [1], "final_seeds": [2, 3, 4], "fitted_on": []}
+    assert "the baseline broke in round 1" in race.lines(race.account(plan, now))[0]  # said, not hidden
     # an arm that broke on that same seed is out, never kept for its surrogate rank
     results = {("base", 1): (DIVERGED, None), ("a", 1): (DIVERGED, None), ("b", 1): (DONE, 0.85)}
     assert race.standing(["a", "b"], "base", [1], [2, 3, 4], results).survivor == "b"
@@ -60,8 +63,6 @@ def test_a_broken_arm_never_survives_and_a_broken_baseline_still_ranks_its_round
     results = {("base", 1): (DONE, 0.8), ("a", 1): (DIVERGED, None), ("b", 1): (FAILED, None)}
     now = race.standing(["a", "b"], "base", [1], [2, 3, 4], results)
     assert now.survivor is None and now.decided and now.needed == [("base", 1), ("a", 1), ("b", 1)]
-    plan = {"arms": [{"key": "base"}] + [{"key": k, "label": k, "source_trial": 1} for k in "ab"], "sizes": [2],
-            "trainings": 9, "round_seeds": [1], "final_seeds": [2, 3, 4], "fitted_on": []}
     assert "every arm" in race.account(plan, now)["stopped_by"]
     # ties keep the surrogate's order; no round: the surrogate's first pick goes straight to the final test
     tied = {("base", 1): (DONE, 0.8), ("a", 1): (DONE, 0.8), ("b", 1): (DONE, 0.8)}

@@ -15,6 +15,7 @@ from models.schedules import Schedule, paper_preset_for, preset
 from search import records
 from search.evidence import power, race, surrogate
 from search.records import BASELINE, CONFIRM_SEED_OFFSET, INTERRUPTED, RunState, TrialKey
+from storage import MAX_RETRY
 
 ATTEMPTS = 3  # runs of one arm and seed that fail with an error before the stage gives up on them
 
@@ -49,8 +50,8 @@ def race_runs(study: optuna.Study, budget: int | str, top: int, count: int | Non
     (top + 2) x its seeds (``confirm_seeds``); None for ``fixed`` (no race)."""
     if budget == "fixed":
         return None
-    if budget == "auto":
-        return (top + 2) * len(confirm_seeds(study, count, top, min_effect))
+    if budget == "auto":  # at most as many as an explicit budget may ask for: the seeds stay in their range
+        return min((top + 2) * len(confirm_seeds(study, count, top, min_effect)), race.MAX_TRAININGS)
     return int(budget)
 
 
@@ -138,14 +139,22 @@ def finished_run(runs: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTri
 
 def outcome(runs: list[optuna.trial.FrozenTrial], failures_allowed: int = ATTEMPTS) \
         -> tuple[RunState, float | None]:
-    """Where one (arm, seed) stands: ``done`` (its accuracy), ``diverged``, ``running``, ``failed`` (its last
-    ``failures_allowed`` attempts failed with an error) or ``missing`` (to queue)."""
+    """Where one (arm, seed) stands: ``done`` (its accuracy), ``diverged``, ``running``, ``failed`` (
+    ``failures_allowed`` of its attempts failed with an error of the run) or ``missing`` (to queue). An attempt cut
+    short from outside (interrupted, its worker died, its heartbeat stopped, the environment failed it:
+    ``records.cut_short``) is not the run's: it does not count, but for deaths past ``MAX_RETRY``."""
     if (decided := finished_run(runs)) is not None:
         return (RunState.DONE, decided.value) if decided.state == TrialState.COMPLETE else (RunState.DIVERGED, None)
     if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in runs):
         return RunState.RUNNING, None
-    errors = [t for t in runs if t.state == TrialState.FAIL and records.fail_reason(t) != INTERRUPTED]
-    return (RunState.FAILED if len(errors) >= failures_allowed else RunState.MISSING), None
+    failed = [t for t in runs if t.state == TrialState.FAIL]
+    errors = [t for t in failed if not records.cut_short(t)]  # the run's own
+    # a worker that died (or went silent) may have been killed by its own run (out of memory): past MAX_RETRY
+    # such deaths, each counts as an error; faults of the environment and interruptions never do
+    deaths = [t for t in failed if records.cut_short(t) and not records.from_environment(records.fail_reason(t))
+              and records.fail_reason(t) != INTERRUPTED]
+    counted = len(errors) + max(0, len(deaths) - MAX_RETRY)
+    return (RunState.FAILED if counted >= failures_allowed else RunState.MISSING), None
 
 
 def is_settled(study: optuna.Study, top: int, count: int | None, min_effect: float,

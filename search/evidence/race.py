@@ -29,7 +29,7 @@ import numpy as np
 
 from search.records import RunState
 
-__all__ = ["FIELD", "FINAL_MIN_SEEDS", "MIN_TRAININGS", "Standing", "account", "layout", "lines",
+__all__ = ["FIELD", "FINAL_MIN_SEEDS", "MAX_TRAININGS", "MIN_TRAININGS", "Standing", "account", "layout", "lines",
            "plan_line", "standing"]
 
 # the field: the surrogate's top 2. Measured (benchmarks/search_power.py, cpu-cifar noise, a planted +1 sigma_d,
@@ -39,6 +39,7 @@ __all__ = ["FIELD", "FINAL_MIN_SEEDS", "MIN_TRAININGS", "Standing", "account", "
 FIELD = 2
 FINAL_MIN_SEEDS = 3  # the final test keeps at least this many seeds (a round only runs if they stay affordable)
 MIN_TRAININGS = 2 * FINAL_MIN_SEEDS  # the smallest budget: the final test alone
+MAX_TRAININGS = 2000  # the largest: its seeds stay below the range of the evaluations' (EVALUATION_SEED_START)
 FINISHED = (RunState.DONE, RunState.DIVERGED, RunState.FAILED)
 
 
@@ -68,6 +69,7 @@ class Standing:
     survivor: str | None = None
     decided: bool = False
     means: dict[str, float | None] = field(default_factory=dict)
+    unpaired: list[int] = field(default_factory=list)  # rounds whose baseline broke (ranked on the field's median)
 
 
 def standing(field_keys: Sequence[str], baseline: str, round_seeds: Sequence[int], final_seeds: Sequence[int],
@@ -92,6 +94,7 @@ def standing(field_keys: Sequence[str], baseline: str, round_seeds: Sequence[int
         values = {key: results[(key, seed)][1] for key in current}
         base = results[(baseline, seed)][1]
         if base is None:  # no pair on this seed: the field's own median stands in for the baseline
+            now.unpaired.append(number)
             healthy = [value for value in values.values() if value is not None]
             base = float(np.median(healthy)) if healthy else None
         for key in current:
@@ -166,7 +169,8 @@ def account(plan: dict, now: Standing) -> dict:
     survivor = next((arm["label"] for arm in plan["arms"] if arm["key"] == now.survivor), None)
     return {"trainings": plan["trainings"], "spent": len(now.needed), "sizes": sizes,
             "round_seeds": plan["round_seeds"], "final_seeds": plan["final_seeds"], "fitted_on": plan["fitted_on"],
-            "surrogate": plan.get("surrogate", True), "survivor": survivor, "stopped_by": stopped, "field": field}
+            "surrogate": plan.get("surrogate", True), "survivor": survivor, "stopped_by": stopped,
+            "rounds_without_baseline": now.unpaired, "field": field}
 
 
 def plan_line(plan: dict) -> str:
@@ -184,12 +188,16 @@ def lines(race: dict) -> list[str]:
     """The terminal's account of a race (``account``): its allocation, then one line per arm of the field."""
     rounds = len(race["round_seeds"])
     surrogate = race.get("surrogate", True)
-    said = [f"race: {race['spent']} of {race['trainings']} runs; {rounds} round{'s' * (rounds != 1)}"
+    unpaired = race.get("rounds_without_baseline")
+    said = [f"race: {race['spent']} runs asked for, of a budget of {race['trainings']} (runs done before reused); "
+            f"{rounds} round{'s' * (rounds != 1)}"
             + (f" on seeds {race['round_seeds']}" if rounds else "")
             + f", the final test on {len(race['final_seeds'])} fresh seeds {race['final_seeds']}; stopped: "
             f"{race['stopped_by']}. " + ("Surrogate: the Gaussian process's mean accuracy +- sd; " if surrogate
                                          else "Too few trials for a surrogate: the search's own ranking; ")
-            + "search: the trial's own single-seed value; race: mean paired difference in the rounds:"]
+            + "search: the trial's own single-seed value; race: mean paired difference in the rounds"
+            + (f" (the baseline broke in round {', '.join(map(str, unpaired))}: there the difference to the "
+               f"field's median)" if unpaired else "") + ":"]
     for arm in race["field"]:
         text = f"  {arm['label']:<24}"
         if surrogate and arm["surrogate_mean"] is not None:

@@ -186,6 +186,9 @@ def describe(summary: dict[str, Any]) -> str:
              f"adjusted: all candidates at once; p: adjusted one-sided p-value of no gain over the baseline:"]
     if summary.get("race"):
         lines[:0] = race.lines(summary["race"])
+        if summary["race"].get("survivor") is None:  # no final test: no table to show
+            return "\n".join([*lines[:-1], "verdict: no verdict: every arm of the race's field diverged or failed; "
+                                            "the baseline stays the recommendation"])
     if summary.get("baseline_diverged") or summary.get("baseline_failed"):
         lines.append(f"  baseline: {summary['baseline_diverged']} diverged (collapsed ones included; their seeds "
                      f"are left out), {summary['baseline_failed']} failed")
@@ -234,8 +237,7 @@ def agreement_line(summary: dict[str, Any]) -> str | None:
         f"{agreement['target_seed_tau']:+.2f}{spread} (what a proxy as good as one stage run reaches on average; " \
         f"not a ceiling)"
     test = "exact permutation test; few arms, few values" if agreement["arms"] <= 7 else "permutation test"
-    against = "the race's first round (one seed)" if agreement.get("seeds") == 1 else "the stage's mean over seeds"
-    return (f"agreement: the search's ranking{where} and {against}, Kendall's tau {tau} over "
+    return (f"agreement: the search's ranking{where} and the stage's mean over seeds, Kendall's tau {tau} over "
             f"{agreement['arms']} arms ({test}){reference}")
 
 

@@ -15,8 +15,8 @@ Nothing else in the tree reads or writes ``user_attrs`` (a test checks). ``from 
 every public name below, so a reader writes ``records.best_trial(study)`` whichever file holds it.
 """
 from search.records.keys import (BASELINE, BASELINE_SEED_OFFSET, CONFIRM_SEED_OFFSET, CONFIRM_SUFFIX,
-                                 EVALUATION_PREFIX, EVALUATION_SEED_START, FINISHED, INTERRUPTED, METRIC,
-                                 RETRY_KEEPS, SCHEMA_VERSION, Key, RunState, StudyKey, TrialKey, TrialRole)
+                                 DIED, EVALUATION_PREFIX, EVALUATION_SEED_START, FINISHED, INTERRUPTED, METRIC,
+                                 RETRY_KEEPS, SCHEMA_VERSION, SILENT, Key, RunState, StudyKey, TrialKey, TrialRole)
 from search.records.queries import (baseline_pending, baseline_runs, baseline_trial, best_trial, candidate_pool,
                                     candidates, complete, finished, finished_count, learned_arms, rank_in_search,
                                     rank_key, ranked, reference_count)
@@ -25,15 +25,15 @@ from search.records.study import (budget, confirm_study_name, confirmation, dept
                                   evaluation_key, evaluations, holds_records, is_confirm_study, migrate, name_metric,
                                   record_evaluation, require_settings, schema, search_study_name, settings,
                                   stored_settings, study_seeds, verdict_budget, write_settings)
-from search.records.trials import (curve, diverged_reason, fail_reason, is_baseline_run, is_candidate,
-                                   is_learned_arm, is_reference, is_replica, is_searched, label, preset_of, role,
-                                   schedule_of, schedule_text, seed_of, write_fail_reason, write_run,
-                                   write_schedule)
+from search.records.trials import (curve, cut_short, diverged_reason, fail_reason, from_environment,
+                                   is_baseline_run, is_candidate, is_learned_arm, is_reference, is_replica,
+                                   is_searched, label, preset_of, role, schedule_of, schedule_text, seed_of,
+                                   write_fail_reason, write_run, write_schedule)
 from search.records.values import Arm, Budget, ConfirmationSummary
 
 __all__ = [
-    "BASELINE", "BASELINE_SEED_OFFSET", "CONFIRM_SEED_OFFSET", "CONFIRM_SUFFIX", "EVALUATION_PREFIX",
-    "EVALUATION_SEED_START", "FINISHED", "INTERRUPTED", "METRIC", "RETRY_KEEPS", "SCHEMA_VERSION", "Key",
+    "BASELINE", "BASELINE_SEED_OFFSET", "CONFIRM_SEED_OFFSET", "CONFIRM_SUFFIX", "DIED", "EVALUATION_PREFIX",
+    "EVALUATION_SEED_START", "FINISHED", "INTERRUPTED", "METRIC", "RETRY_KEEPS", "SCHEMA_VERSION", "SILENT", "Key",
     "RunState", "StudyKey", "TrialKey", "TrialRole",
     "baseline_pending", "baseline_runs", "baseline_trial", "best_trial", "candidate_pool", "candidates", "complete",
     "finished", "finished_count", "learned_arms", "rank_in_search", "rank_key", "ranked", "reference_count",
@@ -41,8 +41,8 @@ __all__ = [
     "budget", "confirm_study_name", "confirmation", "depth", "epochs", "evaluation_for", "evaluation_key",
     "evaluations", "holds_records", "is_confirm_study", "migrate", "name_metric", "record_evaluation", "require_settings", "schema",
     "search_study_name", "settings", "stored_settings", "study_seeds", "verdict_budget", "write_settings",
-    "curve", "diverged_reason", "fail_reason", "is_baseline_run", "is_candidate", "is_learned_arm", "is_reference",
-    "is_replica", "is_searched", "label", "preset_of", "role", "schedule_of", "schedule_text", "seed_of",
-    "write_fail_reason", "write_run", "write_schedule",
+    "curve", "cut_short", "diverged_reason", "fail_reason", "from_environment", "is_baseline_run", "is_candidate",
+    "is_learned_arm", "is_reference", "is_replica", "is_searched", "label", "preset_of", "role", "schedule_of",
+    "schedule_text", "seed_of", "write_fail_reason", "write_run", "write_schedule",
     "Arm", "Budget", "ConfirmationSummary",
 ]

@@ -21,6 +21,8 @@ CONFIRM_SUFFIX = ".confirm"  # the confirm stage's study is NAME.confirm, in the
 EVALUATION_PREFIX = "evaluation:"  # one study attribute per evaluated schedule and budget: evaluation:<digest>
 METRIC = "val_accuracy"
 INTERRUPTED = "interrupted"  # the fail reason of a trial that Ctrl-C or SIGTERM cut short
+DIED = "its worker died"  # the start of the fail reason of a trial whose worker process is gone (search.liveness)
+SILENT = "its heartbeat stopped"  # the start of the fail reason of a trial whose heartbeat went stale
 ENVIRONMENT = "environment fault"  # the start of the fail reason of a trial the environment cut short
 # what the messages of environment faults say (the strerror of ENOSPC, EDQUOT, EIO, EROFS, EACCES, EPERM, ESTALE;
 # SQLite's and PostgreSQL's words for a full disk, an I/O error, a lost connection): how a reason recorded before

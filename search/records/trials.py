@@ -13,10 +13,11 @@
 from __future__ import annotations
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from models.schedules import LEARNED, Schedule
-from search.records.keys import BASELINE, ENVIRONMENT, ENVIRONMENT_SIGNS, Key, TrialKey, TrialRole
+from search.records.keys import (BASELINE, DIED, ENVIRONMENT, ENVIRONMENT_SIGNS, INTERRUPTED, SILENT, Key, TrialKey,
+                                 TrialRole)
 
 
 def preset_of(trial: FrozenTrial) -> str | None:
@@ -59,6 +60,16 @@ def from_environment(reason: str | None) -> bool:
     permission changed under it), not the run itself: written with ``ENVIRONMENT`` first, or an older version's
     reason in the words of such a fault (``ENVIRONMENT_SIGNS``)."""
     return reason is not None and (reason.startswith(ENVIRONMENT) or any(sign in reason for sign in ENVIRONMENT_SIGNS))
+
+
+def cut_short(trial: FrozenTrial) -> bool:
+    """A failed trial whose run was stopped from outside, not one that failed on its own: interrupted (Ctrl-C,
+    SIGTERM), its worker died, its heartbeat stopped, the environment failed it (no space, an I/O error, the
+    storage lost: ``from_environment``), or no reason at all (Optuna's stale-trial check writes none, and
+    neither does a kill before the reason was written; an error of the run writes one)."""
+    reason = fail_reason(trial)
+    return trial.state == TrialState.FAIL and (reason is None or reason == INTERRUPTED
+                                               or reason.startswith((DIED, SILENT)) or from_environment(reason))
 
 
 def diverged_reason(trial: FrozenTrial) -> str | None:
