@@ -72,6 +72,7 @@ NOISE = {
     "digits": (0.035, 0.02, 144, "the README's main job (digits, ResNet-8, 5 epochs): its power line's detectable "
                "+9.8 pt at K 5 x S 3 implies sigma_d ~3.5 pt; 144 validation images"),
 }
+STRATEGIES = ["today", "gp", "race", "two_seeds", "race-f1", "race-f3", "race-f5", "race-f10"]
 TRUTHS = {"null": (0.0, "bump"), "bump1": (1.0, "bump"), "bump2": (2.0, "bump"), "bump3": (3.0, "bump"),
           "ridge2": (2.0, "ridge")}
 
@@ -167,11 +168,12 @@ def outcome(summary: dict, world: World, values: np.ndarray) -> dict:
     return {"claimed": claimed, "truly_better": claimed and gain > TRULY_BETTER, "exported_gain": gain}
 
 
-def race_stage(world: World, values: np.ndarray, ranking: np.ndarray, top: int, runs: int, first_seed: int) -> dict:
-    """The product's race (``search.evidence.race``: its layout and standing) on the ranking's top ``race.FIELD`` within the
-    stage's ``runs``: rounds on fresh seeds, one seed a round with the baseline, the better half kept; then the
-    survivor against the baseline alone on the seeds no round used."""
-    field = [f"c{index}" for index in ranking[:race.FIELD]]
+def race_stage(world: World, values: np.ndarray, ranking: np.ndarray, runs: int, first_seed: int,
+               field_size: int = race.FIELD) -> dict:
+    """The product's race (``search.evidence.race``: its layout and standing) on the ranking's top ``field_size``
+    within the stage's ``runs``: rounds on fresh seeds, one seed a round with the baseline, the better half kept;
+    then the survivor against the baseline alone on the seeds no round used."""
+    field = [f"c{index}" for index in ranking[:field_size]]
     sizes, final = race.layout(len(field), runs)
     round_seeds = list(range(first_seed, first_seed + len(sizes)))
     final_seeds = list(range(first_seed + len(sizes), first_seed + len(sizes) + final))
@@ -199,8 +201,9 @@ def study(rng: np.random.Generator, strategy: str, truth: Truth, noise: tuple, t
         return {**outcome(confirm(world, values, chosen, list(range(2, 2 + seeds))), world, values),
                 "trainings": trials + stage}
     values, gains = search(world, draw, trials)
-    if strategy == "race":
-        return {**outcome(race_stage(world, values, surrogate_ranking(values, gains), top, stage, 1), world,
+    if strategy.startswith("race"):  # race-fN: a field of N instead of the product's race.FIELD
+        field = int(strategy.partition("-f")[2] or race.FIELD)
+        return {**outcome(race_stage(world, values, surrogate_ranking(values, gains), stage, 1, field), world,
                           values),
                 "trainings": trials + stage}
     done = np.flatnonzero(~np.isnan(gains))
@@ -290,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=positive_int, default=5, help="K (default 5)")
     parser.add_argument("--seeds", type=positive_int, default=3, help="S (default 3)")
     parser.add_argument("--strategies", nargs="+", default=["today", "gp", "race", "two_seeds"],
-                        choices=["today", "gp", "race", "two_seeds"])
+                        choices=STRATEGIES, help="race-fN: the race with a field of N (the product's: "
+                        f"{race.FIELD}); default today gp race two_seeds")
     parser.add_argument("--truths", nargs="+", default=list(TRUTHS), choices=list(TRUTHS))
     parser.add_argument("--noise", nargs="+", default=["cpu-cifar"], choices=list(NOISE))
     parser.add_argument("--sampler", default="random", choices=["random", "tpe"],

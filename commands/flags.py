@@ -91,7 +91,7 @@ def add_confirm_arguments(parser: ArgumentParser, seeds_flag: str, budget_flag: 
                              "every search trial's factors) on fresh seeds, one seed a round beside the baseline, the "
                              "better half kept each round, then the leader against the baseline alone on seeds no "
                              "round used; N runs in all, at least 6; auto = the fixed stage's (K + 2) x S runs (21 at "
-                             "K 5 x S 3), where the race finds a planted gain about twice as often "
+                             "K 5 x S 3), where the race finds a planted +1 sigma_d gain 4x as often in simulation "
                              "(benchmarks/README.md); fixed = every candidate, the baseline and the paper's preset on "
                              "the same S seeds (default auto)")
     parser.add_argument("--min-effect", type=float, default=1.0, metavar="PT",
