@@ -141,7 +141,8 @@ def plan_stage(config, study: optuna.Study, storage, confirm: optuna.Study, budg
     """The stage ``config`` asks for, or None when there is nothing to confirm. A race's plan is made once and
     stored on the confirm study under its lock, so every worker races the same field (a surrogate's fit on
     another machine could order near-ties differently); it is made again when the search has moved on."""
-    trainings = race_runs(study, config.confirm_budget, config.confirm_top, config.confirm_seeds, config.min_effect)
+    trainings = race_runs(study, config.confirm_budget, config.confirm_top, config.confirm_seeds, config.min_effect,
+                          budget)
     if trainings is None:
         arms = plan_arms(study, config.confirm_top, budget)
         if not any(arm["candidate"] for arm in arms):
@@ -232,7 +233,7 @@ def run_confirm(config, study: optuna.Study, storage, data,
                f"(raise --trials to search some)")
         return None
     confirm = open_confirm_study(storage, study)
-    if race_runs(study, config.confirm_budget, config.confirm_top, config.confirm_seeds, config.min_effect):
+    if race_runs(study, config.confirm_budget, config.confirm_top, config.confirm_seeds, config.min_effect, budget):
         await_search(storage, study, config.heartbeat)
     stage = plan_stage(config, study, storage, confirm, budget)
     if stage is None:

@@ -111,13 +111,11 @@ class SearchSession:
     def has_work(self) -> bool:
         """False when the target is reached, the confirm stage settled and no retry's checkpoint holds work."""
         config, study = self.config, self.study
-        trainings = race_runs(study, config.confirm_budget, config.confirm_top, config.confirm_seeds,
-                              config.min_effect)
         target = config.target(self.epochs)
+        trainings = race_runs(study, config.confirm_budget, config.confirm_top, config.confirm_seeds,
+                              config.min_effect, target)
         settled = not config.confirm_top or is_settled(study, config.confirm_top, config.confirm_seeds,
-                                                       config.min_effect, target, trainings) \
-            or (config.confirm_budget == "auto"  # a current fixed stage's verdict stands under the default
-                and is_settled(study, config.confirm_top, config.confirm_seeds, config.min_effect, target, None))
+                                                       config.min_effect, target, trainings)
         paid = any(has_checkpoint(config.checkpoint_root(), study, t) for t in waiting_retries(study))
         return not (records.finished_count(study) >= config.trials and settled and not paid)
 

@@ -303,9 +303,10 @@ def test_a_confirm_stage_at_a_target_budget_killed_midway_resumes_and_exports_it
     assert summary["proxy_agreement"]["arms"] == 3 and "search_at_target_seconds" in summary["cost"]
     assert set(search_study.user_attrs["confirm_seeds"]) == {2000, 2001}
     assert run_command(search_run.main, [*TINY, "--epochs", "3", "--trials", "4", "--baseline-seeds", "1",
-                                         "--confirm-top", "2", "--confirm-seeds", "2", "--confirm-budget", "fixed",
-                                         *target, "--storage", url]) == 0
-    assert len(load(url, "digits-resnet8.confirm").get_trials()) == len(runs)  # nothing to re-plan or re-run
+                                         "--confirm-top", "2", "--confirm-seeds", "2", *target, "--storage", url]) == 0
+    # nothing to re-plan or re-run: under the default (a race) a current fixed stage's verdict stands
+    assert len(load(url, "digits-resnet8.confirm").get_trials()) == len(runs)
+    assert "race" not in load(url).user_attrs["confirmation"]
     out = tmp_path / "best.json"
     assert export.main(["--storage", url, "--output", str(out)]) == 0
     document = json.loads(out.read_text())

@@ -45,10 +45,12 @@ def confirm_seeds(study: optuna.Study, count: int | None, top: int, min_effect: 
     return [records.settings(study)["seed"] + CONFIRM_SEED_OFFSET + i for i in range(count)]
 
 
-def race_runs(study: optuna.Study, budget: int | str, top: int, count: int | None, min_effect: float) -> int | None:
+def race_runs(study: optuna.Study, budget: int | str, top: int, count: int | None, min_effect: float,
+              target: dict[str, Any] | None = None) -> int | None:
     """The runs a race may spend (``--confirm-budget``): ``budget`` itself, or for ``auto`` the fixed stage's
-    (top + 2) x its seeds (``confirm_seeds``); None for ``fixed`` (no race)."""
-    if budget == "fixed":
+    (top + 2) x its seeds (``confirm_seeds``); None for no race: ``fixed``, or ``auto`` on a study whose current
+    verdict came from the fixed stage at ``target`` (a study confirmed before the race was the default keeps it)."""
+    if budget == "fixed" or (budget == "auto" and is_settled(study, top, count, min_effect, target, None)):
         return None
     if budget == "auto":  # at most as many as an explicit budget may ask for: the seeds stay in their range
         return min((top + 2) * len(confirm_seeds(study, count, top, min_effect)), race.MAX_TRAININGS)
