@@ -1,16 +1,16 @@
 """The confirm stage as a race (``--confirm-budget N``): spend the stage's trainings where they decide.
 
 The fixed stage trains its K candidates, the baseline and the paper's preset on the same S seeds, the ones clearly
-behind after two seeds included. The race instead:
+behind after one seed included, each picked by its own single-seed value. The race instead:
 
 1. takes a field of the surrogate's top ``FIELD`` candidates (``search.evidence.surrogate``: a Gaussian process
    over every search trial's realised factors, so a candidate's neighbours vouch for it);
 2. races the field on fresh seeds, one seed a round with the baseline beside it, and after each round keeps the
    better half by mean paired difference with the baseline (a diverged or failed run: out; ties: the surrogate's
    order), while the budget still leaves the final test at least ``FINAL_MIN_SEEDS`` seeds;
-3. tests the survivor (the leader by mean difference when the rounds end) against the baseline alone on the seeds left (half the trainings left each), seeds no
-   round used: the final test (``verdict.summarise`` at K = 1) is valid whatever the rounds chose, for the
-   rounds' results never enter it.
+3. tests the survivor (the leader by mean difference when the rounds end) against the baseline alone on the
+   seeds left (half the trainings left each), seeds no round used: the final test (``verdict.summarise`` at
+   K = 1) is valid whatever the rounds chose, for the rounds' results never enter it.
 
 Rounds and the final test are a pure function of the runs recorded (``standing``), so a killed stage resumes
 where it was and any number of workers share it: each queues what the standing asks for, under the study's lock.
@@ -33,10 +33,11 @@ from search.records import RunState
 __all__ = ["FIELD", "FINAL_MIN_SEEDS", "MAX_TRAININGS", "MIN_TRAININGS", "Standing", "account", "layout", "lines",
            "plan_line", "standing"]
 
-# the field: the surrogate's top 2. Measured (benchmarks/search_power.py, cpu-cifar noise, a planted +1 sigma_d,
-# 100-150 studies, the same draws): a field of 1 / 2 / 3 / 5 / 10 found it 66 / 62 / 61 / 54 / 35 % of the time
-# at 21 runs; the surrogate's pick is better than one seed's, so seeds go to the final test. 2, not 1: a hedge
-# against a surrogate that misleads (a landscape rougher than the benchmark's), at no measurable cost.
+# the field: the surrogate's top 2. Measured (benchmarks/search_power.py --strategies race-f1 race race-f3 race-f5
+# race-f10 --truths bump1, cpu-cifar noise, 200 studies a cell): a field of 1 / 2 / 3 / 5 / 10 found a planted
+# +1 sigma_d 67.5 / 68.5 / 59.0 / 50.5 / 38.5 % of the time at 21 runs; the surrogate's pick is better than one
+# seed's, so seeds go to the final test. 2, not 1: a hedge against a surrogate that misleads (a landscape
+# rougher than the benchmark's), at no measurable cost.
 FIELD = 2
 FINAL_MIN_SEEDS = 3  # the final test keeps at least this many seeds (a round only runs if they stay affordable)
 MIN_TRAININGS = 2 * FINAL_MIN_SEEDS  # the smallest budget: the final test alone
