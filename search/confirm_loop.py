@@ -27,8 +27,8 @@ from common.log import log, result
 from models.schedules import Schedule
 from search import records
 from search.evidence import race, surrogate
-from search.evidence.confirm_plan import (ATTEMPTS, confirm_seeds, finished_run, outcome, plan_arms, race_plan,
-                                          race_runs, runs_by_pair)
+from search.evidence.confirm_plan import (ATTEMPTS, confirm_seeds, counted_errors, finished_run, outcome,
+                                          plan_arms, race_plan, race_runs, runs_by_pair)
 from search.evidence.verdict import describe, summarise
 from search.interrupts import raise_if_interrupted
 from search.keep import ArmModelKeeper
@@ -270,8 +270,7 @@ def run_confirm(config, study: optuna.Study, storage, data,
         log.info(f"confirm {TrialKey.LABEL.of(trial)} seed {records.seed_of(trial)}: {said}")
 
     # each invocation gives a failing run ATTEMPTS tries more: a cause fixed since (a full disk) is not final
-    errors = {pair: len([t for t in runs if t.state == TrialState.FAIL and not records.cut_short(t)])
-              for pair, runs in runs_by_pair(confirm).items()}
+    errors = {pair: counted_errors(runs) for pair, runs in runs_by_pair(confirm).items()}
     allowed = _allowances(stage, errors, {})
     guard = FailureGuard(getattr(config, "max_failures", 5))  # faults of the environment in a row stop the stage
     tidied = waiting = False
@@ -280,13 +279,12 @@ def run_confirm(config, study: optuna.Study, storage, data,
             raise EnvironmentStopped(guard.message())
         try:
             fail_dead(storage, confirm, config.heartbeat)  # a run whose worker died is queued again, not waited for
-            counted = allowed  # a run cut short from outside (its worker died, a full disk) never counts
-            queue_pairs(storage, confirm, stage.wanted(_states(confirm, stage, counted)), budget, counted)
+            queue_pairs(storage, confirm, stage.wanted(_states(confirm, stage, allowed)), budget, allowed)
             if not tidied:  # after the plan: a cut-short run's checkpoint stays for its retry, just queued
                 tidy(storage, confirm, config)
                 tidied = True
             if not confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                states = _states(confirm, stage, counted)
+                states = _states(confirm, stage, allowed)
                 wanted = [states[(arm["key"], seed)][0] for arm, seed in stage.wanted(states)]
                 if RunState.RUNNING in wanted:
                     if stage.racing_on(states):  # a round under way: its next round or final test follows

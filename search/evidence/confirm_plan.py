@@ -149,14 +149,18 @@ def outcome(runs: list[optuna.trial.FrozenTrial], failures_allowed: int = ATTEMP
         return (RunState.DONE, decided.value) if decided.state == TrialState.COMPLETE else (RunState.DIVERGED, None)
     if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in runs):
         return RunState.RUNNING, None
+    return (RunState.FAILED if counted_errors(runs) >= failures_allowed else RunState.MISSING), None
+
+
+def counted_errors(runs: list[optuna.trial.FrozenTrial]) -> int:
+    """The failed attempts that count against one (arm, seed): the run's own errors, and a worker's deaths (or
+    silences) past ``MAX_RETRY``, for its own run may have killed it (out of memory); faults of the environment
+    and interruptions never count (``records.cut_short``)."""
     failed = [t for t in runs if t.state == TrialState.FAIL]
-    errors = [t for t in failed if not records.cut_short(t)]  # the run's own
-    # a worker that died (or went silent) may have been killed by its own run (out of memory): past MAX_RETRY
-    # such deaths, each counts as an error; faults of the environment and interruptions never do
+    errors = [t for t in failed if not records.cut_short(t)]
     deaths = [t for t in failed if records.cut_short(t) and not records.from_environment(records.fail_reason(t))
               and records.fail_reason(t) != INTERRUPTED]
-    counted = len(errors) + max(0, len(deaths) - MAX_RETRY)
-    return (RunState.FAILED if counted >= failures_allowed else RunState.MISSING), None
+    return len(errors) + max(0, len(deaths) - MAX_RETRY)
 
 
 def is_settled(study: optuna.Study, top: int, count: int | None, min_effect: float,

@@ -245,19 +245,20 @@ def _shukla_share(arms: int) -> float:
 
 
 def claims(values: np.ndarray, comparisons: int, resolution: float | None = None, alpha: float = ALPHA,
-           exact: bool = True) -> dict[str, np.ndarray]:
+           exact: bool = True, gate: float = 1.0) -> dict[str, np.ndarray]:
     """``many_to_one``'s decisions on many complete tables at once (``values[study, arm, seed]``, the baseline row
     0, the candidates the last ``comparisons`` rows), vectorised: per study and candidate ``better`` and ``worse``
     (adjusted one-sided, at ``alpha``), ``mean`` (difference), ``se`` and ``critical`` (the rule's: the block's
     variance and df, or the robust one when larger). For simulations (the calibration, the power figures, the
     tests); ``many_to_one`` decides one table the same way. ``exact`` False interpolates the critical values in
     1 / df between a few computed ones (within 0.03 from df 2 on, a little high below; for power figures, where
-    thousands of dfs occur)."""
+    thousands of dfs occur). ``gate`` g > 1 takes the robust variance only when it exceeds g times the block's
+    (``benchmarks/variance_gate.py`` measures what that trades; the verdict's rule is g = 1)."""
     values = np.asarray(values, float)
     seeds = values.shape[-1]
     block = block_variance(values, 2 * rounding_variance(resolution))
     robust, robust_df = block["robust_d2"][:, -comparisons:], block["robust_df"][:, -comparisons:]
-    use = robust > block["sigma_d2"][:, None]
+    use = robust > gate * block["sigma_d2"][:, None]
     variance = np.where(use, robust, block["sigma_d2"][:, None])
     df = np.where(use, _df_grid(robust_df), _df_grid(block["df"]))
     if exact:
