@@ -1,6 +1,9 @@
 """Fused arms (training.fused): each arm of one fused run is the run ``training.loop.run`` makes alone with its
 seed and schedule: the same per-epoch curves and final weights (float32), with shared and with different seeds,
 with an arm pruned, with an arm diverged, and after a kill and a resume."""
+import json
+from dataclasses import asdict
+
 import keras
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ import pytest
 from common.errors import UsageError
 from models.schedules import Schedule, preset
 from training import fused, loop, reuse
+from training.checkpoint import EpochCheckpoint, run_key
 from training.config import TrainConfig
 from training.data import load_dataset
 from training.fused import run_fused
@@ -158,3 +162,54 @@ def test_a_killed_run_resumes_a_pruned_arm_with_its_weights_of_the_epoch_it_stop
                         on_epoch=lambda arm, epoch, accuracy: arm == 1 and epoch == 1)
     _assert_same(results[0], weights[0], alone("base", 3))
     _assert_same(results[1], weights[1], alone("paper", 3, stop_at=1))
+
+
+def _single_weights() -> list[np.ndarray]:
+    """The final weights of the latest ``loop.run`` (its lent model, the most recently used of ``training.reuse``)."""
+    network = reuse.network_of(list(reuse._cache.values())[-1].model)
+    return [np.array(v.numpy()) for v in network.weights if not v.path.endswith("/factor")]
+
+
+def _saved_epochs(folder) -> int:
+    with np.load(folder / "state.npz") as saved:
+        return json.loads(str(saved["record"]))["epochs"]
+
+
+def test_a_killed_fused_run_leaves_each_arm_a_checkpoint_its_single_run_resumes_to_the_uninterrupted_result(
+        digits, alone, tmp_path):
+    def kill(arm, epoch, accuracy):
+        if epoch == 1:
+            raise Killed
+
+    configs, names, folders = [_config(3), _config(5)], ["base", "paper"], [tmp_path / "a0", tmp_path / "a1"]
+    with pytest.raises(Killed):
+        run_fused(configs, [SCHEDULES[name] for name in names], digits, on_epoch=kill, arm_checkpoints=folders)
+    for config, name, folder in zip(configs, names, folders):
+        assert _saved_epochs(folder) == 1
+        result = loop.run(config, SCHEDULES[name], digits, checkpoint_dir=folder, test=True)
+        expected, expected_weights = alone(name, config.seed)
+        assert result.resumed_from_epoch == 1 and result.epochs_run == EPOCHS
+        for curve in ("train_loss", "train_accuracy", "val_accuracy"):
+            assert getattr(result, curve) == getattr(expected, curve)  # bitwise
+        assert result.test_accuracy == expected.test_accuracy
+        for mine, theirs in zip(_single_weights(), expected_weights, strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_pruned_arm_checkpoints_its_last_epoch_only_and_a_diverged_one_nothing(digits, alone, tmp_path,
+                                                                                monkeypatch):
+    expected_weights = alone("base", 3, stop_at=1)[1]
+    monkeypatch.setattr(loop, "REUSE_COMPILED", False)  # the single run's model without factor variables
+    folders = [tmp_path / "pruned", tmp_path / "diverged"]
+    results = run_fused(_config(3), [BASE, HUGE], digits, on_epoch=lambda arm, epoch, accuracy: arm == 0,
+                        arm_checkpoints=folders)
+    assert results[0].stopped_early and results[1].diverged
+    assert _saved_epochs(folders[0]) == 1 and not folders[1].exists()
+    model, policy = loop.compiled_model(_config(3), BASE, digits, EPOCHS)  # what loop.run builds: it restores there
+    key = run_key({**asdict(_config(3)), "precision": policy}, Schedule("constant", {"value": 1.0}).to_dict(),
+                  loop.data_fingerprint(digits))
+    record = EpochCheckpoint(folders[0], key).restore(model)
+    assert record["epochs"] == 1 and record["val_accuracy"] == results[0].val_accuracy
+    assert int(model.optimizer.iterations.numpy()) == loop.steps_per_epoch(_config(3), digits)
+    for mine, theirs in zip(reuse.network_of(model).weights, expected_weights, strict=True):
+        np.testing.assert_array_equal(np.array(mine.numpy()), theirs)

@@ -25,7 +25,8 @@ graph traced before rebuilds each arm's network under its seed (no tracing) and 
 
 ``checkpoint_dir``: the whole fused state (every arm, the mask, the optimizer) and every arm's record after each
 epoch, in one ``training.checkpoint.EpochCheckpoint``; a killed run resumes there, replays the restored epochs
-through ``on_epoch``, and goes on on the same data streams.
+through ``on_epoch``, and goes on on the same data streams. ``arm_checkpoints``: per arm, its single run's own
+checkpoint (``training.arm_state``), which ``training.loop.run`` alone resumes.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ from common.errors import UsageError
 from models.fused import FusedArms, arm_name, build_arms, seed_groups
 from models.resnet import learned_values
 from models.schedules import Schedule
-from training import loop, reuse
+from training import arm_state, loop, reuse
 from training.checkpoint import CURVES, EpochCheckpoint, run_key
 from training.config import TrainConfig
 from training.data import Dataset
@@ -134,6 +135,7 @@ def clear() -> None:
     """Forget every compiled fused model of this process."""
     with _lock:
         _cache.clear()
+    arm_state.clear()
 
 
 @contextmanager
@@ -200,7 +202,8 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
               on_epoch: ArmHook | None = None, test: bool = False, verbose: int = 0,
               checkpoint_dir: str | Path | None = None, final_weights: list | None = None,
               callbacks: Sequence[keras.callbacks.Callback] = (),
-              save_models: Sequence[str | Path | None] | None = None) -> list[loop.RunResult]:
+              save_models: Sequence[str | Path | None] | None = None,
+              arm_checkpoints: Sequence[str | Path | None] | None = None) -> list[loop.RunResult]:
     """Train one arm per schedule at once (``configs``: one per arm, or one for all: equal but for the seed);
     one ``RunResult`` per arm, as ``training.loop.run`` would have returned for it alone.
 
@@ -209,11 +212,16 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
     steady training time (the aggregate is K times that). ``callbacks``: more Keras callbacks for ``fit``.
     ``save_models``: per arm, where an arm that trained to its end saves its network behind its input pipeline
     (a ``.keras`` file as ``training.loop.run``'s ``save_model``, without the optimizer's state), or None.
+    ``arm_checkpoints``: per arm, a folder or None: after every epoch the arm trains to its end (diverged: not that
+    epoch), before ``on_epoch``, its state as ``training.loop.run(configs[k], schedules[k], data,
+    checkpoint_dir=folder)`` saves it, so that the arm retried alone there resumes where this run left it.
     """
     schedules = [schedule or Schedule("constant", {"value": 1.0}) for schedule in schedules]
     configs = _configs(configs, len(schedules))
     config, started = configs[0], time.perf_counter()
     epochs = config.epochs_for(len(data.y_train))
+    if arm_checkpoints is not None and len(arm_checkpoints) != len(schedules):
+        raise UsageError(f"fused arms: {len(arm_checkpoints)} arm checkpoint folders for {len(schedules)} arms")
     with lent_fused(configs, schedules, data, epochs) as (model, policy):
         results = [loop.RunResult(config.depth, data.name, schedule.to_dict(), c.seed, policy, epochs)
                    for c, schedule in zip(configs, schedules)]
@@ -222,9 +230,12 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
             key = run_key("fused", [{**asdict(c), "precision": policy} for c in configs],
                           [s.to_dict() for s in schedules], loop.data_fingerprint(data))
             checkpoint = EpochCheckpoint(checkpoint_dir, key)
-        recorder = _FusedRecorder(results, on_epoch, len(data.y_train), checkpoint)
-        done = recorder.resume(model) if checkpoint is not None else 0
         distinct, groups = seed_groups([c.seed for c in configs])
+        singles = None  # before the streams: a template's build seeds Keras
+        if arm_checkpoints is not None and any(folder is not None for folder in arm_checkpoints):
+            singles = arm_state.ArmCheckpoints(model, configs, schedules, data, epochs, policy, groups, arm_checkpoints)
+        recorder = _FusedRecorder(results, on_epoch, len(data.y_train), checkpoint, singles)
+        done = recorder.resume(model) if checkpoint is not None else 0
         if done < epochs and recorder.any_active():
             steps = loop.steps_per_epoch(config, data)
             train, validation = fused_streams(data, config.batch_size, distinct, groups, done * steps)
@@ -262,10 +273,10 @@ class _FusedRecorder(loop.EpochTimer):
     the fused checkpoint."""
 
     def __init__(self, results: list[loop.RunResult], on_epoch: ArmHook | None, images_per_epoch: int,
-                 checkpoint: EpochCheckpoint | None):
+                 checkpoint: EpochCheckpoint | None, singles: arm_state.ArmCheckpoints | None = None):
         super().__init__()
         self.results, self.on_epoch, self.images_per_epoch = results, on_epoch, images_per_epoch
-        self.checkpoint = checkpoint
+        self.checkpoint, self.singles = checkpoint, singles
         self.kept: dict[int, list[np.ndarray]] = {}
 
     def any_active(self) -> bool:
@@ -292,6 +303,9 @@ class _FusedRecorder(loop.EpochTimer):
                 result.val_accuracy.append(float(logs[f"val_{accuracy}"]))
         for arm in ending:
             self._end(arm)
+        for arm, result in enumerate(self.results if self.singles is not None else ()):
+            if not (result.diverged or result.stopped_early):  # before the hook, as training.loop's _Recorder
+                self.singles.save(arm, epoch + 1, {name: getattr(result, name) for name in CURVES})
         if self.checkpoint is not None:  # before the hook, which may raise an interrupt
             self._save_kept()  # first: an arm's kept weights never change, the state names those it holds
             self.checkpoint.save(self.model, epoch + 1, {"arms": [self._record(r) for r in self.results],

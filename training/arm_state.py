@@ -1,0 +1,104 @@
+"""One arm of a fused run (``training.fused``) saved as its single run's checkpoint: ``ArmCheckpoints.save(arm,
+epoch, curves)`` writes, in the arm's folder, the very file ``training.loop.run(config_k, schedule_k, data,
+checkpoint_dir=folder)`` writes after that epoch (its key, its variables in its order, its record), so that the
+arm, retried alone, resumes there.
+
+The single run's state (``training.checkpoint._state_variables``) is its compiled model's variables (the
+augmentation's seed-generator state, then the network's; the normalisation has none) and its optimizer's (the
+iteration count, then one momentum slot per trainable variable). A template of that model (``loop.compiled_model``
+with the factors as variables exactly when ``loop.REUSE_COMPILED`` makes ``loop.run``'s own so: the restore goes
+by order and shape) is built once per graph and process, and before each save every one of its state variables is
+assigned from the fused model's: the augmentation of the arm's seed group, the arm's network, the shared
+iteration count, and each momentum slot found by its variable (``optimizer._get_variable_index``). A template
+variable that nothing maps is an error, not a silent zero.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import keras
+
+from models.fused import FusedArms
+from models.schedules import Schedule
+from training import loop, reuse
+from training.checkpoint import EpochCheckpoint, _state_variables, run_key
+from training.config import TrainConfig
+from training.data import Dataset
+
+CACHE_SIZE = 4  # template models a process keeps
+_templates: OrderedDict = OrderedDict()
+_lock = threading.Lock()
+
+
+def clear() -> None:
+    with _lock:
+        _templates.clear()
+
+
+def _template(config: TrainConfig, schedule: Schedule, data: Dataset,
+              epochs: int) -> tuple[keras.Model, threading.Lock]:
+    """The process's model with the variables ``loop.run`` builds for this graph (untraced, optimizer built)."""
+    key = (loop.reuse_key(config, schedule, data, epochs), loop.REUSE_COMPILED)
+    with _lock:
+        if key in _templates:
+            _templates.move_to_end(key)
+            return _templates[key]
+    model = loop.compiled_model(config, schedule, data, epochs, variable_factors=loop.REUSE_COMPILED)[0]
+    model.optimizer.build(model.trainable_variables)  # as training.reuse and EpochCheckpoint.restore build it
+    with _lock:
+        _templates.setdefault(key, (model, threading.Lock()))
+        while len(_templates) > CACHE_SIZE:
+            _templates.popitem(last=False)
+        return _templates[key]
+
+
+def _pairs(template: keras.Model, model: FusedArms, arm: int, group: int) -> list[tuple]:
+    """(template variable, fused variable) for every state variable of the template, in its order."""
+    network, source = reuse.network_of(template), model.arms()[arm]
+    factors = any(v.path.endswith("/factor") for v in network.variables)
+    theirs = [v for v in source.variables if factors or not v.path.endswith("/factor")]
+    if [tuple(v.shape) for v in network.variables] != [tuple(v.shape) for v in theirs]:
+        raise RuntimeError(f"arm checkpoints: arm {arm}'s network differs from its single run's")
+    weights = list(zip(network.variables, theirs))
+    mine, fused = template.optimizer, model.optimizer
+    pairs = [*weights, (template.get_layer("augment").seed_generator.state,
+                        model.get_layer(f"augment{group}").seed_generator.state),
+             (mine.iterations, fused.iterations),
+             *((mine.momentums[mine._get_variable_index(t)], fused.momentums[fused._get_variable_index(f)])
+               for t, f in weights if t.trainable)]
+    by_id = {id(t): f for t, f in pairs}
+    missed = [v.path for v in _state_variables(template) if id(v) not in by_id]
+    if missed:
+        raise RuntimeError(f"arm checkpoints: no fused variable for {', '.join(missed)}")
+    return [(v, by_id[id(v)]) for v in _state_variables(template)]
+
+
+class ArmCheckpoints:
+    """Per arm (a folder or None): its single run's ``EpochCheckpoint`` and what to copy into its template."""
+
+    def __init__(self, model: FusedArms, configs: Sequence[TrainConfig], schedules: Sequence[Schedule],
+                 data: Dataset, epochs: int, policy: str, groups: Sequence[int],
+                 folders: Sequence[str | Path | None]):
+        fingerprint = loop.data_fingerprint(data)
+        self.arms: dict[int, tuple] = {}
+        for arm, folder in enumerate(folders):
+            if folder is None:
+                continue
+            config, schedule = configs[arm], schedules[arm]
+            key = run_key({**asdict(config), "precision": policy}, schedule.to_dict(), fingerprint)  # loop.run's
+            template, lock = _template(config, schedule, data, epochs)
+            self.arms[arm] = EpochCheckpoint(folder, key), template, lock, _pairs(template, model, arm, groups[arm])
+
+    def save(self, arm: int, epoch: int, curves: dict[str, list[float]]) -> None:
+        """Write arm ``arm``'s state after ``epoch`` epochs as its single run would (nothing without a folder)."""
+        if arm not in self.arms:
+            return
+        checkpoint, template, lock, pairs = self.arms[arm]
+        with lock:
+            for mine, fused in pairs:
+                mine.assign(fused.value)
+            checkpoint.save(template, epoch, curves)
