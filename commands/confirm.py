@@ -23,8 +23,8 @@ import sys
 import time
 from typing import Sequence
 
-from commands.flags import (add_artifact_dir_argument, add_confirm_arguments, add_storage_argument,
-                            add_target_arguments)
+from commands.flags import (add_artifact_dir_argument, add_confirm_arguments, add_fuse_argument,
+                            add_storage_argument, add_target_arguments)
 from common.cli import ArgumentParser, positive_int, run_command
 from common.log import quiet_optuna
 from search.interrupts import interruptible
@@ -46,6 +46,7 @@ def build_parser() -> ArgumentParser:
                         help="0 keeps no model; otherwise each arm keeps one run's model, for export --model "
                              "(default 5)")
     add_artifact_dir_argument(parser)
+    add_fuse_argument(parser)
     return parser
 
 
@@ -61,7 +62,7 @@ def confirm(args) -> int:
                             confirm_budget=args.budget,
                             checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models,
                             artifact_dir=args.artifact_dir, target_depth=args.target_depth,
-                            target_epochs=args.target_epochs, target_subset=args.target_subset)
+                            target_epochs=args.target_epochs, target_subset=args.target_subset, fuse=args.fuse)
     from search.session import confirm_stage  # imports TensorFlow: once the study and flags are checked
 
     return confirm_stage(config, invoked_at)

@@ -14,7 +14,7 @@ import time
 from typing import Sequence
 
 from commands.flags import (add_artifact_dir_argument, add_confirm_arguments, add_storage_argument,
-                            add_target_arguments, add_training_arguments)
+                            add_fuse_argument, add_target_arguments, add_training_arguments)
 from common.cli import ArgumentParser, positive_int, run_command
 from common.errors import UsageError
 from common.log import quiet_optuna
@@ -82,6 +82,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--tensorboard", metavar="DIR", help="log every trial for TensorBoard, one run folder each "
                         "(DIR/STUDY/search/trial-00007, the confirm stage's under confirm/): loss, accuracy, validation "
                         "accuracy and learning rate per epoch")
+    add_fuse_argument(parser)
     parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     parser.add_argument("--max-failures", type=positive_int, default=5,
                         help="stop after this many trials in a row failed with an error (default 5)")
@@ -112,7 +113,7 @@ def config_from(args: argparse.Namespace) -> SearchConfig:
         baseline_seeds=args.baseline_seeds, confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds,
         confirm_budget=args.confirm_budget,
         checkpoint_dir=args.checkpoint_dir, keep_models=args.keep_models, artifact_dir=args.artifact_dir,
-        tensorboard=args.tensorboard, min_effect=args.min_effect / 100, target_depth=args.target_depth,
+        tensorboard=args.tensorboard, fuse=args.fuse, min_effect=args.min_effect / 100, target_depth=args.target_depth,
         target_epochs=args.target_epochs, target_subset=args.target_subset)
 
 

@@ -33,6 +33,9 @@ CONFIRM_BUDGETS = ("auto", "fixed")  # --confirm-budget's words; otherwise a num
 MAX_SEED_RANGE = 1000  # seeds of one kind (replicas, confirm runs) a study may use
 CHECKPOINT_FOLDER = "search-checkpoints"  # beside a SQLite study, else in the working folder
 MAX_HEARTBEAT = 86_400  # seconds
+FUSE_FLOAT16 = ("fuse: fused trials cannot train under mixed_float16 (its loss scale would skip every arm's step "
+                "when one arm overflows); use --precision mixed_bfloat16 or float32")
+MAX_FUSE = 16  # trials in one fused network: K copies of the model's memory, and a batch waits for its slowest arm
 MAX_SEED = 2 ** 30  # so that every derived seed (seed + 10000 + i at most) stays a valid 32-bit seed
 MAX_STUDY_NAME = 100
 NO_CHECKPOINTS = "none"
@@ -77,6 +80,7 @@ class SearchConfig:
     keep_models: int = 5
     artifact_dir: str | None = None
     tensorboard: str | None = None
+    fuse: int | None = None  # trials trained at once as one fused network (search.fused_batch); None: auto
     target_depth: int | None = None  # the confirm stage's budget (default: the search's own): a cheap search's
     target_epochs: int | None = None  # candidates are confirmed where it matters
     target_subset: int | None = None
@@ -126,6 +130,13 @@ class SearchConfig:
                 raise UsageError(f"{name.replace('_', '-')}: must be >= 0, got {getattr(self, name)}")
         if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
             raise UsageError(f"timeout: must be a finite number of seconds > 0, got {self.timeout}")
+        if self.fuse is not None and not 1 <= self.fuse <= MAX_FUSE:
+            raise UsageError(f"fuse: 1 to {MAX_FUSE} trials at once, or auto; got {self.fuse}")
+        if (self.fuse or 1) > 1 and self.tensorboard:
+            raise UsageError("fuse: --tensorboard logs one run folder per trial, which fused trials do not have; "
+                             "leave out --tensorboard or --fuse")
+        if (self.fuse or 1) > 1 and self.precision == "mixed_float16":
+            raise UsageError(FUSE_FLOAT16)
         if self.heartbeat > MAX_HEARTBEAT:
             raise UsageError(f"heartbeat: at most {MAX_HEARTBEAT} seconds (a day), got {self.heartbeat}")
         if not 0 <= self.seed <= MAX_SEED:

@@ -30,11 +30,12 @@ from search.evidence import race, surrogate
 from search.evidence.confirm_plan import (ATTEMPTS, confirm_seeds, counted_errors, finished_run, outcome,
                                           plan_arms, race_plan, race_runs, runs_by_pair)
 from search.evidence.verdict import describe, summarise
-from search.interrupts import raise_if_interrupted
 from search.keep import ArmModelKeeper
 from search.liveness import fail_dead, record_process
-from search.objective import AfterTrial, environment_fault, records_its_errors, train_trial
+from search.objective import (AfterTrial, Planned, environment_fault, epoch_reporter, records_its_errors,
+                              train_trial)
 from search.progress import FailureGuard
+from search.fused_batch import fuse_width, run_batch
 from search.run_queue import run_next, run_retries
 from search.records import RunState, StudyKey, TrialKey
 from search.study import tidy
@@ -171,6 +172,15 @@ class ConfirmObjective:
 
     @records_its_errors
     def __call__(self, trial: optuna.Trial) -> float:
+        planned = self.plan(trial)
+        # every arm keeps one run's model: a reference now (the paper's) may be a candidate after a re-plan
+        run = train_trial(trial, planned.config, planned.schedule, self.data, epoch_reporter(trial, planned),
+                          self.config.checkpoint_root(), self.keeper, self.config.tensorboard, self.config.heartbeat)
+        return run.final_val_accuracy
+
+    def plan(self, trial: optuna.Trial) -> Planned:
+        """The queued run's arm and seed, never pruned; ``TrialPruned`` for a run left to another (a duplicate,
+        nothing left, another budget)."""
         record_process(trial)
         key, seed = TrialKey.ARM.of(trial), records.seed_of(trial)
         if key is None:  # another worker took the last queued run between our look and our ask
@@ -178,7 +188,7 @@ class ConfirmObjective:
         planned = TrialKey.BUDGET.of(trial)
         if self.budget is not None and planned is not None and planned != self.budget:
             TrialKey.SKIPPED.write(trial, f"queued for another budget (ResNet-{planned['depth']}, "
-                                                   f"{planned['epochs']} epochs): left to a stage at that budget")
+                                          f"{planned['epochs']} epochs): left to a stage at that budget")
             raise optuna.TrialPruned("queued for another budget")
         twins = [t for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number
                  and TrialKey.ARM.of(t) == key and records.seed_of(t) == seed
@@ -186,17 +196,8 @@ class ConfirmObjective:
         if twins:  # two workers queued the same run: the later one steps aside
             TrialKey.DUPLICATE_OF.write(trial, twins[0].number)
             raise optuna.TrialPruned(f"duplicate of trial {twins[0].number}")
-
-        def report(epoch: int, accuracy: float) -> bool:
-            raise_if_interrupted()
-            trial.report(accuracy, epoch)
-            return False
-
-        # every arm keeps one run's model: a reference now (the paper's) may be a candidate after a re-plan
-        run = train_trial(trial, dataclasses.replace(self.train, seed=seed),
-                          Schedule.from_dict(TrialKey.SCHEDULE.of(trial)), self.data, report,
-                          self.config.checkpoint_root(), self.keeper, self.config.tensorboard, self.config.heartbeat)
-        return run.final_val_accuracy
+        return Planned(Schedule.from_dict(TrialKey.SCHEDULE.of(trial)), dataclasses.replace(self.train, seed=seed),
+                       True, self.keeper)
 
 
 def stage_cost(study: optuna.Study, confirm: optuna.Study, budget: dict[str, Any], runs: int) -> dict[str, Any]:
@@ -247,6 +248,7 @@ def run_confirm(config, study: optuna.Study, storage, data,
         data = load_dataset(config.dataset, config.data_dir, budget["subset"])
     train = dataclasses.replace(config.train, depth=budget["depth"], epochs=budget["epochs"])
     objective = ConfirmObjective(config, data, keeper, train, budget)
+    width = fuse_width(config, data)
     after = AfterTrial(config.checkpoint_root(), keeper)
     where = (f"in study {confirm.study_name!r}, at ResNet-{budget['depth']}, {budget['epochs']} epochs"
              + (f", {budget['subset']} images" if budget["subset"] else ""))
@@ -307,7 +309,11 @@ def run_confirm(config, study: optuna.Study, storage, data,
                 continue
             if run_retries(storage, confirm, objective, [after, line, guard]):  # interrupted runs first
                 continue
-            run_next(storage, confirm, objective, [after, line, guard])
+            queued = len(confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            if width > 1 and queued > 1:  # the queued arms x seeds as one fused network
+                run_batch(storage, confirm, objective, [after, line, guard], min(width, queued))
+            else:
+                run_next(storage, confirm, objective, [after, line, guard])
         except Exception as error:
             if (fault := environment_fault(error)) is None:
                 raise

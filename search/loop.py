@@ -14,6 +14,7 @@ import time
 from typing import Callable
 
 import optuna
+from optuna.trial import TrialState
 
 from common.log import log, quiet_optuna
 from search import records
@@ -25,6 +26,7 @@ from search.liveness import recover
 from search.objective import AfterTrial, Objective, environment_fault
 from search.progress import FailureGuard, TrialReporter, next_commands
 from search.run_queue import has_checkpoint, run_next, run_retries, waiting_retries
+from search.fused_batch import fuse_width, run_batch
 from search.study import open_study
 from storage import open_storage
 from training.data import Dataset, load_dataset
@@ -93,6 +95,9 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
              *([_AfterEachTrial(publisher, storage)] if publisher else [])]
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     objective = Objective(config, data, keeper)
+    width = fuse_width(config, data)
+    if width > 1:
+        log.info(f"training {width} trials at once as one fused network (--fuse {width})")
     root = config.checkpoint_root()
 
     def paid_for(trial) -> bool:
@@ -115,7 +120,13 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
         # the queue behind trials that already reach the target
         if remaining <= 0 and not records.baseline_pending(study):
             return False
-        run_next(storage, study, objective, after)
+        # a batch no wider than the trials still wanted beside those other workers run; retries (above) resume
+        # alone from their own checkpoints
+        wanted = remaining - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if width > 1 and wanted > 1:
+            run_batch(storage, study, objective, after, min(width, wanted))
+        else:
+            run_next(storage, study, objective, after)
         return True
 
     try:

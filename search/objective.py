@@ -94,16 +94,21 @@ def records_its_errors(call):
         except optuna.TrialPruned:
             raise
         except Exception as error:
-            try:
-                if TrialKey.FAIL_REASON.of(trial) is None:
-                    TrialKey.FAIL_REASON.write(trial, failure(error))
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # failed by another process meanwhile
-            except Exception as unwritten:  # the storage failed too: the trial's tell says what becomes of it
-                if environment_fault(unwritten) is None:
-                    raise
+            record_failure(trial, error)
             raise
     return recorded
+
+
+def record_failure(trial: optuna.Trial, error: Exception) -> None:
+    """``error`` as the trial's fail reason, unless one is recorded already (the run's own stays)."""
+    try:
+        if TrialKey.FAIL_REASON.of(trial) is None:
+            TrialKey.FAIL_REASON.write(trial, failure(error))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # failed by another process meanwhile
+    except Exception as unwritten:  # the storage failed too: the trial's tell says what becomes of it
+        if environment_fault(unwritten) is None:
+            raise
 
 
 class Objective:
@@ -122,31 +127,65 @@ class Objective:
 
     @records_its_errors
     def __call__(self, trial: optuna.Trial) -> float:
+        planned = self.plan(trial)
+        result = train_trial(trial, planned.config, planned.schedule, self.data, epoch_reporter(trial, planned),
+                             self.config.checkpoint_root(), planned.keeper, self.config.tensorboard,
+                             self.config.heartbeat)
+        return value_of(trial, result)
+
+    def plan(self, trial: optuna.Trial) -> "Planned":
+        """What ``trial`` trains, decided and recorded on it: its process, schedule (sampled, or its preset's),
+        seed and sampler seed."""
         record_process(trial)
         arm = records.preset_of(trial)
         schedule = preset(arm) if arm in LEARNED else suggest_schedule(trial, self.config.family,
                                                                        self.config.scale_range)
-        never_prune = records.is_reference(trial)
         records.write_schedule(trial, schedule, positions(self.config.depth), schedule.values(self.config.depth))
         # the search's seed, except for the baseline's replicas, which carry their own (the noise floor)
         seed = records.seed_of(trial)
         seed = self.config.seed if seed is None else seed
         TrialKey.SEED.write(trial, seed)
         TrialKey.SAMPLER_SEED.write(trial, seed_of(trial.study.sampler))
+        return Planned(schedule, dataclasses.replace(self.config.train, seed=seed), records.is_reference(trial),
+                       self.keeper if records.is_candidate(trial) else None)
 
-        def report(epoch: int, accuracy: float) -> bool:
-            raise_if_interrupted()
-            trial.report(accuracy, epoch)
-            return not never_prune and trial.should_prune()
 
-        result = train_trial(trial, dataclasses.replace(self.config.train, seed=seed), schedule, self.data,
-                             report, self.config.checkpoint_root(),
-                             self.keeper if records.is_candidate(trial) else None, self.config.tensorboard,
-                             self.config.heartbeat)
-        if result.stopped_early:
-            TrialKey.PRUNED_AT_EPOCH.write(trial, result.epochs_run)
-            raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
-        return result.final_val_accuracy
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """What one trial trains (``Objective.plan``): its schedule, its recipe with its seed, whether its pruner may
+    stop it (never a reference), and the keeper its model is offered to (candidates only)."""
+
+    schedule: Schedule
+    config: TrainConfig
+    never_prune: bool
+    keeper: ModelKeeper | None
+
+
+def epoch_reporter(trial: optuna.Trial, planned: Planned) -> EpochHook:
+    """A run's epoch hook: report the validation accuracy to ``trial``; True when its pruner stops it (never
+    when ``planned.never_prune``)."""
+    def report(epoch: int, accuracy: float) -> bool:
+        raise_if_interrupted()
+        trial.report(accuracy, epoch)
+        return not planned.never_prune and trial.should_prune()
+    return report
+
+
+def value_of(trial: optuna.Trial, result: RunResult) -> float:
+    """The trial's value from its recorded run: its final validation accuracy; a run its pruner stopped raises
+    ``TrialPruned`` with the epoch recorded."""
+    if result.stopped_early:
+        TrialKey.PRUNED_AT_EPOCH.write(trial, result.epochs_run)
+        raise optuna.TrialPruned(f"pruned at epoch {result.epochs_run}")
+    return result.final_val_accuracy
+
+
+def record_run(trial: optuna.Trial, result: RunResult, wall_seconds: float) -> None:
+    """A run's record on its trial (``records.write_run``); a diverged run is pruned with its reason."""
+    records.write_run(trial, result, wall_seconds)
+    if result.diverged:
+        TrialKey.DIVERGED.write(trial, result.diverged_reason)
+        raise optuna.TrialPruned(f"diverged: {result.diverged_reason}")
 
 
 def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, data: Dataset,
@@ -181,10 +220,7 @@ def train_trial(trial: optuna.Trial, config: TrainConfig, schedule: Schedule, da
             with contextlib.suppress(Exception):
                 TrialKey.FAIL_REASON.write(trial, INTERRUPTED)
             raise
-        records.write_run(trial, result, time.perf_counter() - started)
-        if result.diverged:
-            TrialKey.DIVERGED.write(trial, result.diverged_reason)
-            raise optuna.TrialPruned(f"diverged: {result.diverged_reason}")
+        record_run(trial, result, time.perf_counter() - started)
     except optuna.exceptions.UpdateFinishedTrialError:
         raise TakenOver(trial.number) from None
     return result

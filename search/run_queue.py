@@ -65,13 +65,18 @@ def run_next(storage: BaseStorage, study: optuna.Study, objective: Objective, ca
              catch: tuple = (Exception,)) -> None:
     """Ask Optuna for the next trial (the oldest queued, else the sampler's) and run it as ``run_claimed`` does;
     then collect garbage (a trial's graph is large)."""
-    with warnings.catch_warnings():  # Optuna's "Heartbeat of storage is supposed to be used with Study.optimize":
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")  # _run writes the heartbeat as it does
-        trial = study.ask()
+    trial = ask(study)
     try:
         _run(storage, study, trial, objective, callbacks, catch)
     finally:
         gc.collect()
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    """``study.ask()``: the oldest queued trial, else the sampler's next."""
+    with warnings.catch_warnings():  # Optuna's "Heartbeat of storage is supposed to be used with Study.optimize":
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")  # _run writes the heartbeat as it does
+        return study.ask()
 
 
 def run_claimed(storage: BaseStorage, study: optuna.Study, trial_id: int, objective: Objective, callbacks: list,
@@ -94,20 +99,31 @@ def _run(storage: BaseStorage, study: optuna.Study, trial: optuna.Trial, objecti
         except Exception as raised:
             state, error = TrialState.FAIL, raised
             if not isinstance(raised, catch):
-                _tell(study, trial, None, state, error)
+                tell(study, trial, None, state, error)
                 raise
         except KeyboardInterrupt:
-            # another process failed it meanwhile (ValueError), or the storage fails too: the interrupt goes on
-            # either way, the trial left to recover (abandon) when it could not be told
-            try:
-                study.tell(trial, state=TrialState.FAIL)
-            except ValueError:
-                pass
-            except Exception:
-                abandon(study, trial.number, INTERRUPTED)
+            fail_interrupted(study, trial)
             raise
+    told(study, trial, value, state, error, callbacks)
+
+
+def fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Tell ``trial`` failed as Ctrl-C or SIGTERM cut it short. Another process failed it meanwhile (ValueError),
+    or the storage fails too: the interrupt goes on either way, the trial left to recover (abandon) when it could
+    not be told."""
     try:
-        frozen = _tell(study, trial, value, state, error)
+        study.tell(trial, state=TrialState.FAIL)
+    except ValueError:
+        pass
+    except Exception:
+        abandon(study, trial.number, INTERRUPTED)
+
+
+def told(study: optuna.Study, trial: optuna.Trial, value, state, error: Exception | None, callbacks: list) -> None:
+    """Tell ``trial`` its outcome (``tell``), then run the callbacks; a trial another process failed meanwhile
+    (its heartbeat looked stale) is logged and left to its retry."""
+    try:
+        frozen = tell(study, trial, value, state, error)
     except ValueError as taken_over:
         go_on_after_take_over(taken_over, trial.number)
         return
@@ -115,7 +131,7 @@ def _run(storage: BaseStorage, study: optuna.Study, trial: optuna.Trial, objecti
         callback(study, frozen)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, value, state, error: Exception | None):
+def tell(study: optuna.Study, trial: optuna.Trial, value, state, error: Exception | None):
     """``study.tell``; when the storage fails meanwhile, the trial is abandoned to ``recover`` with the fail reason
     of its own error (else of the storage's fault) and the storage's error goes up."""
     try:

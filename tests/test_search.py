@@ -452,6 +452,8 @@ def _contents(url):
     (["--confirm-seeds", "1"], "confirm-seeds"),  # one seed would be another single-run best of K
     (["--confirm-budget", "5"], "confirm-budget"),  # the race's final test alone needs 6 runs
     (["--min-effect", "0"], "min-effect"),
+    (["--fuse", "0"], "fuse"),
+    (["--fuse", "2", "--tensorboard", "{tmp}/tb"], "fuse"),  # one log folder per trial: not fused
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(one_trial_study, tmp_path, capsys,
                                                                            extra, message):

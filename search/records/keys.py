@@ -113,6 +113,7 @@ class TrialKey:
     ARM = Key[str]("arm")  # confirm stage: the arm's key (a digest of its schedule)
     LABEL = Key[str]("label")  # confirm stage: the arm's name (baseline, paper-c10-r32, #7 linear)
     CANDIDATE = Key[bool]("candidate")  # confirm stage: the arm is one of the search's top candidates
+    FUSED_WITH = Key[list]("fused_with")  # the trials trained with it as one fused network (--fuse), itself included
     BUDGET = Key[dict]("budget")  # confirm stage: what the run trains, {"depth", "epochs", "subset"}
 
 
