@@ -33,6 +33,7 @@ from search.objective import Planned, epoch_reporter, record_failure, record_run
 from search.records import INTERRUPTED, TrialKey
 from search.run_queue import ask, fail_interrupted, tell, told
 from training.data import Dataset
+from training.fuse_probe import measured_width
 from training.fused import run_fused
 from training.loop import resolve_precision, gpu_compute_capability
 
@@ -60,9 +61,7 @@ def fuse_width(config, data: Dataset, measure=None) -> int:
         return config.fuse
     if config.tensorboard or policy == "mixed_float16" or (measure is None and gpu_compute_capability() is None):
         return 1  # on this project's CPUs fusion measured 1.0-1.3x (benchmarks/README.md): not worth a masked arm
-    if measure is None:
-        from training.fuse_probe import measured_width as measure
-    width, ratios = measure(config.train, data)
+    width, ratios = (measure or measured_width)(config.train, data)
     shown = ", ".join(f"K={k}: {ratio:.2f}x" for k, ratio in sorted(ratios.items()))
     log.info(f"fused trials: measured images/s over one trial at a time {shown}; training {width} at once "
              f"(--fuse auto; --fuse K to choose)")
@@ -122,8 +121,12 @@ def _outcomes(objective: Planner, trials: list[optuna.Trial]) -> list[tuple]:
             for trial in live:
                 outcomes[trial.number] = _failed(trial, error)
         else:
+            # each trial's share of the batch's time, by the epochs it trained: the search's cost per epoch
+            # (search.progress) stays the batch's per arm-epoch, not K times it
+            epochs = sum(result.epochs_run for result in results) or len(results)
             for trial, result in zip(live, results):
-                outcomes[trial.number] = _recorded(trial, result, wall, trial.number in taken)
+                share = wall * (result.epochs_run or 1) / epochs
+                outcomes[trial.number] = _recorded(trial, result, share, trial.number in taken)
     return [outcomes[trial.number] for trial in trials]
 
 

@@ -3,7 +3,7 @@ epoch, curves)`` writes, in the arm's folder, the very file ``training.loop.run(
 checkpoint_dir=folder)`` writes after that epoch (its key, its variables in its order, its record), so that the
 arm, retried alone, resumes there.
 
-The single run's state (``training.checkpoint._state_variables``) is its compiled model's variables (the
+The single run's state (``training.checkpoint.state_variables``) is its compiled model's variables (the
 augmentation's seed-generator state, then the network's; the normalisation has none) and its optimizer's (the
 iteration count, then one momentum slot per trainable variable). A template of that model (``loop.compiled_model``
 with the factors as variables exactly when ``loop.REUSE_COMPILED`` makes ``loop.run``'s own so: the restore goes
@@ -25,7 +25,7 @@ import keras
 from models.fused import FusedArms
 from models.schedules import Schedule
 from training import loop, reuse
-from training.checkpoint import EpochCheckpoint, _state_variables, run_key
+from training.checkpoint import EpochCheckpoint, state_variables, run_key
 from training.config import TrainConfig
 from training.data import Dataset
 
@@ -71,10 +71,10 @@ def _pairs(template: keras.Model, model: FusedArms, arm: int, group: int) -> lis
              *((mine.momentums[mine._get_variable_index(t)], fused.momentums[fused._get_variable_index(f)])
                for t, f in weights if t.trainable)]
     by_id = {id(t): f for t, f in pairs}
-    missed = [v.path for v in _state_variables(template) if id(v) not in by_id]
+    missed = [v.path for v in state_variables(template) if id(v) not in by_id]
     if missed:
         raise RuntimeError(f"arm checkpoints: no fused variable for {', '.join(missed)}")
-    return [(v, by_id[id(v)]) for v in _state_variables(template)]
+    return [(v, by_id[id(v)]) for v in state_variables(template)]
 
 
 class ArmCheckpoints:

@@ -61,7 +61,7 @@ class EpochCheckpoint:
                     raise ValueError("its record is not a mapping")
                 if not model.optimizer.built:
                     model.optimizer.build(model.trainable_variables)
-                variables = _state_variables(model)
+                variables = state_variables(model)
                 if record.get("key") != self.key or record.get("shapes") != _shapes(variables):
                     return self._discard("it belongs to another run (configuration, precision, schedule or data)")
                 arrays = [saved[f"v{index}"] for index in range(len(variables))]
@@ -82,7 +82,7 @@ class EpochCheckpoint:
     def save(self, model, epochs: int, curves: dict[str, list[float]]) -> None:
         """Write the state after ``epochs`` finished epochs, atomically and durably."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        variables = _state_variables(model)
+        variables = state_variables(model)
         record = {"key": self.key, "epochs": epochs, "shapes": _shapes(variables), **curves}
         arrays = {f"v{index}": np.asarray(variable.numpy()) for index, variable in enumerate(variables)}
         handle, partial = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=self.folder)
@@ -106,7 +106,7 @@ class EpochCheckpoint:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _state_variables(model) -> list:
+def state_variables(model) -> list:
     """Every variable that training changes: the model's (trainable, BatchNorm moving statistics, random
     generator states) and the optimizer's."""
     return [*model.variables, *model.optimizer.variables]

@@ -95,7 +95,7 @@ class TrialKey:
     EPOCHS_RUN = Key[int]("epochs_run")
     TRAIN_LOSS = Key[list]("train_loss")
     TRAIN_ACCURACY = Key[list]("train_accuracy")
-    WALL_SECONDS = Key[float]("wall_seconds")
+    WALL_SECONDS = Key[float]("wall_seconds")  # fused (FUSED_WITH): its share of the batch's, by epochs trained
     IMAGES_PER_SECOND = Key[float]("images_per_second")
     RESUMED_FROM_EPOCH = Key[int]("resumed_from_epoch")
     LEARNED_VALUES = Key[list]("learned_values")  # learned arms: the scalars after training
