@@ -25,13 +25,13 @@ from optuna.trial import TrialState
 
 from common.errors import UsageError
 from common.log import log
-from search import run_folders
+from search import records, run_folders
 from search.config import FUSE_FLOAT16
 from search.interrupts import raise_if_interrupted, remember
 from search.liveness import TakenOver, beating, heartbeat
 from search.objective import Planned, epoch_reporter, record_failure, record_run, value_of
 from search.records import INTERRUPTED, TrialKey
-from search.run_queue import ask, fail_interrupted, tell, told
+from search.run_queue import ask, fail_interrupted, run_asked, tell, told
 from training.data import Dataset
 from training.fuse_probe import measured_width
 from training.fused import run_fused
@@ -42,12 +42,15 @@ __all__ = ["Planner", "fuse_width", "run_batch"]
 
 class Planner(Protocol):
     """What a batch needs of an objective (``search.objective.Objective``, the confirm stage's): its
-    configuration, its data, and ``plan(trial)``, which decides and records what the trial trains."""
+    configuration, its data, ``plan(trial)``, which decides and records what the trial trains, and the objective
+    itself, for a trial trained alone."""
 
     config: object
     data: Dataset
 
     def plan(self, trial: optuna.Trial) -> Planned: ...
+
+    def __call__(self, trial: optuna.Trial) -> float: ...  # one trial alone: a retry resumes so
 
 
 def fuse_width(config, data: Dataset, measure=None) -> int:
@@ -72,20 +75,26 @@ def run_batch(storage, study: optuna.Study, objective: Planner, callbacks: list,
               catch: tuple = (Exception,)) -> None:
     """Ask Optuna for ``count`` trials, train them as one fused network and tell each its own outcome (as
     ``search.run_queue.run_next`` tells one), then run the callbacks for each. An error outside ``catch`` is
-    raised once every trial is told."""
-    trials = [ask(study) for _ in range(count)]
+    raised once every trial is told. A retry among them (queued by another worker since this one claimed the
+    retries) runs alone afterwards, from its checkpoint."""
+    asked = [ask(study) for _ in range(count)]
+    alone = [trial for trial in asked if records.retry_of(trial) is not None]
+    trials = [trial for trial in asked if trial not in alone]
+    if len(trials) == 1:  # nothing to fuse it with
+        alone, trials = trials + alone, []
+    outcomes = []
     try:
         with contextlib.ExitStack() as beats:
             try:
-                for trial in trials:
+                for trial in asked:  # the retries' too: alive while they wait for the batch
                     beats.enter_context(heartbeat(storage, trial._trial_id))
                     beats.enter_context(beating(trial, objective.config.heartbeat))
             except Exception as error:  # the storage failed as the heartbeats began: no trial ran
                 outcomes = [_failed(trial, error) for trial in trials]
             else:
-                outcomes = _outcomes(objective, trials)
+                outcomes = _outcomes(objective, trials) if trials else []
     except KeyboardInterrupt:
-        for trial in trials:
+        for trial in asked:
             fail_interrupted(study, trial)
         raise
     finally:
@@ -97,6 +106,12 @@ def run_batch(storage, study: optuna.Study, objective: Planner, callbacks: list,
             raised = raised or error
         else:
             told(study, trial, value, state, error, callbacks)
+    for trial in alone:
+        if raised is None:
+            run_asked(storage, study, trial, objective, callbacks, catch)
+        else:  # the batch's error stops the worker: the retry goes back to the queue for another
+            _failed(trial, raised)
+            tell(study, trial, None, TrialState.FAIL, raised)
     if raised is not None:
         raise raised
 

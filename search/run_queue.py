@@ -67,7 +67,7 @@ def run_next(storage: BaseStorage, study: optuna.Study, objective: Objective, ca
     then collect garbage (a trial's graph is large)."""
     trial = ask(study)
     try:
-        _run(storage, study, trial, objective, callbacks, catch)
+        run_asked(storage, study, trial, objective, callbacks, catch)
     finally:
         gc.collect()
 
@@ -82,11 +82,11 @@ def ask(study: optuna.Study) -> optuna.Trial:
 def run_claimed(storage: BaseStorage, study: optuna.Study, trial_id: int, objective: Objective, callbacks: list,
                 catch: tuple = (Exception,)) -> None:
     """Run a trial this process has set RUNNING, as ``study.optimize`` runs one."""
-    _run(storage, study, optuna.Trial(study, trial_id), objective, callbacks, catch)
+    run_asked(storage, study, optuna.Trial(study, trial_id), objective, callbacks, catch)
 
 
-def _run(storage: BaseStorage, study: optuna.Study, trial: optuna.Trial, objective: Objective, callbacks: list,
-         catch: tuple) -> None:
+def run_asked(storage: BaseStorage, study: optuna.Study, trial: optuna.Trial, objective: Objective, callbacks: list,
+              catch: tuple = (Exception,)) -> None:
     """The objective on ``trial``, told, then the callbacks. An error the storage raises as the trial is told
     (a fault of the environment) goes up, the trial left to ``recover`` (``abandon``), so nothing is left
     running by a live process that no longer runs it."""
