@@ -80,7 +80,7 @@ def confirm_budget(text: str) -> int | str:
 
 def fuse_width(text: str) -> int | None:
     """--fuse: a number of trials trained at once, or ``auto`` (None)."""
-    if text == "auto":
+    if text.strip().lower() == "auto":
         return None
     try:
         return int(text)

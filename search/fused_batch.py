@@ -23,12 +23,10 @@ from typing import Protocol
 import optuna
 from optuna.trial import TrialState
 
-from common.errors import UsageError
 from common.log import log
 from search import records, run_folders
-from search.config import FUSE_FLOAT16
 from search.interrupts import raise_if_interrupted, remember
-from search.liveness import TakenOver, beating, heartbeat
+from search.liveness import TakenOver, beating, heartbeat, record_process
 from search.objective import Planned, epoch_reporter, record_failure, record_run, value_of
 from search.records import INTERRUPTED, TrialKey
 from search.run_queue import ask, fail_interrupted, run_asked, tell, told
@@ -60,7 +58,10 @@ def fuse_width(config, data: Dataset, measure=None) -> int:
     policy = resolve_precision(config.precision)[0]
     if config.fuse is not None:
         if config.fuse > 1 and policy == "mixed_float16":  # --precision auto chose it on this GPU
-            raise UsageError(FUSE_FLOAT16)
+            log.warning(f"warning: --fuse {config.fuse} trains one trial at a time here: --precision auto chose "
+                        f"mixed_float16 on this GPU, whose loss scale would couple the arms; pass --precision "
+                        f"mixed_bfloat16 or float32 to fuse")
+            return 1
         return config.fuse
     if config.tensorboard or policy == "mixed_float16" or (measure is None and gpu_compute_capability() is None):
         return 1  # on this project's CPUs fusion measured 1.0-1.3x (benchmarks/README.md): not worth a masked arm
@@ -77,7 +78,14 @@ def run_batch(storage, study: optuna.Study, objective: Planner, callbacks: list,
     ``search.run_queue.run_next`` tells one), then run the callbacks for each. An error outside ``catch`` is
     raised once every trial is told. A retry among them (queued by another worker since this one claimed the
     retries) runs alone afterwards, from its checkpoint."""
-    asked = [ask(study) for _ in range(count)]
+    asked = []
+    try:
+        for _ in range(count):
+            asked.append(ask(study))
+            record_process(asked[-1])  # from here a kill of this worker is seen at once (liveness.recover)
+    except BaseException as error:
+        _give_back(study, asked, error)
+        raise
     alone = [trial for trial in asked if records.retry_of(trial) is not None]
     trials = [trial for trial in asked if trial not in alone]
     if len(trials) == 1:  # nothing to fuse it with
@@ -93,27 +101,47 @@ def run_batch(storage, study: optuna.Study, objective: Planner, callbacks: list,
                 outcomes = [_failed(trial, error) for trial in trials]
             else:
                 outcomes = _outcomes(objective, trials) if trials else []
-    except KeyboardInterrupt:
-        for trial in asked:
-            fail_interrupted(study, trial)
+    except KeyboardInterrupt as interrupt:
+        _give_back(study, asked, interrupt)
         raise
     finally:
         gc.collect()
-    raised = None
-    for trial, (value, state, error) in zip(trials, outcomes):
-        if error is not None and not isinstance(error, catch):
-            tell(study, trial, None, state, error)
-            raised = raised or error
-        else:
-            told(study, trial, value, state, error, callbacks)
-    for trial in alone:
-        if raised is None:
+    raised, untold = None, [*trials, *alone]
+    try:
+        for trial, (value, state, error) in zip(trials, outcomes):
+            if error is not None and not isinstance(error, catch):
+                tell(study, trial, None, state, error)
+                raised = raised or error
+            else:
+                told(study, trial, value, state, error, callbacks)
+            untold.remove(trial)
+        for trial in alone:
+            if raised is not None:  # the batch's error stops the worker: the retry goes back to the queue
+                break
+            untold.remove(trial)
             run_asked(storage, study, trial, objective, callbacks, catch)
-        else:  # the batch's error stops the worker: the retry goes back to the queue for another
-            _failed(trial, raised)
-            tell(study, trial, None, TrialState.FAIL, raised)
+    except KeyboardInterrupt as interrupt:  # (Ctrl-C as the batch is told: the trials left are cut short too)
+        _give_back(study, untold, interrupt)
+        raise
     if raised is not None:
+        _give_back(study, untold, raised)
         raise raised
+
+
+def _give_back(study: optuna.Study, trials: list[optuna.Trial], error: BaseException) -> None:
+    """Fail ``trials``, which this worker asked but will not run: cut short by an interrupt (queued again by
+    ``liveness.recover``), or by ``error``; a storage that fails meanwhile leaves them to ``recover``."""
+    if isinstance(error, KeyboardInterrupt):
+        remember(error)
+        for trial in trials:
+            with contextlib.suppress(Exception):
+                TrialKey.FAIL_REASON.write(trial, INTERRUPTED)
+            fail_interrupted(study, trial)
+        return
+    for trial in trials:
+        with contextlib.suppress(Exception):
+            _failed(trial, error)
+            tell(study, trial, None, TrialState.FAIL, error)
 
 
 def _outcomes(objective: Planner, trials: list[optuna.Trial]) -> list[tuple]:

@@ -82,6 +82,6 @@ def interrupted_exit(interrupt: KeyboardInterrupt) -> int:
     number = getattr(interrupt, "signal", signal.SIGINT)
     if verbosity() > 0:  # where it was interrupted, for -v; by default the line below says all a user needs
         traceback.print_exception(interrupt)
-    log.warning(f"interrupted ({signal.Signals(number).name}): the running trial is marked failed; run the same "
+    log.warning(f"interrupted ({signal.Signals(number).name}): the running trials are marked failed; run the same "
           f"command to resume")
     return EXIT_SIGNAL.get(number, 130)

@@ -36,6 +36,7 @@ from training.data import Dataset, load_dataset
 Publisher = Callable[[object, str], None]
 EXIT_TEMPFAIL = 75  # sysexits' EX_TEMPFAIL: the environment failed; the same command, run again later, goes on
 FAULT_PAUSE_SECONDS = 1.0  # between an environment fault outside a trial and the next try
+BUSY_POLL_SECONDS = 2.0  # a fusing worker's wait while other workers' running trials reach the target
 
 
 class Stopped(str):
@@ -125,6 +126,10 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
         wanted = remaining - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if width > 1 and wanted > 1:
             run_batch(storage, study, objective, after, min(width, wanted))
+        elif width > 1 and wanted <= 0 and remaining > 0:
+            # other workers' batches reach the target: wait for them (a trial of theirs cut short comes back
+            # as a retry) rather than overshoot it by a batch
+            time.sleep(BUSY_POLL_SECONDS)
         else:
             run_next(storage, study, objective, after)
         return True

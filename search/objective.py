@@ -43,7 +43,9 @@ def failure(error: Exception) -> str:
     fault (``environment_fault``), which is retried as a trial cut short, never final."""
     if (fault := environment_fault(error)) is not None:
         return f"{ENVIRONMENT}: {fault}"
-    return f"{type(error).__name__}: {error}"[:500]
+    cause = error.__cause__  # a wrapper's (Optuna's StorageInternalError says nothing of what failed): its cause too
+    said = f" (from {type(cause).__name__}: {str(cause).strip()[:200]})" if cause is not None else ""
+    return f"{type(error).__name__}: {error}{said}"[:500]
 
 
 def environment_fault(error: BaseException) -> str | None:
@@ -71,6 +73,8 @@ def _is_environment(error: BaseException) -> bool:
     if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) is not None:
         return error.sqlite_errorcode & 0xFF in SQLITE_ENVIRONMENT
     if isinstance(error, sqlalchemy.exc.DisconnectionError) or getattr(error, "connection_invalidated", False):
+        return True
+    if isinstance(error, sqlalchemy.exc.PendingRollbackError):  # a session whose connection was lost mid-transaction
         return True
     if any(kind.__module__.startswith("psycopg") for kind in type(error).__mro__):
         state = getattr(error, "sqlstate", None)

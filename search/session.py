@@ -117,7 +117,8 @@ class SearchSession:
         settled = not config.confirm_top or is_settled(study, config.confirm_top, config.confirm_seeds,
                                                        config.min_effect, target, trainings)
         paid = any(has_checkpoint(config.checkpoint_root(), study, t) for t in waiting_retries(study))
-        return not (records.finished_count(study) >= config.trials and settled and not paid)
+        return not (records.finished_count(study) >= config.trials and settled and not paid
+                    and not records.baseline_pending(study))  # (a baseline's retry, queued after the target)
 
     def run_here(self, publisher: Publisher | None, invoked_at: float | None = None) \
             -> tuple[optuna.Study, str | None]:
