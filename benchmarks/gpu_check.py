@@ -13,7 +13,8 @@ At most --budget seconds (default 360). In order, each part in processes of its 
  4. Fused arms (``training.fused``: K trials as one network, issue 29), TensorFlow, ResNet-32, batch 128 an arm:
     aggregate images/s, compile seconds and peak memory for K = 1, 2, 4, 8 in mixed_bfloat16 and float32, XLA on
     and off (in that order of priority), and each K's ratio to K = 1 of its setting; its own --fused-budget
-    (default 200 s; 0 skips it). Goal: >= 5x aggregate for K = 8 against one trial at a time.
+    (default 200 s; 0 skips it). Goal: >= 5x aggregate for K = 8 against one trial at a time. ``fuse_auto``: the
+    width ``--fuse auto`` would choose by these figures (``fuse_auto_choice``).
 Parts that the budget leaves no time for are listed under ``skipped``. Goals on an H100-class GPU: >= 30k img/s
 for one trial and >= 100k img/s aggregate (a 182-epoch ResNet-32 trial in under 5 minutes). On a machine without
 a GPU it exits 2.
@@ -259,6 +260,19 @@ def fused_ratios(records: list[dict]) -> list[dict]:
             for r in records]
 
 
+def fuse_auto_choice(records: list[dict], precision: str) -> dict:
+    """What ``--fuse auto`` would choose on this GPU by part 4's figures: the probe's rule (``training.fuse_probe``:
+    the K of its widths with the best ratio to one trial, if at least ``PAYS``) at the precision ``auto`` picks,
+    XLA on, as a search trains."""
+    from training.fuse_probe import PAYS, WIDTHS  # imports TensorFlow (after every measuring process has ended)
+
+    ratios = {r["arms"]: r["ratio_to_one"] for r in records
+              if r["precision"] == precision and r["xla"] and r["arms"] in WIDTHS and r["ratio_to_one"]}
+    paying = [k for k, ratio in ratios.items() if ratio >= PAYS]
+    return {"precision": precision, "ratios": ratios, "pays": PAYS,
+            "width": max(paying, key=ratios.get) if paying else 1}
+
+
 def check(budget_seconds: float, fused_seconds: float = 0) -> dict:
     started, budget = time.monotonic(), Budget(budget_seconds)
     report = {"gpu": gpu_description(), "cpu": cpu_info(), "versions": package_versions(),
@@ -296,6 +310,7 @@ def check(budget_seconds: float, fused_seconds: float = 0) -> dict:
         print("part 4: fused arms, ResNet-32, K = 1, 8, 4, 2 ...", file=sys.stderr)
         fused, problem = run_precisions("tensorflow", Budget(fused_seconds), part="fused")
         report["fused"] = fused_ratios(fused)
+        report["fuse_auto"] = fuse_auto_choice(report["fused"], auto_precision)
         if problem:
             report["skipped"].append(f"part 4 incomplete: {problem}")
     best_one = max((r["images_per_second"] for r in report["single"]), default=0.0)
