@@ -132,9 +132,6 @@ class SearchConfig:
             raise UsageError(f"timeout: must be a finite number of seconds > 0, got {self.timeout}")
         if self.fuse is not None and not 1 <= self.fuse <= MAX_FUSE:
             raise UsageError(f"fuse: 1 to {MAX_FUSE} trials at once, or auto; got {self.fuse}")
-        if (self.fuse or 1) > 1 and self.tensorboard:
-            raise UsageError("fuse: --tensorboard logs one run folder per trial, which fused trials do not have; "
-                             "leave out --tensorboard or --fuse")
         if (self.fuse or 1) > 1 and self.precision == "mixed_float16":
             raise UsageError(FUSE_FLOAT16)
         if self.heartbeat > MAX_HEARTBEAT:

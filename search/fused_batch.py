@@ -52,9 +52,9 @@ class Planner(Protocol):
 
 
 def fuse_width(config, data: Dataset, measure=None) -> int:
-    """How many trials this worker trains at once: ``config.fuse`` when given; else (auto) 1 on a CPU, with
-    ``--tensorboard`` (one log folder per run) or under mixed_float16 (its loss scale would couple the arms), and
-    on a GPU the width ``training.fuse_probe.measured_width`` finds worth it. ``measure``: that probe (tests)."""
+    """How many trials this worker trains at once: ``config.fuse`` when given; else (auto) 1 on a CPU or under
+    mixed_float16 (its loss scale would couple the arms), and on a GPU the width
+    ``training.fuse_probe.measured_width`` finds worth it. ``measure``: that probe (tests)."""
     policy = resolve_precision(config.precision)[0]
     if config.fuse is not None:
         if config.fuse > 1 and policy == "mixed_float16":  # --precision auto chose it on this GPU
@@ -63,7 +63,7 @@ def fuse_width(config, data: Dataset, measure=None) -> int:
                         f"mixed_bfloat16 or float32 to fuse")
             return 1
         return config.fuse
-    if config.tensorboard or policy == "mixed_float16" or (measure is None and gpu_compute_capability() is None):
+    if policy == "mixed_float16" or (measure is None and gpu_compute_capability() is None):
         return 1  # on this project's CPUs fusion measured 1.0-1.3x (benchmarks/README.md): not worth a masked arm
     width, ratios = (measure or measured_width)(config.train, data)
     shown = ", ".join(f"K={k}: {ratio:.2f}x" for k, ratio in sorted(ratios.items()))
@@ -205,15 +205,18 @@ def _train(objective: Planner, trials: list[optuna.Trial], plans: list[Planned])
             taken.add(trials[arm].number)
             return True
 
-    root = objective.config.checkpoint_root()
+    root, board = objective.config.checkpoint_root(), objective.config.tensorboard
     folders = [run_folders.run_folder(root, trial.study.study_name, trial.number) if root else None
                for trial in trials]
+    boards = [run_folders.run_folder(Path(board), trial.study.study_name, trial.number) for trial in trials] \
+        if board else None
     try:
         with tempfile.TemporaryDirectory() as scratch:
             models = [Path(scratch) / f"trial-{trial.number:04d}.keras" if plan.keeper else None
                       for trial, plan in zip(trials, plans)]
             results = run_fused([plan.config for plan in plans], [plan.schedule for plan in plans],
-                                objective.data, on_epoch=on_epoch, arm_checkpoints=folders, save_models=models)
+                                objective.data, on_epoch=on_epoch, arm_checkpoints=folders, save_models=models,
+                                arm_boards=boards)
             for trial, plan, result, model in zip(trials, plans, results, models):
                 if model is not None and model.is_file() and trial.number not in taken:
                     plan.keeper.offer(trial, result.final_val_accuracy, model)

@@ -33,12 +33,23 @@ def _record(trial):
 def test_fused_trials_record_exactly_what_they_record_alone(tmp_path):
     alone, fused = (f"sqlite:///{tmp_path / name}.db" for name in ("alone", "fused"))
     assert search_run.main([*ARGV, "--trials", "6", "--storage", alone]) == 0
-    assert search_run.main([*ARGV, "--trials", "6", "--storage", fused, "--fuse", "3"]) == 0
+    assert search_run.main([*ARGV, "--trials", "6", "--storage", fused, "--fuse", "3",
+                            "--tensorboard", str(tmp_path / "board")]) == 0
     a, b = trials(alone), trials(fused)
     assert len(a) == len(b) == 6
     assert [_record(t) for t in a] == [_record(t) for t in b]  # the references' batch mixes learned arms in
     assert [t.user_attrs["fused_with"] for t in b] == [[0, 1, 2]] * 3 + [[3, 4, 5]] * 3
     assert "fused_with" not in a[0].user_attrs
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = sorted((tmp_path / "board").glob("*/search/trial-*"))
+    assert [folder.name for folder in logs] == [f"trial-{number:05d}" for number in range(6)]
+    for folder in logs:  # each trial's own log, as its run alone writes it: one epoch
+        for split, tags in (("train", {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}),
+                            ("validation", {"epoch_accuracy"})):
+            events = EventAccumulator(str(folder / split), size_guidance={"tensors": 0})
+            events.Reload()
+            assert {tag: len(events.Tensors(tag)) for tag in tags} == dict.fromkeys(tags, 1)
 
 
 def test_a_fused_batch_killed_mid_run_resumes_each_trial_alone_from_its_epoch(tmp_path):

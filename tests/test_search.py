@@ -453,7 +453,7 @@ def _contents(url):
     (["--confirm-budget", "5"], "confirm-budget"),  # the race's final test alone needs 6 runs
     (["--min-effect", "0"], "min-effect"),
     (["--fuse", "0"], "fuse"),
-    (["--fuse", "2", "--tensorboard", "{tmp}/tb"], "fuse"),  # one log folder per trial: not fused
+    (["--fuse", "auto2"], "fuse"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(one_trial_study, tmp_path, capsys,
                                                                            extra, message):

@@ -1,7 +1,10 @@
-"""One arm of a fused run (``training.fused``) saved as its single run's checkpoint: ``ArmCheckpoints.save(arm,
-epoch, curves)`` writes, in the arm's folder, the very file ``training.loop.run(config_k, schedule_k, data,
-checkpoint_dir=folder)`` writes after that epoch (its key, its variables in its order, its record), so that the
-arm, retried alone, resumes there.
+"""One arm of a fused run (``training.fused``) leaves what its single run leaves: its checkpoint and its
+TensorBoard log.
+
+``ArmCheckpoints.save(arm, epoch, curves)`` writes, in the arm's folder, the very file ``training.loop.run(config_k,
+schedule_k, data, checkpoint_dir=folder)`` writes after that epoch (its key, its variables in its order, its
+record), so that the arm, retried alone, resumes there. ``ArmBoards`` writes each arm's TensorBoard log as
+``training.loop.run(tensorboard=folder)`` does, for the epochs the arm trains.
 
 The single run's state (``training.checkpoint.state_variables``) is its compiled model's variables (the
 augmentation's seed-generator state, then the network's; the normalisation has none) and its optimizer's (the
@@ -22,7 +25,7 @@ from typing import Sequence
 
 import keras
 
-from models.fused import FusedArms
+from models.fused import FusedArms, arm_name
 from models.schedules import Schedule
 from training import loop, reuse
 from training.checkpoint import EpochCheckpoint, state_variables, run_key
@@ -102,3 +105,44 @@ class ArmCheckpoints:
             for mine, fused in pairs:
                 mine.assign(fused.value)
             checkpoint.save(template, epoch, curves)
+
+
+class ArmBoards(keras.callbacks.Callback):
+    """Keras callback of a fused run: per arm with a folder, Keras's ``TensorBoard`` callback as ``training.loop``
+    sets it up for a single run (loss, accuracy, validation accuracy and loss, learning rate; per epoch), fed that
+    arm's own figures, for every epoch the arm trains (the one it is pruned or diverges in included, as alone)."""
+
+    def __init__(self, folders: Sequence[str | Path | None]):
+        super().__init__()
+        self.boards = {arm: keras.callbacks.TensorBoard(str(folder), write_graph=False, update_freq="epoch",
+                                                        profile_batch=0)
+                       for arm, folder in enumerate(folders) if folder is not None}
+        self.training: set[int] = set()
+
+    def set_model(self, model) -> None:
+        super().set_model(model)
+        for board in self.boards.values():
+            board.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        for board in self.boards.values():
+            board.on_train_begin()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        active = keras.ops.convert_to_numpy(self.model.active)
+        self.training = {arm for arm in self.boards if active[arm] > 0.5}
+        for arm in self.training:
+            self.boards[arm].on_epoch_begin(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        for arm in self.training:
+            name = arm_name(arm)
+            metric = "accuracy" if self.model.arm_count == 1 else f"{name}_accuracy"  # one output: not prefixed
+            own = {"loss": logs.get(f"{name}_loss"), "accuracy": logs.get(metric),
+                   "val_loss": logs.get(f"val_{name}_loss"), "val_accuracy": logs.get(f"val_{metric}")}
+            self.boards[arm].on_epoch_end(epoch, {key: value for key, value in own.items() if value is not None})
+
+    def on_train_end(self, logs=None):
+        for board in self.boards.values():
+            board.on_train_end()

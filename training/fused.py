@@ -203,7 +203,8 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
               checkpoint_dir: str | Path | None = None, final_weights: list | None = None,
               callbacks: Sequence[keras.callbacks.Callback] = (),
               save_models: Sequence[str | Path | None] | None = None,
-              arm_checkpoints: Sequence[str | Path | None] | None = None) -> list[loop.RunResult]:
+              arm_checkpoints: Sequence[str | Path | None] | None = None,
+              arm_boards: Sequence[str | Path | None] | None = None) -> list[loop.RunResult]:
     """Train one arm per schedule at once (``configs``: one per arm, or one for all: equal but for the seed);
     one ``RunResult`` per arm, as ``training.loop.run`` would have returned for it alone.
 
@@ -215,13 +216,17 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
     ``arm_checkpoints``: per arm, a folder or None: after every epoch the arm trains to its end (diverged: not that
     epoch), before ``on_epoch``, its state as ``training.loop.run(configs[k], schedules[k], data,
     checkpoint_dir=folder)`` saves it, so that the arm retried alone there resumes where this run left it.
+    ``arm_boards``: per arm, a TensorBoard run folder or None: the log its single run writes there
+    (``training.arm_state.ArmBoards``).
     """
     schedules = [schedule or Schedule("constant", {"value": 1.0}) for schedule in schedules]
     configs = _configs(configs, len(schedules))
     config, started = configs[0], time.perf_counter()
     epochs = config.epochs_for(len(data.y_train))
-    if arm_checkpoints is not None and len(arm_checkpoints) != len(schedules):
-        raise UsageError(f"fused arms: {len(arm_checkpoints)} arm checkpoint folders for {len(schedules)} arms")
+    for name, folders in (("checkpoint", arm_checkpoints), ("TensorBoard", arm_boards)):
+        if folders is not None and len(folders) != len(schedules):
+            raise UsageError(f"fused arms: {len(folders)} arm {name} folders for {len(schedules)} arms")
+    boards = [arm_state.ArmBoards(arm_boards)] if arm_boards is not None and any(arm_boards) else []
     with lent_fused(configs, schedules, data, epochs) as (model, policy):
         results = [loop.RunResult(config.depth, data.name, schedule.to_dict(), c.seed, policy, epochs)
                    for c, schedule in zip(configs, schedules)]
@@ -240,7 +245,7 @@ def run_fused(configs: TrainConfig | Sequence[TrainConfig], schedules: Sequence[
             steps = loop.steps_per_epoch(config, data)
             train, validation = fused_streams(data, config.batch_size, distinct, groups, done * steps)
             model.fit(train, steps_per_epoch=steps, epochs=epochs, initial_epoch=done, shuffle=False,
-                      validation_data=validation if len(data.y_val) else None, callbacks=[recorder, *callbacks],
+                      validation_data=validation if len(data.y_val) else None, callbacks=[recorder, *boards, *callbacks],
                       verbose=verbose)
         recorder.restore_kept()
         networks = model.arms()
