@@ -1,6 +1,7 @@
 """The study's sampler: which one, and the seed each process samples from."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import time
@@ -11,6 +12,7 @@ import zlib
 import numpy as np
 import optuna
 
+from common.errors import UsageError
 from search.config import SearchConfig
 
 
@@ -31,6 +33,19 @@ def sampler_seed(config: SearchConfig, worker: int = 0, created: bool = True) ->
 
 
 _SEEDS: "weakref.WeakKeyDictionary[optuna.samplers.BaseSampler, int]" = weakref.WeakKeyDictionary()
+
+
+# what a sampler's model runs on, which Optuna imports only once it first samples past its start-up trials
+NEEDS = {"gp": ("torch", "PyTorch"), "cmaes": ("cmaes", "the cmaes package")}
+
+
+def check_installed(name: str) -> None:
+    """UsageError when sampler ``name``'s model is not installed: otherwise every trial past the sampler's
+    start-up ones would fail. ``cmaes`` is a dependency of the tool; PyTorch (for ``gp``) is not (a large install)."""
+    if name in NEEDS and importlib.util.find_spec(NEEDS[name][0]) is None:
+        module, what = NEEDS[name]
+        raise UsageError(f"sampler: {name} needs {what}, which Optuna's sampler runs on: python -m pip install "
+                         f"{module}, or choose another --sampler")
 
 
 def make_sampler(config: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:

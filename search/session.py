@@ -17,6 +17,7 @@ from search.evidence.confirm_plan import is_settled, race_runs
 from search.confirm_loop import run_confirm
 from search.loop import Publisher, environment_stop, run_search
 from search.run_queue import has_checkpoint, waiting_retries
+from search.samplers import check_installed
 from search.study import check_existing, check_target_data, open_study, settle_target
 from search.workers import run_worker, run_workers
 from storage import load_existing_study, open_storage
@@ -33,6 +34,7 @@ def open_search(config: SearchConfig):
     epochs = config.train.epochs_for(len(data.y_train))
     check_target_data(config)
     check_outputs(config)
+    check_installed(config.sampler)
     storage = open_storage(config.storage, config.heartbeat)
     resuming = check_existing(storage, config)
     return data, epochs, storage, open_study(storage, config, epochs), resuming

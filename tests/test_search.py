@@ -1,5 +1,6 @@
 """The search service end to end, on real (tiny) training runs and real SQLite files."""
 import dataclasses
+import importlib.util
 import json
 import shutil
 import sqlite3
@@ -14,14 +15,16 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all
 from optuna.distributions import FloatDistribution
 
 from common.cli import run_command
+from common.errors import UsageError
 from conftest import TINY, fingerprint
 from commands import evaluate, export
 from commands import run as search_run
-from search.config import SearchConfig
+from search.config import SAMPLERS, SearchConfig
 from search.evidence.stats import holm, paired_statistics
 from search.progress import next_commands
 from search.records import record_evaluation
-from search.samplers import seed_of
+from search.samplers import check_installed, make_sampler, seed_of
+from search.space import suggest_schedule
 from search.study import open_study
 from storage.artifacts import kept_model
 from storage import open_storage
@@ -389,6 +392,24 @@ def test_export_reads_while_a_worker_holds_the_write_lock(tmp_path):
         worker.close()
     assert time.monotonic() - started < 30  # a reader that asked for the write lock would wait out the 120 s
     # (the export is written; attaching it to the study waited 5 s for the lock, then gave up with a warning)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_the_command_offers_samples_past_its_start_up_trials(name):
+    """Each --sampler's model is installed with the tool (CmaEsSampler needs the cmaes package): 12 schedules,
+    past every sampler's random start-up trials, each within the factors' bounds."""
+    config = SearchConfig(dataset="digits", depth=8, sampler=name, family="linear")
+    if name == "gp" and importlib.util.find_spec("torch") is None:  # not a dependency: refused up front
+        with pytest.raises(UsageError, match="gp needs PyTorch"):
+            check_installed(name)
+        return
+    check_installed(name)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(config, 0))
+    for step in range(12):
+        trial = study.ask()
+        factors = suggest_schedule(trial, config.family, config.scale_range).values(8)
+        assert all(0.5 <= factor <= 1.5 for factor in factors)
+        study.tell(trial, -sum((factor - 0.8) ** 2 for factor in factors))
 
 
 def test_only_the_process_that_created_a_study_samples_from_the_bare_seed(tmp_path):
