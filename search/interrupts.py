@@ -26,8 +26,10 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _raise_interrupted(number, frame):
+    first = not _received
     _received.append(number)
-    raise Interrupted(number)
+    if first:  # a second signal (Slurm signals a preempted task's every process, srun forwards it too) is only
+        raise Interrupted(number)  # recorded: raised, it would cut short the handling of the first one
 
 
 def remember(interrupt: KeyboardInterrupt) -> None:

@@ -217,7 +217,8 @@ def every_reference_finished(url):
     held = trials(url)
     presets = {t.user_attrs["preset"] for t in held if "preset" in t.user_attrs}
     done = {t.user_attrs["preset"] for t in held if t.state in FINISHED and "preset" in t.user_attrs}
-    assert len(presets) == 7 and done == presets, [(t.number, t.state, t.user_attrs) for t in held]
+    assert len(presets) == 7 and done == presets, [(t.number, t.state, t.user_attrs.get("fail_reason"))
+                                                    for t in held]
     assert not [t for t in held if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     for failed in [t for t in held if t.state == TrialState.FAIL]:
         assert failed.user_attrs["fail_reason"].startswith(("environment fault", DIED, SILENT)), failed.user_attrs

@@ -1,3 +1,4 @@
+import errno
 import json
 import math
 
@@ -36,6 +37,23 @@ def test_short_run_on_real_digits_beats_chance_and_reports_every_epoch(digits, t
     assert result.images_per_second > 0 and result.wall_seconds > 0
     assert result.schedule == preset("paper-c10-r32").to_dict()
     json.dumps(result.to_dict())
+
+
+def test_an_error_the_epoch_hook_raises_keeps_its_cause_through_keras(digits):
+    """A storage fault in the epoch hook (the trial's report to a lost database) must still say what it is after
+    ``fit``: Keras's traceback filtering would re-raise it ``from None`` and hide the cause."""
+    from search.objective import environment_fault
+
+    def lost(epoch, accuracy):
+        try:
+            raise OSError(errno.EIO, "Input/output error")
+        except OSError as fault:
+            raise RuntimeError("the storage's wrapper") from fault
+
+    with pytest.raises(RuntimeError) as raised:
+        run(TrainConfig(depth=8, epochs=1, batch_size=64, precision="float32"), None, digits, on_epoch=lost)
+    assert isinstance(raised.value.__cause__, OSError)
+    assert environment_fault(raised.value).startswith("OSError: [Errno 5]")
 
 
 def test_same_seed_same_run_other_seed_other_run(digits):

@@ -31,6 +31,11 @@ from training.config import (FLOAT16_MAX, WARMUP_DEPTH, WARMUP_ITERATIONS, WARMU
 from training.data import Dataset
 from training.pipeline import batches, with_input_pipeline
 
+# Keras re-raises an error from inside ``fit`` (a callback's: the epoch hook reporting to a lost database) ``from
+# None``, which drops its cause: the driver's error that says the connection was lost, so the run's fault would
+# read as its own and never be retried (search.objective.environment_fault walks the causes)
+keras.config.disable_traceback_filtering()
+
 EVALUATION_BATCH = 500  # inference only: any size gives the same accuracy; larger is faster
 # a run takes the process's compiled model for its graph, re-initialised for its seed (training.reuse); False:
 # every run builds and traces its own, as before issue 29 (benchmarks.trial_overhead --no-reuse)
