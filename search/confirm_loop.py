@@ -309,8 +309,8 @@ def run_confirm(config, study: optuna.Study, storage, data,
                 continue
             if run_retries(storage, confirm, objective, [after, line, guard]):  # interrupted runs first
                 continue
-            queued = len(confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-            if width > 1 and queued > 1:  # the queued arms x seeds as one fused network
+            queued = len(confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,))) if width > 1 else 0
+            if queued > 1:  # the queued arms x seeds as one fused network
                 run_batch(storage, confirm, objective, [after, line, guard], min(width, queued))
             else:
                 run_next(storage, confirm, objective, [after, line, guard])

@@ -210,20 +210,13 @@ def _train(objective: Planner, trials: list[optuna.Trial], plans: list[Planned])
                for trial in trials]
     boards = [run_folders.run_folder(Path(board), trial.study.study_name, trial.number) for trial in trials] \
         if board else None
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            models = [Path(scratch) / f"trial-{trial.number:04d}.keras" if plan.keeper else None
-                      for trial, plan in zip(trials, plans)]
-            results = run_fused([plan.config for plan in plans], [plan.schedule for plan in plans],
-                                objective.data, on_epoch=on_epoch, arm_checkpoints=folders, save_models=models,
-                                arm_boards=boards)
-            for trial, plan, result, model in zip(trials, plans, results, models):
-                if model is not None and model.is_file() and trial.number not in taken:
-                    plan.keeper.offer(trial, result.final_val_accuracy, model)
-    except KeyboardInterrupt as interrupt:
-        remember(interrupt)  # the interrupt stops this worker whoever failed the trials
-        for trial in trials:
-            with contextlib.suppress(Exception):
-                TrialKey.FAIL_REASON.write(trial, INTERRUPTED)
-        raise
+    with tempfile.TemporaryDirectory() as scratch:  # (an interrupt: run_batch gives every trial back, _give_back)
+        models = [Path(scratch) / f"trial-{trial.number:04d}.keras" if plan.keeper else None
+                  for trial, plan in zip(trials, plans)]
+        results = run_fused([plan.config for plan in plans], [plan.schedule for plan in plans],
+                            objective.data, on_epoch=on_epoch, arm_checkpoints=folders, save_models=models,
+                            arm_boards=boards)
+        for trial, plan, result, model in zip(trials, plans, results, models):
+            if model is not None and model.is_file() and trial.number not in taken:
+                plan.keeper.offer(trial, result.final_val_accuracy, model)
     return results, taken, time.perf_counter() - started

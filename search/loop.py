@@ -121,17 +121,19 @@ def run_search(config: SearchConfig, epochs: int, rank: int = 0, data: Dataset |
         # the queue behind trials that already reach the target
         if remaining <= 0 and not records.baseline_pending(study):
             return False
-        # a batch no wider than the trials still wanted beside those other workers run; retries (above) resume
-        # alone from their own checkpoints
-        wanted = remaining - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        if width > 1 and wanted > 1:
-            run_batch(storage, study, objective, after, min(width, wanted))
-        elif width > 1 and wanted <= 0 and remaining > 0:
-            # other workers' batches reach the target: wait for them (a trial of theirs cut short comes back
-            # as a retry) rather than overshoot it by a batch
-            time.sleep(BUSY_POLL_SECONDS)
-        else:
-            run_next(storage, study, objective, after)
+        if width > 1:
+            # a batch no wider than the trials still wanted beside those other workers run; retries (above)
+            # resume alone from their own checkpoints
+            wanted = remaining - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if wanted > 1:
+                run_batch(storage, study, objective, after, min(width, wanted))
+                return True
+            if wanted <= 0 and remaining > 0:
+                # other workers' batches reach the target: wait for them (a trial of theirs cut short comes back
+                # as a retry) rather than overshoot it by a batch
+                time.sleep(BUSY_POLL_SECONDS)
+                return True
+        run_next(storage, study, objective, after)
         return True
 
     try:
